@@ -1,0 +1,379 @@
+//! The `cfs-export` command line: parse into a typed config, run, print.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use composefs::fsverity::FsVerityHashValue;
+use composefs::repository::Repository;
+use serde::Serialize;
+
+use crate::compress::CompressionChoice;
+use crate::export::{self, ExportOptions, ExportReport, ImageSelection};
+use crate::image;
+use crate::import::{self, ImportOptions};
+use crate::repo::{self, CreateOutcome, RepoLocation};
+use crate::transport::ImageLocation;
+use crate::{with_repo, UsageError};
+
+/// Export container images from a composefs repository to bit-exact OCI images.
+#[derive(Debug, Parser)]
+#[command(name = "cfs-export", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    repo: RepoArgs,
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Print only errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Print one JSON document on stdout instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+struct RepoArgs {
+    /// The composefs repository directory.
+    #[arg(long, global = true, value_name = "PATH")]
+    repo: Option<PathBuf>,
+    /// Use the system repository (/sysroot/composefs; default for root).
+    #[arg(long, global = true)]
+    system: bool,
+    /// Use the user repository (~/.var/lib/composefs; default for others).
+    #[arg(long, global = true)]
+    user: bool,
+}
+
+impl RepoArgs {
+    fn location(&self) -> RepoLocation {
+        match (&self.repo, self.system, self.user) {
+            (Some(p), _, _) => RepoLocation::Path(p.clone()),
+            (None, true, _) => RepoLocation::System,
+            (None, _, true) => RepoLocation::User,
+            _ => RepoLocation::default_for_user(),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the images in the repository.
+    #[command(after_help = "Example:\n  cfs-export --repo /sysroot/composefs list --json")]
+    List,
+    /// Export images to an OCI layout, bit-exact and with the image ID kept.
+    #[command(
+        after_help = "Examples:\n  cfs-export export quay.io/fedora/fedora-bootc:42 --to oci:/var/tmp/out\n  cfs-export export 3f2a9c1b7d4e --to oci:/var/tmp/out:mytag --compression zstd"
+    )]
+    Export(ExportArgs),
+    /// Import an OCI layout or archive into the repository (blobs verified first).
+    #[command(
+        after_help = "Example:\n  cfs-export --repo ./repo import oci:./layout:latest --tag demo:latest"
+    )]
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+struct ExportArgs {
+    /// Images: tag, manifest or config digest, or image-ID prefix (≥ 12 hex).
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    images: Vec<String>,
+    /// Export every image in the repository.
+    #[arg(long)]
+    all: bool,
+    /// Destination: oci:DIR[:TAG].
+    #[arg(long, value_name = "DEST")]
+    to: String,
+    /// Ref name in the destination (default: the image's tag in the repository).
+    #[arg(long)]
+    tag: Option<String>,
+    /// none, gzip[:1-9], zstd[:1-19], or original (each layer's original kind).
+    #[arg(long, default_value = "original")]
+    compression: CompressionChoice,
+    /// Layers rebuilt in parallel (default: number of cores).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    /// Source: oci:DIR[:TAG] or oci-archive:FILE[:TAG].
+    source: String,
+    /// Tag in the repository (default: the source's ref name).
+    #[arg(long)]
+    tag: Option<String>,
+    /// os/arch[/variant] to pick from a multi-platform index.
+    #[arg(long)]
+    platform: Option<String>,
+}
+
+/// Parse arguments, run, print; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    init_logging(cli.verbose, cli.quiet);
+    let json = cli.json;
+    match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            let usage = e.chain().any(|c| c.downcast_ref::<UsageError>().is_some());
+            if json {
+                let doc = serde_json::json!({ "error": format!("{e:#}") });
+                println!("{doc}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            if usage {
+                2
+            } else {
+                1
+            }
+        }
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (_, 0) => "warn",
+        (_, 1) => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .without_time()
+        .try_init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("Starting the async runtime")
+}
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let location = cli.repo.location();
+    match &cli.command {
+        Command::List => {
+            let repo = repo::open(&location)?;
+            let rows = with_repo!(&repo, r => list_rows(r))?;
+            print_list(&rows, cli.json)
+        }
+        Command::Export(args) => {
+            let dest = ImageLocation::parse(&args.to).map_err(|e| UsageError(e.to_string()))?;
+            let ImageLocation::OciDir { path, tag } = dest else {
+                bail!(UsageError(format!(
+                    "{} is not supported yet: export writes oci:DIR[:TAG]",
+                    args.to
+                )));
+            };
+            if let Some(t) = &args.tag {
+                crate::transport::validate_tag(t).map_err(|e| UsageError(e.to_string()))?;
+            }
+            let selection = if args.all {
+                ImageSelection::All
+            } else {
+                ImageSelection::Some(args.images.clone())
+            };
+            let opts = ExportOptions {
+                compression: args.compression,
+                jobs: args.jobs.map_or(ExportOptions::default().jobs, usize::from),
+                tag: args.tag.clone(),
+            };
+            let repo = repo::open(&location)?;
+            let report = with_repo!(&repo, r => {
+                let images = export::load_images(r, &selection)?;
+                export::export_to_oci_dir(r, &images, &path, tag.as_deref(), &opts)
+            })?;
+            print_export(&report, cli.json, cli.quiet)
+        }
+        Command::Import(args) => {
+            let source =
+                ImageLocation::parse(&args.source).map_err(|e| UsageError(e.to_string()))?;
+            let opts = ImportOptions {
+                tag: args.tag.clone(),
+                platform: args.platform.clone(),
+            };
+            let (repo, outcome) = repo::open_or_create(&location)?;
+            if outcome == CreateOutcome::CreatedInsecure {
+                eprintln!(
+                    "warning: created an insecure repository at {}: this filesystem has no fs-verity",
+                    location.path()?.display()
+                );
+            }
+            let rt = runtime()?;
+            let report = with_repo!(&repo, r => rt.block_on(import::import(r, &source, &opts)))?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if !cli.quiet {
+                let new = report.layers.iter().filter(|l| l.stored).count();
+                println!(
+                    "Imported {} as {} ({} layers, {new} new; image ID {}, platform {})",
+                    report.source,
+                    report.tag,
+                    report.layers.len(),
+                    report.config_digest,
+                    report.platform
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// One row of `list`.
+#[derive(Debug, Serialize)]
+pub struct ListRow {
+    /// Tags (empty when untagged).
+    pub tags: Vec<String>,
+    /// Manifest digest, when the repository stores the manifest.
+    pub manifest_digest: Option<String>,
+    /// Image ID: the config digest.
+    pub image_id: String,
+    /// `os/arch[/variant]`.
+    pub platform: String,
+    /// Number of layers.
+    pub layers: usize,
+    /// Sum of uncompressed layer sizes.
+    pub size: u64,
+}
+
+fn list_rows<ID: FsVerityHashValue>(repo: &Repository<ID>) -> Result<Vec<ListRow>> {
+    let mut rows = Vec::new();
+    for entry in image::catalog(repo)? {
+        let img = image::load(repo, &entry)?;
+        let mut size = 0;
+        for l in &img.layers {
+            size += image::layer_size(repo, l)
+                .with_context(|| format!("Layer {} of {}", l.diff_id, img.name()))?;
+        }
+        let c = &img.config;
+        let mut platform = format!("{}/{}", c.os(), c.architecture());
+        if let Some(v) = c.variant() {
+            platform.push('/');
+            platform.push_str(v);
+        }
+        rows.push(ListRow {
+            tags: entry.tags.clone(),
+            manifest_digest: entry.manifest_digest.as_ref().map(|d| d.to_string()),
+            image_id: entry.config_digest.to_string(),
+            platform,
+            layers: img.layers.len(),
+            size,
+        });
+    }
+    Ok(rows)
+}
+
+fn short(d: &str) -> &str {
+    let hex = d.strip_prefix("sha256:").unwrap_or(d);
+    &hex[..hex.len().min(12)]
+}
+
+/// Human-readable byte count.
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn print_list(rows: &[ListRow], json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<40} {:<12} {:<12} {:<16} {:>6} {:>10}",
+        "TAG", "IMAGE ID", "MANIFEST", "PLATFORM", "LAYERS", "SIZE"
+    );
+    for r in rows {
+        let tag = if r.tags.is_empty() {
+            "<none>".to_string()
+        } else {
+            r.tags.join(",")
+        };
+        println!(
+            "{:<40} {:<12} {:<12} {:<16} {:>6} {:>10}",
+            tag,
+            short(&r.image_id),
+            r.manifest_digest.as_deref().map_or("<none>", short),
+            r.platform,
+            r.layers,
+            human_size(r.size)
+        );
+    }
+    Ok(())
+}
+
+fn print_export(report: &ExportReport, json: bool, quiet: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    if quiet {
+        return Ok(());
+    }
+    for img in &report.images {
+        println!(
+            "{} -> {}{}",
+            img.image,
+            report.destination,
+            img.tag
+                .as_deref()
+                .map(|t| format!(":{t}"))
+                .unwrap_or_default()
+        );
+        for (i, l) in img.layers.iter().enumerate() {
+            println!(
+                "  layer {}/{} {} {:<8} {:>10} -> {:>10} {}",
+                i + 1,
+                img.layers.len(),
+                short(&l.diff_id),
+                l.compression.to_string(),
+                human_size(l.size),
+                human_size(l.blob_size),
+                match l.status {
+                    export::LayerStatus::Written => "written, diff_id verified",
+                    export::LayerStatus::Skipped => "skipped (already present)",
+                }
+            );
+        }
+        println!(
+            "  image ID {} (kept); manifest {}{}",
+            img.config_digest,
+            img.manifest_digest,
+            if img.original_manifest {
+                " (original bytes)"
+            } else {
+                " (new)"
+            }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,535 @@
+//! Exporting images to an OCI layout: resolve, plan, rebuild layers in
+//! parallel, then write the config, manifest and index.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use composefs::fsverity::FsVerityHashValue;
+use composefs::repository::Repository;
+use oci_spec::image::{
+    Descriptor, DescriptorBuilder, Digest, ImageManifest, ImageManifestBuilder, MediaType,
+    PlatformBuilder,
+};
+use serde::Serialize;
+
+use crate::compress::{Compression, CompressionChoice};
+use crate::image::{self, StoredImage, StoredLayer};
+use crate::layer;
+use crate::layout::{BlobRecord, OciLayout};
+
+/// The annotation OCI layouts name images by.
+pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+
+/// Which images to export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSelection {
+    /// These selectors (tag, digest or ID prefix).
+    Some(Vec<String>),
+    /// Every image in the repository.
+    All,
+}
+
+/// How to export.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// Layer compression.
+    pub compression: CompressionChoice,
+    /// Layers rebuilt at once (at least 1).
+    pub jobs: usize,
+    /// The ref name to give the image in the layout (one image only).
+    pub tag: Option<String>,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        Self {
+            compression: CompressionChoice::Original,
+            jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            tag: None,
+        }
+    }
+}
+
+/// Whether a layer blob was written by this export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LayerStatus {
+    /// Rebuilt and written.
+    Written,
+    /// Already in the destination.
+    Skipped,
+}
+
+/// What happened to one layer.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerReport {
+    /// sha256 of the uncompressed tar (from the config, proven while streaming).
+    pub diff_id: String,
+    /// Digest of the blob in the destination.
+    pub blob_digest: String,
+    /// Its media type.
+    pub media_type: String,
+    /// The compression used.
+    pub compression: Compression,
+    /// Uncompressed tar size.
+    pub size: u64,
+    /// Blob size.
+    pub blob_size: u64,
+    /// Written or skipped.
+    pub status: LayerStatus,
+    /// Seconds spent rebuilding it (0 when skipped).
+    pub seconds: f64,
+}
+
+/// What happened to one image.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageReport {
+    /// The image, as named in the repository.
+    pub image: String,
+    /// The ref name it got in the layout.
+    pub tag: Option<String>,
+    /// Digest of the manifest written.
+    pub manifest_digest: String,
+    /// Config digest: the image ID, identical to the repository's.
+    pub config_digest: String,
+    /// True when the original manifest bytes were written unchanged.
+    pub original_manifest: bool,
+    /// `os/architecture[/variant]` from the config.
+    pub platform: String,
+    /// Per layer, bottom first.
+    pub layers: Vec<LayerReport>,
+}
+
+/// The result of an export.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportReport {
+    /// Where it went.
+    pub destination: String,
+    /// Per image.
+    pub images: Vec<ImageReport>,
+}
+
+/// Load the selected images from the repository.
+pub fn load_images<ID: FsVerityHashValue>(
+    repo: &Repository<ID>,
+    selection: &ImageSelection,
+) -> Result<Vec<StoredImage<ID>>> {
+    let catalog = image::catalog(repo)?;
+    let entries: Vec<&image::CatalogEntry> = match selection {
+        ImageSelection::All => {
+            if catalog.is_empty() {
+                bail!("The repository holds no container images");
+            }
+            catalog.iter().collect()
+        }
+        ImageSelection::Some(selectors) => selectors
+            .iter()
+            .map(|s| image::select(&catalog, s))
+            .collect::<Result<_, _>>()?,
+    };
+    let mut seen = HashSet::new();
+    entries
+        .into_iter()
+        .filter(|e| seen.insert((e.manifest_digest.clone(), e.config_digest.to_string())))
+        .map(|e| image::load(repo, e))
+        .collect()
+}
+
+/// One layer blob to produce.
+struct Job<ID> {
+    image: String,
+    layer: StoredLayer<ID>,
+    compression: Compression,
+}
+
+/// A layer blob that exists in the destination after the run.
+#[derive(Debug, Clone)]
+struct BlobOutcome {
+    digest: Digest,
+    size: u64,
+    tar_size: u64,
+    status: LayerStatus,
+    seconds: f64,
+}
+
+type JobKey = (String, Compression);
+
+fn layer_compression<ID>(choice: CompressionChoice, layer: &StoredLayer<ID>) -> Compression {
+    match choice {
+        CompressionChoice::Fixed(c) => c,
+        // Without an original manifest, uncompressed is lossless and cheapest.
+        CompressionChoice::Original => layer
+            .original
+            .as_ref()
+            .and_then(|d| Compression::from_media_type(d.media_type()))
+            .unwrap_or(Compression::None),
+    }
+}
+
+/// A blob already in the layout for this layer and compression, if known.
+fn existing_blob(
+    layout: &OciLayout,
+    record: &BlobRecord,
+    diff_id: &Digest,
+    compression: Compression,
+) -> Result<Option<(Digest, u64)>> {
+    let known = match compression {
+        Compression::None => layout.blob_size(diff_id)?.map(|s| (diff_id.clone(), s)),
+        c => record.get(diff_id, &c.to_string()),
+    };
+    Ok(match known {
+        Some((digest, size)) if layout.blob_size(&digest)? == Some(size) => Some((digest, size)),
+        _ => None,
+    })
+}
+
+fn run_job<ID: FsVerityHashValue>(
+    repo: &Repository<ID>,
+    layout: &OciLayout,
+    job: &Job<ID>,
+) -> Result<(BlobOutcome, bool)> {
+    let start = Instant::now();
+    let writer = layout.create_blob()?;
+    let encoder = job.compression.encoder(writer)?;
+    let (encoder, tar_size) = layer::rebuild(repo, &job.image, &job.layer, encoder)?;
+    let writer = encoder.finish().with_context(|| {
+        format!(
+            "Compressing layer {} of image {}",
+            job.layer.diff_id, job.image
+        )
+    })?;
+    let expected = (job.compression == Compression::None).then_some(&job.layer.diff_id);
+    let blob = writer.commit(expected).with_context(|| {
+        format!(
+            "Committing layer {} of image {}",
+            job.layer.diff_id, job.image
+        )
+    })?;
+    Ok((
+        BlobOutcome {
+            digest: blob.digest,
+            size: blob.size,
+            tar_size,
+            status: LayerStatus::Written,
+            seconds: start.elapsed().as_secs_f64(),
+        },
+        blob.created,
+    ))
+}
+
+/// Run jobs on `jobs` threads; stop handing out work after the first failure.
+fn run_jobs<ID: FsVerityHashValue>(
+    repo: &Repository<ID>,
+    layout: &OciLayout,
+    work: &[Job<ID>],
+    jobs: usize,
+    created: &Mutex<Vec<Digest>>,
+) -> Result<Vec<BlobOutcome>> {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Mutex<Vec<Option<Result<BlobOutcome>>>> =
+        Mutex::new((0..work.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, work.len().max(1)) {
+            s.spawn(|| loop {
+                if failed.load(Ordering::Relaxed) {
+                    break;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(job) = work.get(i) else { break };
+                let result = run_job(repo, layout, job).map(|(outcome, was_created)| {
+                    if was_created {
+                        lock(created).push(outcome.digest.clone());
+                    }
+                    outcome
+                });
+                if result.is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                lock(&results)[i] = Some(result);
+            });
+        }
+    });
+    let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut outcomes = Vec::with_capacity(work.len());
+    for r in results {
+        match r {
+            Some(Ok(o)) => outcomes.push(o),
+            Some(Err(e)) => return Err(e),
+            None => {}
+        }
+    }
+    if outcomes.len() != work.len() {
+        bail!("export stopped before every layer was written");
+    }
+    Ok(outcomes)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut ser =
+        serde_json::Serializer::with_formatter(&mut out, canon_json::CanonicalFormatter::new());
+    value.serialize(&mut ser)?;
+    Ok(out)
+}
+
+fn platform_string<ID>(img: &StoredImage<ID>) -> String {
+    let c = &img.config;
+    let mut s = format!("{}/{}", c.os(), c.architecture());
+    if let Some(v) = c.variant() {
+        s.push('/');
+        s.push_str(v);
+    }
+    s
+}
+
+/// The manifest to write: the original bytes when every blob is identical to
+/// the original's, else a new OCI manifest with the same config.
+fn build_manifest<ID>(
+    img: &StoredImage<ID>,
+    layers: &[(Descriptor, &BlobOutcome)],
+) -> Result<(Vec<u8>, bool)> {
+    if let Some(orig) = &img.manifest {
+        let same = orig.is_oci()
+            && orig.manifest.layers().len() == layers.len()
+            && orig
+                .manifest
+                .layers()
+                .iter()
+                .zip(layers)
+                .all(|(o, (n, _))| o.digest() == n.digest() && o.size() == n.size());
+        if same {
+            return Ok((orig.bytes.clone(), true));
+        }
+    }
+    let mut config = DescriptorBuilder::default()
+        .media_type(MediaType::ImageConfig)
+        .digest(img.config_digest().clone())
+        .size(img.config_bytes.len() as u64)
+        .build()?;
+    let annotations = img
+        .manifest
+        .as_ref()
+        .and_then(|m| m.manifest.annotations().clone());
+    if let Some(orig) = &img.manifest {
+        config.set_annotations(orig.manifest.config().annotations().clone());
+    }
+    let mut builder = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(config)
+        .layers(layers.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>());
+    if let Some(a) = annotations {
+        builder = builder.annotations(a);
+    }
+    let manifest: ImageManifest = builder.build()?;
+    Ok((canonical_json(&manifest)?, false))
+}
+
+/// Export images from `repo` into the OCI layout at `dest`.
+///
+/// Either every image lands (blobs, then config and manifest, then one atomic
+/// `index.json` update) or the layout is left as it was: blobs this run
+/// created are removed again on failure.
+pub fn export_to_oci_dir<ID: FsVerityHashValue>(
+    repo: &Repository<ID>,
+    images: &[StoredImage<ID>],
+    dest: &Path,
+    dest_tag: Option<&str>,
+    opts: &ExportOptions,
+) -> Result<ExportReport> {
+    let tag_override = opts.tag.as_deref().or(dest_tag);
+    if tag_override.is_some() && images.len() > 1 {
+        bail!(crate::UsageError(
+            "a tag (--tag or oci:DIR:TAG) names one image; export several images without one so each keeps its repository tag".into()
+        ));
+    }
+    let layout = OciLayout::open_or_create(dest)?;
+    let created = Mutex::new(Vec::new());
+    let result = export_locked(repo, images, &layout, tag_override, opts, &created);
+    if result.is_err() {
+        for digest in lock(&created).iter() {
+            if let Err(e) = layout.remove_blob(digest) {
+                tracing::warn!("rollback: {e:#}");
+            }
+        }
+    }
+    result
+}
+
+fn export_locked<ID: FsVerityHashValue>(
+    repo: &Repository<ID>,
+    images: &[StoredImage<ID>],
+    layout: &OciLayout,
+    tag_override: Option<&str>,
+    opts: &ExportOptions,
+    created: &Mutex<Vec<Digest>>,
+) -> Result<ExportReport> {
+    let mut record = layout.read_blob_record();
+
+    // Plan: one job per distinct (diff_id, compression) not already present.
+    let mut outcomes: HashMap<JobKey, BlobOutcome> = HashMap::new();
+    let mut work: Vec<Job<ID>> = Vec::new();
+    let mut keys: Vec<JobKey> = Vec::new();
+    for img in images {
+        for l in &img.layers {
+            let compression = layer_compression(opts.compression, l);
+            let key = (l.diff_id.to_string(), compression);
+            if outcomes.contains_key(&key) || keys.contains(&key) {
+                continue;
+            }
+            if let Some((digest, size)) = existing_blob(layout, &record, &l.diff_id, compression)? {
+                let tar_size = image::layer_size(repo, l).unwrap_or(0);
+                outcomes.insert(
+                    key,
+                    BlobOutcome {
+                        digest,
+                        size,
+                        tar_size,
+                        status: LayerStatus::Skipped,
+                        seconds: 0.0,
+                    },
+                );
+            } else {
+                keys.push(key);
+                work.push(Job {
+                    image: img.name(),
+                    layer: l.clone(),
+                    compression,
+                });
+            }
+        }
+    }
+    tracing::debug!(
+        "{} layer blobs to write, {} present",
+        work.len(),
+        outcomes.len()
+    );
+
+    // Biggest layers first keeps all workers busy until the end.
+    let mut order: Vec<usize> = (0..work.len()).collect();
+    let sizes: Vec<u64> = work
+        .iter()
+        .map(|j| image::layer_size(repo, &j.layer).unwrap_or(0))
+        .collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(sizes[i]));
+    let (work, keys): (Vec<Job<ID>>, Vec<JobKey>) = {
+        let mut slots: Vec<Option<(Job<ID>, JobKey)>> =
+            work.into_iter().zip(keys).map(Some).collect();
+        order.iter().filter_map(|&i| slots[i].take()).unzip()
+    };
+    let written = run_jobs(repo, layout, &work, opts.jobs, created)?;
+    for (key, outcome) in keys.into_iter().zip(written) {
+        if key.1 != Compression::None {
+            if let Ok(diff_id) = crate::digest::parse_sha256(&key.0) {
+                record.insert(&diff_id, &key.1.to_string(), &outcome.digest, outcome.size);
+            }
+        }
+        outcomes.insert(key, outcome);
+    }
+
+    // Config (original bytes) and manifest per image, then one index update.
+    let mut index = layout.index_or_empty()?;
+    let mut manifests = index.manifests().clone();
+    let mut reports = Vec::new();
+    for img in images {
+        let name = img.name();
+        let config = layout
+            .write_blob(&img.config_bytes, img.config_digest())
+            .with_context(|| format!("Writing config of image {name}"))?;
+        if config.created {
+            lock(created).push(config.digest.clone());
+        }
+        let mut layer_descs = Vec::new();
+        let mut layer_reports = Vec::new();
+        for l in &img.layers {
+            let compression = layer_compression(opts.compression, l);
+            let outcome = outcomes
+                .get(&(l.diff_id.to_string(), compression))
+                .with_context(|| format!("internal: no blob for layer {}", l.diff_id))?;
+            let desc = DescriptorBuilder::default()
+                .media_type(compression.media_type())
+                .digest(outcome.digest.clone())
+                .size(outcome.size)
+                .build()?;
+            layer_reports.push(LayerReport {
+                diff_id: l.diff_id.to_string(),
+                blob_digest: outcome.digest.to_string(),
+                media_type: compression.media_type().to_string(),
+                compression,
+                size: outcome.tar_size,
+                blob_size: outcome.size,
+                status: outcome.status,
+                seconds: outcome.seconds,
+            });
+            layer_descs.push((desc, outcome));
+        }
+        let (manifest_bytes, original) = build_manifest(img, &layer_descs)?;
+        let manifest_digest = crate::digest::sha256(&manifest_bytes);
+        let m = layout
+            .write_blob(&manifest_bytes, &manifest_digest)
+            .with_context(|| format!("Writing manifest of image {name}"))?;
+        if m.created {
+            lock(created).push(m.digest.clone());
+        }
+        let tag = tag_override
+            .map(str::to_string)
+            .or_else(|| img.entry.tags.first().cloned());
+        let mut platform = PlatformBuilder::default()
+            .os(img.config.os().clone())
+            .architecture(img.config.architecture().clone());
+        if let Some(v) = img.config.variant() {
+            platform = platform.variant(v.clone());
+        }
+        let mut desc = DescriptorBuilder::default()
+            .media_type(MediaType::ImageManifest)
+            .digest(manifest_digest.clone())
+            .size(manifest_bytes.len() as u64)
+            .platform(platform.build()?);
+        if let Some(t) = &tag {
+            desc = desc.annotations(HashMap::from([(
+                REF_NAME_ANNOTATION.to_string(),
+                t.clone(),
+            )]));
+        }
+        let desc = desc.build()?;
+        manifests.retain(|d| {
+            let ref_name = d
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(REF_NAME_ANNOTATION));
+            match &tag {
+                Some(t) => ref_name != Some(t),
+                None => !(ref_name.is_none() && d.digest() == &manifest_digest),
+            }
+        });
+        manifests.push(desc);
+        reports.push(ImageReport {
+            image: name,
+            tag,
+            manifest_digest: manifest_digest.to_string(),
+            config_digest: img.config_digest().to_string(),
+            original_manifest: original,
+            platform: platform_string(img),
+            layers: layer_reports,
+        });
+    }
+    index.set_manifests(manifests);
+    layout.write_index(&index)?;
+    // After the index: a lost record only costs a recompression next time.
+    if let Err(e) = layout.write_blob_record(&record) {
+        tracing::warn!("{e:#}");
+    }
+    Ok(ExportReport {
+        destination: format!("oci:{}", layout.path().display()),
+        images: reports,
+    })
+}

@@ -1,0 +1,548 @@
+//! The images a composefs repository holds: finding them by tag, digest or ID
+//! prefix, and loading their original manifest and config bytes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+use anyhow::{bail, Context, Result};
+use composefs::fsverity::FsVerityHashValue;
+use composefs::repository::Repository;
+use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageManifest, MediaType};
+
+use crate::digest::{parse_sha256, sha256};
+
+/// Content type of config split-streams (`"ociconfg"`, as composefs-oci writes them).
+pub(crate) const CONFIG_CONTENT_TYPE: u64 = u64::from_le_bytes(*b"ociconfg");
+/// Content type of manifest split-streams (`"ocimanif"`).
+pub(crate) const MANIFEST_CONTENT_TYPE: u64 = u64::from_le_bytes(*b"ocimanif");
+/// Docker's config media type, which Docker-schema2 manifests reference.
+pub const DOCKER_CONFIG_MEDIA_TYPE: &str = "application/vnd.docker.container.image.v1+json";
+/// Shortest image-ID prefix accepted (as podman and docker display IDs).
+pub const MIN_ID_PREFIX: usize = 12;
+
+/// Stream name of a config.
+pub(crate) fn config_stream_id(digest: &Digest) -> String {
+    format!("oci-config-{digest}")
+}
+
+/// Stream name of a manifest.
+pub(crate) fn manifest_stream_id(digest: &Digest) -> String {
+    composefs_oci::oci_image::manifest_identifier(digest)
+}
+
+/// Stream name of a layer.
+pub(crate) fn layer_stream_id(diff_id: &Digest) -> String {
+    composefs_oci::layer_content_id(diff_id)
+}
+
+/// Read a split-stream's whole content and its named refs.
+pub(crate) fn read_stream<ID: FsVerityHashValue>(
+    repo: &Repository<ID>,
+    content_id: &str,
+    verity: Option<&ID>,
+    content_type: u64,
+) -> Result<(Vec<u8>, HashMap<String, ID>)> {
+    let mut reader = repo.open_stream(content_id, verity, Some(content_type))?;
+    let refs = reader
+        .iter_named_refs()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let mut data = Vec::new();
+    reader.cat(repo, &mut data)?;
+    Ok((data, refs))
+}
+
+/// One image the repository holds, as found by [`catalog`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogEntry {
+    /// Tags pointing at it (sorted; empty when untagged).
+    pub tags: Vec<String>,
+    /// The stored manifest, if the repository has one (older repos store only config + layers).
+    pub manifest_digest: Option<Digest>,
+    /// The config digest, i.e. the image ID.
+    pub config_digest: Digest,
+}
+
+impl CatalogEntry {
+    /// A name for messages: the first tag, else the manifest or config digest.
+    pub fn display_name(&self) -> String {
+        match (self.tags.first(), &self.manifest_digest) {
+            (Some(tag), _) => tag.clone(),
+            (None, Some(m)) => m.to_string(),
+            (None, None) => self.config_digest.to_string(),
+        }
+    }
+}
+
+fn stream_names(repo_fd: impl rustix::fd::AsFd) -> Result<Vec<String>> {
+    let fd = match rustix::fs::openat(
+        repo_fd,
+        "streams",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(Vec::new()),
+        Err(e) => return Err(e).context("Opening streams/ of the repository"),
+    };
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(&fd).context("Listing streams/")? {
+        let entry = entry.context("Listing streams/")?;
+        if let Ok(name) = entry.file_name().to_str() {
+            names.push(name.to_string());
+        }
+    }
+    Ok(names)
+}
+
+/// Every container image in the repository: tagged and untagged manifests, and
+/// configs stored without a manifest (by older composefs-oci and bootc).
+pub fn catalog<ID: FsVerityHashValue>(repo: &Repository<ID>) -> Result<Vec<CatalogEntry>> {
+    // Keyed by digest string: oci-spec digests are not `Ord`.
+    let mut manifests: BTreeMap<String, Digest> = BTreeMap::new();
+    let mut configs: BTreeMap<String, Digest> = BTreeMap::new();
+    for name in stream_names(repo.repo_fd())? {
+        if let Some(d) = name.strip_prefix("oci-manifest-") {
+            if let Ok(d) = parse_sha256(d) {
+                manifests.insert(d.to_string(), d);
+            }
+        } else if let Some(d) = name.strip_prefix("oci-config-") {
+            if let Ok(d) = parse_sha256(d) {
+                configs.insert(d.to_string(), d);
+            }
+        }
+    }
+
+    let mut manifest_tags: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (tag, digest) in composefs_oci::list_refs(repo)? {
+        manifest_tags
+            .entry(digest.to_string())
+            .or_default()
+            .push(tag);
+    }
+    // Refs outside oci/ that name a config: how config-only repos tag images.
+    let mut config_tags: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, target) in repo.list_stream_refs("")? {
+        if name.starts_with("oci/") {
+            continue;
+        }
+        let last = target.rsplit('/').next().unwrap_or(&target);
+        if let Some(d) = last.strip_prefix("oci-config-") {
+            config_tags.entry(d.to_string()).or_default().push(name);
+        }
+    }
+
+    let mut entries = Vec::new();
+    let mut configs_with_manifest = BTreeSet::new();
+    for (key, digest) in manifests {
+        let manifest = match read_manifest(repo, &digest) {
+            Ok((_, m)) => m,
+            Err(e) => {
+                tracing::warn!("skipping manifest {digest}: {e:#}");
+                continue;
+            }
+        };
+        if !is_image_config(manifest.config().media_type()) {
+            continue;
+        }
+        let config_digest = manifest.config().digest().clone();
+        configs_with_manifest.insert(config_digest.to_string());
+        let mut tags = manifest_tags.remove(&key).unwrap_or_default();
+        tags.sort();
+        entries.push(CatalogEntry {
+            tags,
+            manifest_digest: Some(digest),
+            config_digest,
+        });
+    }
+    for (key, digest) in configs {
+        let mut tags = config_tags.remove(&key).unwrap_or_default();
+        if configs_with_manifest.contains(&key) && tags.is_empty() {
+            continue;
+        }
+        tags.sort();
+        entries.push(CatalogEntry {
+            tags,
+            manifest_digest: None,
+            config_digest: digest,
+        });
+    }
+    entries.sort_by_key(|e| {
+        (
+            e.tags.is_empty(),
+            e.tags.clone(),
+            e.manifest_digest.as_ref().map(|d| d.to_string()),
+        )
+    });
+    Ok(entries)
+}
+
+fn is_image_config(media_type: &MediaType) -> bool {
+    *media_type == MediaType::ImageConfig || media_type.to_string() == DOCKER_CONFIG_MEDIA_TYPE
+}
+
+fn read_manifest<ID: FsVerityHashValue>(
+    repo: &Repository<ID>,
+    digest: &Digest,
+) -> Result<(Vec<u8>, ImageManifest)> {
+    let (bytes, _) = read_manifest_stream(repo, digest)?;
+    let manifest = ImageManifest::from_reader(&bytes[..])
+        .with_context(|| format!("Parsing manifest {digest}"))?;
+    Ok((bytes, manifest))
+}
+
+fn read_manifest_stream<ID: FsVerityHashValue>(
+    repo: &Repository<ID>,
+    digest: &Digest,
+) -> Result<(Vec<u8>, HashMap<String, ID>)> {
+    let id = manifest_stream_id(digest);
+    let (bytes, refs) = read_stream(repo, &id, None, MANIFEST_CONTENT_TYPE)
+        .with_context(|| format!("Reading manifest {digest}"))?;
+    let got = sha256(&bytes);
+    if &got != digest {
+        bail!("Manifest {digest} is damaged in the repository: its stored bytes hash to {got}");
+    }
+    Ok((bytes, refs))
+}
+
+/// Why an image selector matched nothing or too much.
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError {
+    /// Nothing matched.
+    #[error("image {selector:?} not found in the repository; {}", list_available(.available))]
+    NotFound {
+        /// What the user asked for.
+        selector: String,
+        /// Names of the images there are.
+        available: Vec<String>,
+    },
+    /// An ID prefix matched several images.
+    #[error("image ID prefix {selector:?} is ambiguous; it matches: {}", .candidates.join(", "))]
+    Ambiguous {
+        /// What the user asked for.
+        selector: String,
+        /// What it matched.
+        candidates: Vec<String>,
+    },
+    /// An ID prefix that is too short to be safe.
+    #[error(
+        "image ID prefix {0:?} is too short: give at least 12 hex digits, a tag, or a full digest"
+    )]
+    PrefixTooShort(String),
+}
+
+fn list_available(names: &[String]) -> String {
+    if names.is_empty() {
+        "the repository holds no container images".to_string()
+    } else {
+        format!("available: {}", names.join(", "))
+    }
+}
+
+impl fmt::Display for CatalogEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let id = self.config_digest.digest();
+        write!(
+            f,
+            "{} (ID {})",
+            self.display_name(),
+            &id[..id.len().min(12)]
+        )
+    }
+}
+
+/// Find the one catalogue entry `selector` names: a tag (`name` also tries
+/// `name:latest`), a manifest or config digest, or an image-ID prefix of at
+/// least [`MIN_ID_PREFIX`] hex digits.
+pub fn select<'a>(
+    catalog: &'a [CatalogEntry],
+    selector: &str,
+) -> Result<&'a CatalogEntry, SelectError> {
+    let by_tag = |t: &str| catalog.iter().find(|e| e.tags.iter().any(|x| x == t));
+    if let Some(e) = by_tag(selector) {
+        return Ok(e);
+    }
+    if !selector.contains(':') {
+        if let Some(e) = by_tag(&format!("{selector}:latest")) {
+            return Ok(e);
+        }
+    }
+    let hex = selector
+        .strip_prefix("sha256:")
+        .or_else(|| selector.strip_prefix("@sha256:"))
+        .unwrap_or(selector);
+    let is_hex = !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit());
+    if is_hex {
+        let hex = hex.to_ascii_lowercase();
+        if hex.len() == 64 {
+            if let Some(e) = catalog.iter().find(|e| {
+                e.manifest_digest
+                    .as_ref()
+                    .is_some_and(|m| m.digest() == hex)
+                    || e.config_digest.digest() == hex
+            }) {
+                return Ok(e);
+            }
+        } else if hex.len() < MIN_ID_PREFIX {
+            return Err(SelectError::PrefixTooShort(selector.to_string()));
+        }
+        let matches: Vec<&CatalogEntry> = catalog
+            .iter()
+            .filter(|e| e.config_digest.digest().starts_with(&hex))
+            .collect();
+        match matches.as_slice() {
+            [one] => return Ok(one),
+            [] => {}
+            many => {
+                return Err(SelectError::Ambiguous {
+                    selector: selector.to_string(),
+                    candidates: many
+                        .iter()
+                        .map(|e| match &e.manifest_digest {
+                            Some(m) => format!("{} (manifest {m})", e.display_name()),
+                            None => e.display_name(),
+                        })
+                        .collect(),
+                })
+            }
+        }
+    }
+    Err(SelectError::NotFound {
+        selector: selector.to_string(),
+        available: catalog.iter().map(|e| e.to_string()).collect(),
+    })
+}
+
+/// The original manifest as stored in the repository.
+#[derive(Debug, Clone)]
+pub struct OriginalManifest {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its exact bytes.
+    pub bytes: Vec<u8>,
+    /// Parsed.
+    pub manifest: ImageManifest,
+}
+
+impl OriginalManifest {
+    /// True for OCI image manifests (as opposed to Docker schema2).
+    pub fn is_oci(&self) -> bool {
+        match self.manifest.media_type() {
+            None => true,
+            Some(t) => *t == MediaType::ImageManifest,
+        }
+    }
+}
+
+/// One layer of a stored image.
+#[derive(Debug, Clone)]
+pub struct StoredLayer<ID> {
+    /// Position in the image, from 0.
+    pub index: usize,
+    /// sha256 of the uncompressed tar, from the config.
+    pub diff_id: Digest,
+    /// fs-verity digest of the layer's split-stream object.
+    pub stream: ID,
+    /// The layer's descriptor in the original manifest, if there was one.
+    pub original: Option<Descriptor>,
+}
+
+/// An image loaded from the repository: original bytes and layer streams.
+#[derive(Debug, Clone)]
+pub struct StoredImage<ID> {
+    /// Where it was found.
+    pub entry: CatalogEntry,
+    /// The original manifest, if stored.
+    pub manifest: Option<OriginalManifest>,
+    /// The config's exact original bytes (their sha256 is the image ID).
+    pub config_bytes: Vec<u8>,
+    /// Parsed config.
+    pub config: ImageConfiguration,
+    /// Layers, bottom first.
+    pub layers: Vec<StoredLayer<ID>>,
+}
+
+impl<ID> StoredImage<ID> {
+    /// The image ID (config digest).
+    pub fn config_digest(&self) -> &Digest {
+        &self.entry.config_digest
+    }
+
+    /// A name for messages.
+    pub fn name(&self) -> String {
+        self.entry.display_name()
+    }
+}
+
+/// Load the image a catalogue entry names, checking the manifest and config
+/// bytes against their digests.
+pub fn load<ID: FsVerityHashValue>(
+    repo: &Repository<ID>,
+    entry: &CatalogEntry,
+) -> Result<StoredImage<ID>> {
+    let name = entry.display_name();
+    let config_digest = &entry.config_digest;
+    let (manifest, config_verity) = match &entry.manifest_digest {
+        Some(digest) => {
+            let (bytes, refs) = read_manifest_stream(repo, digest)
+                .with_context(|| format!("Loading image {name}"))?;
+            let manifest = ImageManifest::from_reader(&bytes[..])
+                .with_context(|| format!("Parsing manifest {digest} of image {name}"))?;
+            let verity = refs.get(&format!("config:{config_digest}")).cloned();
+            (
+                Some(OriginalManifest {
+                    digest: digest.clone(),
+                    bytes,
+                    manifest,
+                }),
+                verity,
+            )
+        }
+        None => (None, None),
+    };
+    let stream_name = config_stream_id(config_digest);
+    let config_verity = match config_verity {
+        Some(v) => Some(v),
+        None => repo.has_stream(&stream_name)?,
+    };
+    let Some(config_verity) = config_verity else {
+        bail!(
+            "Config {config_digest} of image {name} is missing from the repository (no stream {stream_name}); re-pull the image"
+        );
+    };
+    let (config_bytes, layer_refs) = read_stream(
+        repo,
+        &stream_name,
+        Some(&config_verity),
+        CONFIG_CONTENT_TYPE,
+    )
+    .with_context(|| {
+        format!("Reading config {config_digest} of image {name}; re-pull the image")
+    })?;
+    let got = sha256(&config_bytes);
+    if &got != config_digest {
+        bail!(
+            "Config {config_digest} of image {name} is damaged in the repository: its stored bytes hash to {got}; re-pull the image"
+        );
+    }
+    let config = ImageConfiguration::from_reader(&config_bytes[..])
+        .with_context(|| format!("Parsing config {config_digest} of image {name}"))?;
+
+    let diff_ids = config.rootfs().diff_ids();
+    let originals: Vec<Option<Descriptor>> = match &manifest {
+        Some(m) => {
+            let layers = m.manifest.layers();
+            if layers.len() != diff_ids.len() {
+                bail!(
+                    "Image {name}: manifest {} lists {} layers but config {config_digest} has {} diff_ids",
+                    m.digest,
+                    layers.len(),
+                    diff_ids.len()
+                );
+            }
+            layers.iter().cloned().map(Some).collect()
+        }
+        None => vec![None; diff_ids.len()],
+    };
+    let mut layers = Vec::with_capacity(diff_ids.len());
+    for (index, (diff_id, original)) in diff_ids.iter().zip(originals).enumerate() {
+        let diff_id = parse_sha256(diff_id).with_context(|| {
+            format!(
+                "Config {config_digest} of image {name}, layer {}",
+                index + 1
+            )
+        })?;
+        let stream = match layer_refs.get(diff_id.as_ref()) {
+            Some(v) => v.clone(),
+            None => repo.has_stream(&layer_stream_id(&diff_id))?.with_context(|| {
+                format!(
+                    "Layer {} ({diff_id}) of image {name} is missing from the repository; re-pull the image",
+                    index + 1
+                )
+            })?,
+        };
+        layers.push(StoredLayer {
+            index,
+            diff_id,
+            stream,
+            original,
+        });
+    }
+    Ok(StoredImage {
+        entry: entry.clone(),
+        manifest,
+        config_bytes,
+        config,
+        layers,
+    })
+}
+
+/// Uncompressed size of a stored layer, from its split-stream header.
+pub fn layer_size<ID: FsVerityHashValue>(
+    repo: &Repository<ID>,
+    layer: &StoredLayer<ID>,
+) -> Result<u64> {
+    let reader = repo.open_stream(
+        &layer_stream_id(&layer.diff_id),
+        Some(&layer.stream),
+        Some(composefs_oci::LAYER_CONTENT_TYPE),
+    )?;
+    Ok(reader.total_size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(c: char) -> Digest {
+        parse_sha256(&format!("sha256:{}", c.to_string().repeat(64))).unwrap()
+    }
+
+    fn entry(tags: &[&str], m: Option<char>, c: char) -> CatalogEntry {
+        CatalogEntry {
+            tags: tags.iter().map(|s| s.to_string()).collect(),
+            manifest_digest: m.map(d),
+            config_digest: d(c),
+        }
+    }
+
+    #[test]
+    fn select_table() {
+        let cat = vec![
+            entry(&["app:latest"], Some('1'), 'a'),
+            entry(&["base:1"], Some('2'), 'b'),
+            entry(&[], Some('3'), 'b'),
+            entry(&["legacy"], None, 'c'),
+        ];
+        let ok = |s: &str| select(&cat, s).cloned().ok();
+        assert_eq!(ok("app:latest"), Some(cat[0].clone()));
+        assert_eq!(ok("app"), Some(cat[0].clone()));
+        assert_eq!(ok("legacy"), Some(cat[3].clone()));
+        assert_eq!(ok(&"a".repeat(12)), Some(cat[0].clone()));
+        assert_eq!(
+            ok(&format!("sha256:{}", "c".repeat(20))),
+            Some(cat[3].clone())
+        );
+        assert_eq!(
+            ok(&format!("sha256:{}", "3".repeat(64))),
+            Some(cat[2].clone())
+        );
+        assert!(matches!(
+            select(&cat, &"b".repeat(12)),
+            Err(SelectError::Ambiguous { .. })
+        ));
+        assert!(matches!(
+            select(&cat, "aaaa"),
+            Err(SelectError::PrefixTooShort(_))
+        ));
+        let err = select(&cat, "nope").unwrap_err().to_string();
+        assert!(
+            err.contains("app:latest") && err.contains("legacy"),
+            "{err}"
+        );
+        assert!(select(&[], "x")
+            .unwrap_err()
+            .to_string()
+            .contains("holds no container images"));
+    }
+}

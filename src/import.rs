@@ -1,0 +1,451 @@
+//! Importing an OCI layout or archive into the repository, every blob
+//! verified before anything is named in the repository.
+
+use std::collections::HashMap;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use cap_std_ext::cap_std::{ambient_authority, fs::Dir};
+use composefs::fsverity::FsVerityHashValue;
+use composefs::repository::Repository;
+use oci_spec::image::{
+    Descriptor, Digest, ImageConfiguration, ImageIndex, ImageManifest, MediaType,
+};
+use ocidir::prelude::*;
+use serde::Serialize;
+
+use crate::compress;
+use crate::digest::{parse_sha256, sha256, HashingReader};
+use crate::export::REF_NAME_ANNOTATION;
+use crate::image::{config_stream_id, layer_stream_id, manifest_stream_id, MANIFEST_CONTENT_TYPE};
+use crate::transport::{validate_tag, ImageLocation};
+
+/// Options for [`import`].
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Tag to give the image in the repository (default: the source's ref name).
+    pub tag: Option<String>,
+    /// `os/arch[/variant]` to pick from a multi-platform index.
+    pub platform: Option<String>,
+}
+
+/// One imported layer.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportedLayer {
+    /// Uncompressed digest (verified).
+    pub diff_id: String,
+    /// Blob digest in the source (verified).
+    pub blob_digest: String,
+    /// False when the repository already had it.
+    pub stored: bool,
+}
+
+/// The result of an import.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportReport {
+    /// What was imported.
+    pub source: String,
+    /// The tag given in the repository.
+    pub tag: String,
+    /// Manifest digest.
+    pub manifest_digest: String,
+    /// Config digest (image ID).
+    pub config_digest: String,
+    /// `os/arch[/variant]`.
+    pub platform: String,
+    /// Per layer.
+    pub layers: Vec<ImportedLayer>,
+}
+
+/// A wanted platform, `os/arch[/variant]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PlatformWanted {
+    os: String,
+    arch: String,
+    variant: Option<String>,
+}
+
+impl PlatformWanted {
+    fn parse(s: &str) -> Result<Self> {
+        let parts: Vec<&str> = s.split('/').collect();
+        match parts.as_slice() {
+            [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Self {
+                os: os.to_string(),
+                arch: arch.to_string(),
+                variant: None,
+            }),
+            [os, arch, v] if !os.is_empty() && !arch.is_empty() && !v.is_empty() => Ok(Self {
+                os: os.to_string(),
+                arch: arch.to_string(),
+                variant: Some(v.to_string()),
+            }),
+            _ => bail!(crate::UsageError(format!(
+                "invalid platform {s:?}: expected os/arch[/variant], e.g. linux/arm64/v8"
+            ))),
+        }
+    }
+
+    fn matches(&self, d: &Descriptor) -> bool {
+        d.platform().as_ref().is_some_and(|p| {
+            p.os().to_string() == self.os
+                && p.architecture().to_string() == self.arch
+                && (self.variant.is_none() || p.variant() == &self.variant)
+        })
+    }
+}
+
+fn platform_of(d: &Descriptor) -> String {
+    match d.platform() {
+        Some(p) => {
+            let mut s = format!("{}/{}", p.os(), p.architecture());
+            if let Some(v) = p.variant() {
+                s.push('/');
+                s.push_str(v);
+            }
+            s
+        }
+        None => "unknown platform".to_string(),
+    }
+}
+
+/// Read a (small) blob whole and check its size and digest against `desc`.
+fn read_verified<T: OciRead>(oci: &T, desc: &Descriptor, what: &str) -> Result<Vec<u8>> {
+    let digest = parse_sha256(desc.digest().as_ref())?;
+    let mut data = Vec::new();
+    oci.read_blob(desc)
+        .with_context(|| format!("Reading {what} {digest}"))?
+        .take(desc.size() + 1)
+        .read_to_end(&mut data)
+        .with_context(|| format!("Reading {what} {digest}"))?;
+    let got = sha256(&data);
+    if got != digest || data.len() as u64 != desc.size() {
+        bail!(
+            "{what} blob {digest} is damaged: it hashes to {got} ({} bytes, descriptor says {})",
+            data.len(),
+            desc.size()
+        );
+    }
+    Ok(data)
+}
+
+fn is_index(mt: &MediaType) -> bool {
+    *mt == MediaType::ImageIndex
+        || mt.to_string() == "application/vnd.docker.distribution.manifest.list.v2+json"
+}
+
+/// Find the manifest the source names: by tag, else the only one; through
+/// an index by platform.
+fn resolve_manifest<T: OciRead>(
+    oci: &T,
+    tag: Option<&str>,
+    platform: Option<&PlatformWanted>,
+) -> Result<(Descriptor, Vec<u8>, Option<String>)> {
+    let index = oci.read_index().context("Reading index.json")?;
+    let ref_name = |d: &Descriptor| {
+        d.annotations()
+            .as_ref()
+            .and_then(|a| a.get(REF_NAME_ANNOTATION))
+            .cloned()
+    };
+    let all = index.manifests();
+    let candidates: Vec<&Descriptor> = match tag {
+        Some(t) => all
+            .iter()
+            .filter(|d| ref_name(d).as_deref() == Some(t))
+            .collect(),
+        None => all.iter().collect(),
+    };
+    let names = || {
+        let v: Vec<String> = all.iter().filter_map(ref_name).collect();
+        if v.is_empty() {
+            "none has a ref name".to_string()
+        } else {
+            format!("available: {}", v.join(", "))
+        }
+    };
+    let chosen: &Descriptor = match (candidates.as_slice(), platform) {
+        ([], _) => match tag {
+            Some(t) => bail!("No image tagged {t:?} in the source; {}", names()),
+            None => bail!("The source holds no images"),
+        },
+        ([one], _) => one,
+        (many, Some(p)) => {
+            let m: Vec<&&Descriptor> = many.iter().filter(|d| p.matches(d)).collect();
+            match m.as_slice() {
+                [one] => one,
+                _ => bail!(
+                    "The source holds {} images; name one with oci:PATH:TAG ({})",
+                    many.len(),
+                    names()
+                ),
+            }
+        }
+        (many, None) => bail!(
+            "The source holds {} images; name one with oci:PATH:TAG ({})",
+            many.len(),
+            names()
+        ),
+    };
+    let name = ref_name(chosen);
+    if !is_index(chosen.media_type()) {
+        let bytes = read_verified(oci, chosen, "manifest")?;
+        return Ok((chosen.clone(), bytes, name));
+    }
+    let nested = ImageIndex::from_reader(&read_verified(oci, chosen, "index")?[..])
+        .context("Parsing the image index")?;
+    let images: Vec<&Descriptor> = nested
+        .manifests()
+        .iter()
+        .filter(|d| !is_index(d.media_type()))
+        .filter(|d| {
+            d.platform()
+                .as_ref()
+                .is_none_or(|p| p.os().to_string() != "unknown")
+        })
+        .collect();
+    let available = || {
+        images
+            .iter()
+            .map(|d| platform_of(d))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let pick: &Descriptor = match platform {
+        Some(p) => match images.iter().find(|d| p.matches(d)) {
+            Some(d) => d,
+            None => bail!(
+                "No manifest for platform {}/{}{} in the index; available: {}",
+                p.os,
+                p.arch,
+                p.variant
+                    .as_ref()
+                    .map(|v| format!("/{v}"))
+                    .unwrap_or_default(),
+                available()
+            ),
+        },
+        None => match images.as_slice() {
+            [one] => one,
+            _ => bail!(
+                "The index holds several platforms ({}); choose one with --platform",
+                available()
+            ),
+        },
+    };
+    let bytes = read_verified(oci, pick, "manifest")?;
+    Ok((pick.clone(), bytes, name))
+}
+
+/// Hashes of one layer blob, taken while it was decompressed into the repository.
+struct BlobHashes {
+    blob: (Digest, u64),
+    tar: Digest,
+}
+
+/// Stream one layer blob into the repository; the split-stream is named only
+/// when both the blob digest and the diff_id check out.
+async fn import_layer<ID: FsVerityHashValue, R: Read + Send + 'static>(
+    repo: &Arc<Repository<ID>>,
+    blob: R,
+    desc: &Descriptor,
+    diff_id: &Digest,
+) -> Result<()> {
+    let (rd, wr) = tokio::io::duplex(256 * 1024);
+    let media_type = desc.media_type().clone();
+    let feeder = tokio::task::spawn_blocking(move || -> io::Result<BlobHashes> {
+        let mut compressed = HashingReader::new(blob);
+        let tar_digest = {
+            let decoder = compress::decoder(&media_type, BufReader::new(&mut compressed))?;
+            let mut tar = HashingReader::new(decoder);
+            let mut sink = tokio_util::io::SyncIoBridge::new(wr);
+            io::copy(&mut tar, &mut sink)?;
+            tar.finish().0
+        };
+        // Bytes after the compressed stream still belong to the blob digest.
+        compressed.drain()?;
+        Ok(BlobHashes {
+            blob: compressed.finish(),
+            tar: tar_digest,
+        })
+    });
+    let split =
+        composefs_oci::tar::split_async(rd, repo.clone(), composefs_oci::LAYER_CONTENT_TYPE).await;
+    let hashes = feeder.await.context("layer reader task")?;
+    let hashes = match (hashes, split) {
+        (Err(e), _) if e.kind() != io::ErrorKind::BrokenPipe => {
+            return Err(e).context("Reading and decompressing the blob")
+        }
+        (_, Err(e)) => return Err(e).context("Splitting the layer tar"),
+        (Err(e), Ok(_)) => return Err(e).context("Reading the blob"),
+        (Ok(h), Ok((object_id, _))) => (h, object_id),
+    };
+    let (hashes, object_id) = hashes;
+    let want = parse_sha256(desc.digest().as_ref())?;
+    if hashes.blob.0 != want || hashes.blob.1 != desc.size() {
+        bail!(
+            "blob {want} is damaged: it hashes to {} ({} bytes, descriptor says {})",
+            hashes.blob.0,
+            hashes.blob.1,
+            desc.size()
+        );
+    }
+    if &hashes.tar != diff_id {
+        bail!(
+            "blob {want} decompresses to {}, but the config's diff_id is {diff_id}",
+            hashes.tar
+        );
+    }
+    repo.register_stream(&object_id, &layer_stream_id(diff_id), None)
+        .await?;
+    Ok(())
+}
+
+async fn import_from<ID: FsVerityHashValue, T: OciRead>(
+    repo: &Arc<Repository<ID>>,
+    oci: &T,
+    source: &str,
+    source_tag: Option<&str>,
+    opts: &ImportOptions,
+) -> Result<ImportReport> {
+    let platform = opts
+        .platform
+        .as_deref()
+        .map(PlatformWanted::parse)
+        .transpose()?;
+    let (mdesc, manifest_bytes, ref_name) = resolve_manifest(oci, source_tag, platform.as_ref())?;
+    let tag = opts
+        .tag
+        .clone()
+        .or_else(|| source_tag.map(str::to_string))
+        .or(ref_name)
+        .ok_or_else(|| {
+            crate::UsageError(format!(
+                "{source} has no ref name for this image: give one with --tag"
+            ))
+        })?;
+    validate_tag(&tag).map_err(|e| crate::UsageError(e.to_string()))?;
+    let manifest_digest = parse_sha256(mdesc.digest().as_ref())?;
+    let manifest = ImageManifest::from_reader(&manifest_bytes[..])
+        .with_context(|| format!("Parsing manifest {manifest_digest}"))?;
+    let cdesc = manifest.config();
+    let config_bytes = read_verified(oci, cdesc, "config")?;
+    let config_digest = parse_sha256(cdesc.digest().as_ref())?;
+    let config = ImageConfiguration::from_reader(&config_bytes[..])
+        .with_context(|| format!("Parsing config {config_digest}"))?;
+    let diff_ids = config
+        .rootfs()
+        .diff_ids()
+        .iter()
+        .map(|d| parse_sha256(d))
+        .collect::<Result<Vec<_>>>()?;
+    if diff_ids.len() != manifest.layers().len() {
+        bail!(
+            "Manifest {manifest_digest} lists {} layers but its config has {} diff_ids",
+            manifest.layers().len(),
+            diff_ids.len()
+        );
+    }
+
+    let mut layer_refs: Vec<(Digest, ID)> = Vec::new();
+    let mut layers = Vec::new();
+    for (i, (desc, diff_id)) in manifest.layers().iter().zip(&diff_ids).enumerate() {
+        let stream = layer_stream_id(diff_id);
+        let stored = match repo.has_stream(&stream)? {
+            Some(_) => false,
+            None => {
+                let blob = oci
+                    .read_blob(desc)
+                    .with_context(|| format!("Layer {} ({}) of {source}", i + 1, desc.digest()))?;
+                import_layer(repo, blob, desc, diff_id)
+                    .await
+                    .with_context(|| {
+                        format!("Importing layer {} ({}) of {source}", i + 1, desc.digest())
+                    })?;
+                true
+            }
+        };
+        let verity = repo
+            .has_stream(&stream)?
+            .with_context(|| format!("layer {diff_id} vanished from the repository"))?;
+        layer_refs.push((diff_id.clone(), verity));
+        layers.push(ImportedLayer {
+            diff_id: diff_id.to_string(),
+            blob_digest: desc.digest().to_string(),
+            stored,
+        });
+    }
+
+    let config_verity = match repo.has_stream(&config_stream_id(&config_digest))? {
+        Some(v) => v,
+        None => {
+            let refs: HashMap<Box<str>, ID> = layer_refs
+                .iter()
+                .map(|(d, v)| (Box::from(d.as_ref()), v.clone()))
+                .collect();
+            composefs_oci::write_config_raw(repo, &config_bytes, refs, None, None, &HashMap::new())
+                .with_context(|| format!("Storing config {config_digest}"))?
+                .1
+        }
+    };
+    let manifest_stream = manifest_stream_id(&manifest_digest);
+    if repo.has_stream(&manifest_stream)?.is_none() {
+        let mut stream = repo.create_stream(MANIFEST_CONTENT_TYPE)?;
+        stream.add_named_stream_ref(&format!("config:{config_digest}"), &config_verity);
+        for (diff_id, verity) in &layer_refs {
+            stream.add_named_stream_ref(diff_id.as_ref(), verity);
+        }
+        stream.write_external(&manifest_bytes)?;
+        repo.write_stream(stream, &manifest_stream, None)
+            .with_context(|| format!("Storing manifest {manifest_digest}"))?;
+    }
+    composefs_oci::tag_image(repo, &manifest_digest, &tag)?;
+    let mut platform = format!("{}/{}", config.os(), config.architecture());
+    if let Some(v) = config.variant() {
+        platform.push('/');
+        platform.push_str(v);
+    }
+    Ok(ImportReport {
+        source: source.to_string(),
+        tag,
+        manifest_digest: manifest_digest.to_string(),
+        config_digest: config_digest.to_string(),
+        platform,
+        layers,
+    })
+}
+
+/// Import `oci:DIR[:TAG]` or `oci-archive:FILE[:TAG]` into `repo` and tag it.
+///
+/// Every blob is checked first against its descriptor digest (and each layer's
+/// uncompressed bytes against the config's diff_id); on any mismatch nothing
+/// is named in the repository and no tag is set. Any platform can be imported.
+pub async fn import<ID: FsVerityHashValue>(
+    repo: &Arc<Repository<ID>>,
+    source: &ImageLocation,
+    opts: &ImportOptions,
+) -> Result<ImportReport> {
+    let name = source.to_string();
+    match source {
+        ImageLocation::OciDir { path, tag } => {
+            let oci = open_dir(path)?;
+            import_from(repo, &oci, &name, tag.as_deref(), opts).await
+        }
+        ImageLocation::OciArchive { path, tag } => {
+            let oci = ocidir::OciArchive::open(path)
+                .with_context(|| format!("Opening OCI archive {}", path.display()))?;
+            import_from(repo, &oci, &name, tag.as_deref(), opts).await
+        }
+        ImageLocation::Skopeo(s) => bail!(crate::UsageError(format!(
+            "import reads oci:DIR[:TAG] or oci-archive:FILE[:TAG], not {s}"
+        ))),
+    }
+    .with_context(|| format!("Importing {name}"))
+}
+
+fn open_dir(path: &Path) -> Result<ocidir::OciDir> {
+    let dir = Dir::open_ambient_dir(path, ambient_authority())
+        .with_context(|| format!("Opening OCI layout {}", path.display()))?;
+    ocidir::OciDir::open(dir).with_context(|| format!("{} is not an OCI layout", path.display()))
+}

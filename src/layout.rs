@@ -1,0 +1,352 @@
+//! The OCI image-layout destination: locked, verify-then-commit blob writes,
+//! and an `index.json` replaced atomically, last.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use cap_std_ext::cap_std::fs::Dir;
+use cap_std_ext::cap_tempfile::TempFile;
+use cap_std_ext::dirext::CapStdExtDirExt;
+use oci_spec::image::{Digest, ImageIndex, ImageIndexBuilder, MediaType};
+
+use crate::digest::HashingWriter;
+
+/// Buffer between the encoder and the blob file.
+const BLOB_BUF_SIZE: usize = 1 << 20;
+/// Name of our record of compressed blobs, at the layout root.
+pub const BLOB_RECORD_FILE: &str = ".cfs-export-blobs.json";
+/// The `oci-layout` file content.
+const OCI_LAYOUT_CONTENT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// An OCI image layout opened for writing, with an exclusive lock held.
+#[derive(Debug)]
+pub struct OciLayout {
+    path: PathBuf,
+    /// Holds the exclusive flock for as long as the layout is open.
+    _lock: rustix::fd::OwnedFd,
+    dir: Dir,
+    blobs: Dir,
+}
+
+/// A blob now in `blobs/sha256/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedBlob {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+    /// True when this write created it; false when an identical blob was there.
+    pub created: bool,
+}
+
+/// Streams a blob into an anonymous temp file in `blobs/sha256/`, hashing as it goes.
+pub struct BlobWriter<'a> {
+    blobs: &'a Dir,
+    out: HashingWriter<BufWriter<TempFile<'a>>>,
+}
+
+impl std::fmt::Debug for BlobWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobWriter")
+            .field("len", &self.out.len())
+            .finish()
+    }
+}
+
+impl Write for BlobWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.write(buf)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.out.write_all(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl BlobWriter<'_> {
+    /// Sync the data, check it against `expected` (if given) and give it its
+    /// digest as name. Nothing is renamed when the check fails.
+    pub fn commit(self, expected: Option<&Digest>) -> Result<CommittedBlob> {
+        let (buf, digest, size) = self.out.finish();
+        let tmp = buf.into_inner().map_err(|e| e.into_error())?;
+        if let Some(expected) = expected {
+            if &digest != expected {
+                bail!("blob hashes to {digest}, expected {expected}");
+            }
+        }
+        let name = digest.digest().to_string();
+        if let Some(meta) = self.blobs.symlink_metadata_optional(&name)? {
+            if meta.is_file() && meta.len() == size {
+                return Ok(CommittedBlob {
+                    digest,
+                    size,
+                    created: false,
+                });
+            }
+        }
+        rustix::fs::fchmod(tmp.as_file(), rustix::fs::Mode::from_raw_mode(0o644))?;
+        tmp.as_file().sync_all()?;
+        tmp.replace(&name)?;
+        Ok(CommittedBlob {
+            digest,
+            size,
+            created: true,
+        })
+    }
+}
+
+impl OciLayout {
+    /// Open (creating if needed) the layout at `path` and take its exclusive lock,
+    /// waiting for other writers.
+    pub fn open_or_create(path: &Path) -> Result<Self> {
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => bail!(
+                "Destination {} exists and is not a directory",
+                path.display()
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::create_dir_all(path)
+                .with_context(|| format!("Creating OCI layout directory {}", path.display()))?,
+            Err(e) => {
+                return Err(e).with_context(|| format!("Inspecting destination {}", path.display()))
+            }
+        }
+        // cap-std opens directories O_PATH, which flock refuses: lock a plain fd.
+        let lock = rustix::fs::open(
+            path,
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .with_context(|| format!("Opening OCI layout directory {}", path.display()))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+            .with_context(|| format!("Locking OCI layout directory {}", path.display()))?;
+        let dir = Dir::reopen_dir(&lock)
+            .with_context(|| format!("Opening OCI layout directory {}", path.display()))?;
+        let ctx = || format!("Preparing OCI layout {}", path.display());
+        for sub in ["blobs", "blobs/sha256"] {
+            match dir.symlink_metadata_optional(sub).with_context(ctx)? {
+                Some(m) if m.is_dir() => {}
+                Some(_) => bail!(
+                    "{}/{sub} is not a directory (symlinks are refused); not an OCI layout",
+                    path.display()
+                ),
+                None => dir.create_dir(sub).with_context(ctx)?,
+            }
+        }
+        match dir
+            .symlink_metadata_optional("oci-layout")
+            .with_context(ctx)?
+        {
+            Some(m) if m.is_file() => {}
+            Some(_) => bail!("{}/oci-layout is not a regular file", path.display()),
+            None => dir
+                .atomic_write("oci-layout", OCI_LAYOUT_CONTENT)
+                .with_context(ctx)?,
+        }
+        let blobs = dir.open_dir("blobs/sha256").with_context(ctx)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            _lock: lock,
+            dir,
+            blobs,
+        })
+    }
+
+    /// The layout's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The size of blob `digest`, if present as a regular file.
+    pub fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
+        Ok(self
+            .blobs
+            .symlink_metadata_optional(digest.digest())?
+            .filter(|m| m.is_file())
+            .map(|m| m.len()))
+    }
+
+    /// Start writing a blob.
+    pub fn create_blob(&self) -> Result<BlobWriter<'_>> {
+        let tmp = TempFile::new(&self.blobs).with_context(|| {
+            format!(
+                "Creating a temp file in {}/blobs/sha256",
+                self.path.display()
+            )
+        })?;
+        Ok(BlobWriter {
+            blobs: &self.blobs,
+            out: HashingWriter::new(BufWriter::with_capacity(BLOB_BUF_SIZE, tmp)),
+        })
+    }
+
+    /// Write `bytes` as a blob, which must hash to `expected`.
+    pub fn write_blob(&self, bytes: &[u8], expected: &Digest) -> Result<CommittedBlob> {
+        if self.blob_size(expected)? == Some(bytes.len() as u64) {
+            return Ok(CommittedBlob {
+                digest: expected.clone(),
+                size: bytes.len() as u64,
+                created: false,
+            });
+        }
+        let mut w = self.create_blob()?;
+        w.write_all(bytes)?;
+        w.commit(Some(expected))
+    }
+
+    /// Remove a blob this run created (rollback after a failure).
+    pub fn remove_blob(&self, digest: &Digest) -> Result<()> {
+        self.blobs
+            .remove_file_optional(digest.digest())
+            .with_context(|| format!("Removing blob {digest}"))?;
+        Ok(())
+    }
+
+    /// Read a whole blob (for small JSON blobs).
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let mut data = Vec::new();
+        self.blobs
+            .open(digest.digest())
+            .with_context(|| format!("Opening blob {digest}"))?
+            .read_to_end(&mut data)?;
+        Ok(data)
+    }
+
+    /// The current `index.json`, if any.
+    pub fn read_index(&self) -> Result<Option<ImageIndex>> {
+        let Some(f) = self.dir.open_optional("index.json")? else {
+            return Ok(None);
+        };
+        let index = ImageIndex::from_reader(io::BufReader::new(f))
+            .with_context(|| format!("Parsing {}/index.json", self.path.display()))?;
+        Ok(Some(index))
+    }
+
+    /// The current index, or an empty one.
+    pub fn index_or_empty(&self) -> Result<ImageIndex> {
+        match self.read_index()? {
+            Some(i) => Ok(i),
+            None => Ok(ImageIndexBuilder::default()
+                .schema_version(2u32)
+                .media_type(MediaType::ImageIndex)
+                .manifests(Vec::new())
+                .build()?),
+        }
+    }
+
+    /// Replace `index.json` atomically (temp file, fsync, rename).
+    pub fn write_index(&self, index: &ImageIndex) -> Result<()> {
+        let bytes = serde_json::to_vec(index)?;
+        self.dir
+            .atomic_write("index.json", bytes)
+            .with_context(|| format!("Writing {}/index.json", self.path.display()))
+    }
+
+    /// Our record of compressed blobs: `"<diff_id> <compression>"` → blob digest.
+    pub fn read_blob_record(&self) -> BlobRecord {
+        let parsed = self
+            .dir
+            .read_to_string(BLOB_RECORD_FILE)
+            .ok()
+            .and_then(|s| serde_json::from_str::<BTreeMap<String, String>>(&s).ok());
+        BlobRecord(parsed.unwrap_or_default())
+    }
+
+    /// Replace the blob record atomically.
+    pub fn write_blob_record(&self, record: &BlobRecord) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(&record.0)?;
+        self.dir
+            .atomic_write(BLOB_RECORD_FILE, bytes)
+            .context("Writing the blob record")
+    }
+}
+
+/// Which blob a (diff_id, compression) pair compressed to, remembered in the
+/// layout so re-exports can skip compressed layers. An entry is only trusted
+/// when the blob it names is present with the recorded size.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlobRecord(BTreeMap<String, String>);
+
+impl BlobRecord {
+    fn key(diff_id: &Digest, compression: &str) -> String {
+        format!("{diff_id} {compression}")
+    }
+
+    /// The recorded `(digest, size)` for this layer and compression.
+    pub fn get(&self, diff_id: &Digest, compression: &str) -> Option<(Digest, u64)> {
+        let value = self.0.get(&Self::key(diff_id, compression))?;
+        let (digest, size) = value.split_once(' ')?;
+        Some((
+            crate::digest::parse_sha256(digest).ok()?,
+            size.parse().ok()?,
+        ))
+    }
+
+    /// Remember a blob.
+    pub fn insert(&mut self, diff_id: &Digest, compression: &str, blob: &Digest, size: u64) {
+        self.0
+            .insert(Self::key(diff_id, compression), format!("{blob} {size}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::sha256;
+
+    #[test]
+    fn blob_write_verify_commit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = OciLayout::open_or_create(&tmp.path().join("l")).unwrap();
+        let good = sha256(b"hello");
+        let c = layout.write_blob(b"hello", &good).unwrap();
+        assert!(c.created);
+        assert_eq!(layout.blob_size(&good).unwrap(), Some(5));
+        assert!(!layout.write_blob(b"hello", &good).unwrap().created);
+        // A mismatching blob is never given a name, and leaves no temp file.
+        let wrong = sha256(b"other");
+        assert!(layout.write_blob(b"hello!", &wrong).is_err());
+        assert_eq!(layout.blob_size(&wrong).unwrap(), None);
+        let names: Vec<_> = std::fs::read_dir(tmp.path().join("l/blobs/sha256"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        layout.remove_blob(&good).unwrap();
+        assert_eq!(layout.blob_size(&good).unwrap(), None);
+    }
+
+    #[test]
+    fn refuses_symlinked_blobs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        let l = tmp.path().join("l");
+        std::fs::create_dir(&l).unwrap();
+        std::os::unix::fs::symlink(&outside, l.join("blobs")).unwrap();
+        let err = OciLayout::open_or_create(&l).unwrap_err().to_string();
+        assert!(err.contains("not a directory"), "{err}");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn record_round_trip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = OciLayout::open_or_create(tmp.path()).unwrap();
+        let mut r = layout.read_blob_record();
+        let d = sha256(b"x");
+        r.insert(&d, "gzip:6", &d, 12);
+        layout.write_blob_record(&r).unwrap();
+        assert_eq!(
+            layout.read_blob_record().get(&d, "gzip:6"),
+            Some((d.clone(), 12))
+        );
+        assert_eq!(layout.read_blob_record().get(&d, "zstd:3"), None);
+    }
+}
