@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::compress::{Compression, CompressionChoice};
 use crate::image::{self, StoredImage, StoredLayer};
 use crate::layer;
-use crate::layout::{BlobRecord, OciLayout};
+use crate::layout::{BlobRecord, OciLayout, PendingBlob};
 
 /// The annotation OCI layouts name images by.
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
@@ -187,11 +187,11 @@ fn existing_blob(
     })
 }
 
-fn run_job<ID: FsVerityHashValue>(
+fn run_job<'a, ID: FsVerityHashValue>(
     repo: &Repository<ID>,
-    layout: &OciLayout,
+    layout: &'a OciLayout,
     job: &Job<ID>,
-) -> Result<(BlobOutcome, bool)> {
+) -> Result<(BlobOutcome, PendingBlob<'a>)> {
     let start = Instant::now();
     let writer = layout.create_blob()?;
     let encoder = job.compression.encoder(writer)?;
@@ -203,25 +203,25 @@ fn run_job<ID: FsVerityHashValue>(
         )
     })?;
     let expected = (job.compression == Compression::None).then_some(&job.layer.diff_id);
-    let blob = writer.commit(expected).with_context(|| {
-        format!(
-            "Committing layer {} of image {}",
-            job.layer.diff_id, job.image
-        )
-    })?;
+    let blob = writer
+        .finish(expected)
+        .with_context(|| format!("Writing layer {} of image {}", job.layer.diff_id, job.image))?;
     Ok((
         BlobOutcome {
-            digest: blob.digest,
+            digest: blob.digest.clone(),
             size: blob.size,
             tar_size,
             status: LayerStatus::Written,
             seconds: start.elapsed().as_secs_f64(),
         },
-        blob.created,
+        blob,
     ))
 }
 
 /// Run jobs on `jobs` threads; stop handing out work after the first failure.
+///
+/// Blobs are named only once every job has succeeded, so a failed run never
+/// adds a name to the layout.
 fn run_jobs<ID: FsVerityHashValue>(
     repo: &Repository<ID>,
     layout: &OciLayout,
@@ -231,8 +231,8 @@ fn run_jobs<ID: FsVerityHashValue>(
 ) -> Result<Vec<BlobOutcome>> {
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
-    let results: Mutex<Vec<Option<Result<BlobOutcome>>>> =
-        Mutex::new((0..work.len()).map(|_| None).collect());
+    type Slot<'a> = Option<Result<(BlobOutcome, PendingBlob<'a>)>>;
+    let results: Mutex<Vec<Slot<'_>>> = Mutex::new((0..work.len()).map(|_| None).collect());
     std::thread::scope(|s| {
         for _ in 0..jobs.clamp(1, work.len().max(1)) {
             s.spawn(|| loop {
@@ -241,12 +241,7 @@ fn run_jobs<ID: FsVerityHashValue>(
                 }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(job) = work.get(i) else { break };
-                let result = run_job(repo, layout, job).map(|(outcome, was_created)| {
-                    if was_created {
-                        lock(created).push(outcome.digest.clone());
-                    }
-                    outcome
-                });
+                let result = run_job(repo, layout, job);
                 if result.is_err() {
                     failed.store(true, Ordering::Relaxed);
                 }
@@ -255,16 +250,23 @@ fn run_jobs<ID: FsVerityHashValue>(
         }
     });
     let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
-    let mut outcomes = Vec::with_capacity(work.len());
+    let mut finished = Vec::with_capacity(work.len());
     for r in results {
         match r {
-            Some(Ok(o)) => outcomes.push(o),
+            Some(Ok(o)) => finished.push(o),
             Some(Err(e)) => return Err(e),
             None => {}
         }
     }
-    if outcomes.len() != work.len() {
+    if finished.len() != work.len() {
         bail!("export stopped before every layer was written");
+    }
+    let mut outcomes = Vec::with_capacity(finished.len());
+    for (outcome, pending) in finished {
+        if pending.commit()?.created {
+            lock(created).push(outcome.digest.clone());
+        }
+        outcomes.push(outcome);
     }
     Ok(outcomes)
 }

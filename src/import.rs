@@ -238,68 +238,77 @@ fn resolve_manifest<T: OciRead>(
     Ok((pick.clone(), bytes, name))
 }
 
-/// Hashes of one layer blob, taken while it was decompressed into the repository.
-struct BlobHashes {
+/// What the reader thread saw of one layer blob.
+struct BlobRead {
+    /// Digest and size of the whole blob, always complete.
     blob: (Digest, u64),
-    tar: Digest,
+    /// Digest of the decompressed tar, or why decompressing stopped.
+    tar: io::Result<Digest>,
 }
 
-/// Stream one layer blob into the repository; the split-stream is named only
-/// when both the blob digest and the diff_id check out.
+/// Decompress `blob` into `sink`, hashing both sides. The raw blob is always
+/// hashed to its end, so a damaged blob is named as such even when the
+/// decompressor or the tar parser gives up first.
+fn feed_layer<R: Read>(
+    blob: R,
+    media_type: &MediaType,
+    sink: impl io::Write,
+) -> io::Result<BlobRead> {
+    let mut compressed = HashingReader::new(blob);
+    let tar = (|| {
+        let decoder = compress::decoder(media_type, BufReader::new(&mut compressed))?;
+        let mut tar = HashingReader::new(decoder);
+        let mut sink = sink;
+        io::copy(&mut tar, &mut sink)?;
+        Ok(tar.finish().0)
+    })();
+    compressed.drain()?;
+    Ok(BlobRead {
+        blob: compressed.finish(),
+        tar,
+    })
+}
+
+/// Stream one layer blob into the repository as an unnamed split-stream,
+/// returning its object ID once the blob digest and diff_id check out.
 async fn import_layer<ID: FsVerityHashValue, R: Read + Send + 'static>(
     repo: &Arc<Repository<ID>>,
     blob: R,
     desc: &Descriptor,
     diff_id: &Digest,
-) -> Result<()> {
+) -> Result<ID> {
     let (rd, wr) = tokio::io::duplex(256 * 1024);
     let media_type = desc.media_type().clone();
-    let feeder = tokio::task::spawn_blocking(move || -> io::Result<BlobHashes> {
-        let mut compressed = HashingReader::new(blob);
-        let tar_digest = {
-            let decoder = compress::decoder(&media_type, BufReader::new(&mut compressed))?;
-            let mut tar = HashingReader::new(decoder);
-            let mut sink = tokio_util::io::SyncIoBridge::new(wr);
-            io::copy(&mut tar, &mut sink)?;
-            tar.finish().0
-        };
-        // Bytes after the compressed stream still belong to the blob digest.
-        compressed.drain()?;
-        Ok(BlobHashes {
-            blob: compressed.finish(),
-            tar: tar_digest,
-        })
+    let feeder = tokio::task::spawn_blocking(move || {
+        feed_layer(blob, &media_type, tokio_util::io::SyncIoBridge::new(wr))
     });
     let split =
         composefs_oci::tar::split_async(rd, repo.clone(), composefs_oci::LAYER_CONTENT_TYPE).await;
-    let hashes = feeder.await.context("layer reader task")?;
-    let hashes = match (hashes, split) {
-        (Err(e), _) if e.kind() != io::ErrorKind::BrokenPipe => {
-            return Err(e).context("Reading and decompressing the blob")
-        }
-        (_, Err(e)) => return Err(e).context("Splitting the layer tar"),
-        (Err(e), Ok(_)) => return Err(e).context("Reading the blob"),
-        (Ok(h), Ok((object_id, _))) => (h, object_id),
-    };
-    let (hashes, object_id) = hashes;
+    let read = feeder
+        .await
+        .context("layer reader task")?
+        .context("Reading the blob")?;
     let want = parse_sha256(desc.digest().as_ref())?;
-    if hashes.blob.0 != want || hashes.blob.1 != desc.size() {
+    if read.blob.0 != want || read.blob.1 != desc.size() {
         bail!(
             "blob {want} is damaged: it hashes to {} ({} bytes, descriptor says {})",
-            hashes.blob.0,
-            hashes.blob.1,
+            read.blob.0,
+            read.blob.1,
             desc.size()
         );
     }
-    if &hashes.tar != diff_id {
-        bail!(
-            "blob {want} decompresses to {}, but the config's diff_id is {diff_id}",
-            hashes.tar
-        );
+    let tar = match read.tar {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+            return Err(e).context("Decompressing the blob")
+        }
+        other => other,
+    };
+    let (object_id, _) = split.context("Splitting the layer tar")?;
+    let tar = tar.context("Decompressing the blob")?;
+    if &tar != diff_id {
+        bail!("blob {want} decompresses to {tar}, but the config's diff_id is {diff_id}");
     }
-    repo.register_stream(&object_id, &layer_stream_id(diff_id), None)
-        .await?;
-    Ok(())
+    Ok(object_id)
 }
 
 async fn import_from<ID: FsVerityHashValue, T: OciRead>(
@@ -348,33 +357,42 @@ async fn import_from<ID: FsVerityHashValue, T: OciRead>(
         );
     }
 
-    let mut layer_refs: Vec<(Digest, ID)> = Vec::new();
+    // Every layer is stored and verified before any is named: a bad blob
+    // leaves only unreferenced objects, which the repository's GC removes.
+    let mut verified: Vec<(Digest, Option<ID>)> = Vec::new();
     let mut layers = Vec::new();
     for (i, (desc, diff_id)) in manifest.layers().iter().zip(&diff_ids).enumerate() {
-        let stream = layer_stream_id(diff_id);
-        let stored = match repo.has_stream(&stream)? {
-            Some(_) => false,
+        let existing = repo.has_stream(&layer_stream_id(diff_id))?;
+        let new_object = match existing {
+            Some(_) => None,
             None => {
-                let blob = oci
-                    .read_blob(desc)
-                    .with_context(|| format!("Layer {} ({}) of {source}", i + 1, desc.digest()))?;
-                import_layer(repo, blob, desc, diff_id)
-                    .await
-                    .with_context(|| {
-                        format!("Importing layer {} ({}) of {source}", i + 1, desc.digest())
-                    })?;
-                true
+                let ctx = || format!("Importing layer {} ({}) of {source}", i + 1, desc.digest());
+                let blob = oci.read_blob(desc).with_context(ctx)?;
+                Some(
+                    import_layer(repo, blob, desc, diff_id)
+                        .await
+                        .with_context(ctx)?,
+                )
             }
         };
-        let verity = repo
-            .has_stream(&stream)?
-            .with_context(|| format!("layer {diff_id} vanished from the repository"))?;
-        layer_refs.push((diff_id.clone(), verity));
         layers.push(ImportedLayer {
             diff_id: diff_id.to_string(),
             blob_digest: desc.digest().to_string(),
-            stored,
+            stored: new_object.is_some(),
         });
+        verified.push((diff_id.clone(), new_object.or(existing)));
+    }
+    let mut layer_refs: Vec<(Digest, ID)> = Vec::new();
+    for (diff_id, object) in verified {
+        let stream = layer_stream_id(&diff_id);
+        let object = object.with_context(|| format!("layer {diff_id} has no object"))?;
+        if repo.has_stream(&stream)?.is_none() {
+            repo.register_stream(&object, &stream, None).await?;
+        }
+        let verity = repo
+            .has_stream(&stream)?
+            .with_context(|| format!("layer {diff_id} vanished from the repository"))?;
+        layer_refs.push((diff_id, verity));
     }
 
     let config_verity = match repo.has_stream(&config_stream_id(&config_digest))? {

@@ -67,10 +67,29 @@ impl Write for BlobWriter<'_> {
     }
 }
 
-impl BlobWriter<'_> {
-    /// Sync the data, check it against `expected` (if given) and give it its
-    /// digest as name. Nothing is renamed when the check fails.
-    pub fn commit(self, expected: Option<&Digest>) -> Result<CommittedBlob> {
+/// A finished blob not yet named: an anonymous temp file with its digest.
+pub struct PendingBlob<'a> {
+    blobs: &'a Dir,
+    tmp: TempFile<'a>,
+    /// Its digest.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+}
+
+impl std::fmt::Debug for PendingBlob<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingBlob")
+            .field("digest", &self.digest)
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+impl<'a> BlobWriter<'a> {
+    /// Flush and sync the data and check it against `expected` (if given).
+    /// The blob has no name yet: dropping the result leaves no trace.
+    pub fn finish(self, expected: Option<&Digest>) -> Result<PendingBlob<'a>> {
         let (buf, digest, size) = self.out.finish();
         let tmp = buf.into_inner().map_err(|e| e.into_error())?;
         if let Some(expected) = expected {
@@ -78,22 +97,41 @@ impl BlobWriter<'_> {
                 bail!("blob hashes to {digest}, expected {expected}");
             }
         }
-        let name = digest.digest().to_string();
+        rustix::fs::fchmod(tmp.as_file(), rustix::fs::Mode::from_raw_mode(0o644))?;
+        tmp.as_file().sync_all()?;
+        Ok(PendingBlob {
+            blobs: self.blobs,
+            tmp,
+            digest,
+            size,
+        })
+    }
+
+    /// [`finish`](Self::finish), then [`PendingBlob::commit`].
+    pub fn commit(self, expected: Option<&Digest>) -> Result<CommittedBlob> {
+        self.finish(expected)?.commit()
+    }
+}
+
+impl PendingBlob<'_> {
+    /// Give the blob its digest as name (unless an identical blob is there).
+    pub fn commit(self) -> Result<CommittedBlob> {
+        let name = self.digest.digest().to_string();
         if let Some(meta) = self.blobs.symlink_metadata_optional(&name)? {
-            if meta.is_file() && meta.len() == size {
+            if meta.is_file() && meta.len() == self.size {
                 return Ok(CommittedBlob {
-                    digest,
-                    size,
+                    digest: self.digest,
+                    size: self.size,
                     created: false,
                 });
             }
         }
-        rustix::fs::fchmod(tmp.as_file(), rustix::fs::Mode::from_raw_mode(0o644))?;
-        tmp.as_file().sync_all()?;
-        tmp.replace(&name)?;
+        self.tmp
+            .replace(&name)
+            .with_context(|| format!("Naming blob {}", self.digest))?;
         Ok(CommittedBlob {
-            digest,
-            size,
+            digest: self.digest,
+            size: self.size,
             created: true,
         })
     }
