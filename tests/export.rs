@@ -1,5 +1,6 @@
 //! End-to-end tests of import + export through the `cfs-export` binary, with
 //! fixtures built in code and digests computed independently.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! Test fixtures built in code: layer tars with the awkward cases, OCI
 //! layouts around them, and helpers to run `cfs-export`.
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use sha2::{Digest as _, Sha256};
+
+/// One layer: its tar and how its blob is compressed.
+pub type LayerSpec = (Vec<u8>, Kind);
 
 /// How a fixture layer blob is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,7 +284,7 @@ pub fn write_layout(layout: &Path, tag: &str, arch: &str, layers: &[(Vec<u8>, Ki
 pub fn write_multiarch_layout(
     layout: &Path,
     tag: &str,
-    images: &[(&str, Vec<(Vec<u8>, Kind)>)],
+    images: &[(&str, Vec<LayerSpec>)],
 ) -> Vec<Fixture> {
     std::fs::create_dir_all(layout).unwrap();
     std::fs::write(
