@@ -1,0 +1,47 @@
+# cfs-export: build, test and demo. `make test` and `make demo` install what
+# they need (Debian packages, as root) on a fresh machine.
+
+CARGO ?= cargo
+PREFIX ?= /usr/local
+
+# Build deps (composefs/ocidir link OpenSSL) and the real tools the tests drive.
+DEBIAN_PACKAGES := gcc pkg-config libssl-dev zlib1g-dev \
+	skopeo podman runc uidmap fuse-overlayfs umoci docker-registry \
+	apache2-utils openssl busybox-static pigz zstd time
+
+.PHONY: all build test check demo bench install-deps clean
+
+all: build
+
+install-deps:
+	@missing=""; \
+	for p in $(DEBIAN_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "Installing Debian packages:$$missing"; \
+		if [ "$$(id -u)" != 0 ]; then echo "error: run as root to install:$$missing" >&2; exit 1; fi; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+build: install-deps
+	$(CARGO) build --release
+
+# Unit tests, library-level tests and the end-to-end tests against real
+# skopeo / podman / docker-registry (integration/).
+test: install-deps
+	$(CARGO) build
+	$(CARGO) test --workspace
+
+check: install-deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) build
+	$(CARGO) test --workspace
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
+
+demo: build
+	./scripts/demo.sh
+
+clean:
+	$(CARGO) clean
