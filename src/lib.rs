@@ -3,6 +3,38 @@
 //! Each layer is rebuilt from its split-stream and proven against the config's
 //! diff_id while it streams; the original config bytes are kept, so the image
 //! ID (config digest) survives the trip.
+//!
+//! Exporting an image to an OCI layout:
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! use composefs_export::export::{self, ExportOptions, ImageSelection};
+//! use composefs_export::repo::{self, RepoLocation};
+//! use composefs_export::with_repo;
+//!
+//! let repo = repo::open(&RepoLocation::System)?;
+//! let wanted = ImageSelection::Some(vec!["quay.io/fedora/fedora-bootc:42".into()]);
+//! let report = with_repo!(&repo, r => {
+//!     let images = export::load_images(r, &wanted)?;
+//!     export::export_to_oci_dir(r, &images, "/var/tmp/out".as_ref(), None, &ExportOptions::default())
+//! })?;
+//! for layer in &report.images[0].layers {
+//!     println!("{} -> {} ({:?})", layer.diff_id, layer.blob_digest, layer.status);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Compression and destinations use skopeo's syntax:
+//!
+//! ```
+//! use composefs_export::compress::{Compression, CompressionChoice};
+//! use composefs_export::transport::ImageLocation;
+//!
+//! let c: CompressionChoice = "zstd:7".parse().unwrap();
+//! assert_eq!(c, CompressionChoice::Fixed(Compression::Zstd(7)));
+//! let dest = ImageLocation::parse("oci:/var/tmp/out:quay.io/fedora/fedora-bootc:42").unwrap();
+//! assert_eq!(dest.to_string(), "oci:/var/tmp/out:quay.io/fedora/fedora-bootc:42");
+//! ```
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
