@@ -11,6 +11,7 @@ use composefs::repository::Repository;
 use serde::Serialize;
 
 use crate::compress::CompressionChoice;
+use crate::deliver::{self, StorageOptions, TransferOptions};
 use crate::export::{self, ExportOptions, ExportReport, ImageSelection};
 use crate::image;
 use crate::import::{self, ImportOptions};
@@ -72,6 +73,11 @@ enum Command {
         after_help = "Examples:\n  cfs-export export quay.io/fedora/fedora-bootc:42 --to oci:/var/tmp/out\n  cfs-export export 3f2a9c1b7d4e --to oci:/var/tmp/out:mytag --compression zstd"
     )]
     Export(ExportArgs),
+    /// Copy an image into containers-storage (podman), as `bootc image copy-to-storage`.
+    #[command(
+        after_help = "Examples:\n  cfs-export copy-to-storage\n  cfs-export copy-to-storage quay.io/fedora/fedora-bootc:42 --target localhost/fedora-bootc"
+    )]
+    CopyToStorage(CopyToStorageArgs),
     /// Import an OCI layout or archive into the repository (blobs verified first).
     #[command(
         after_help = "Example:\n  cfs-export --repo ./repo import oci:./layout:latest --tag demo:latest"
@@ -87,7 +93,8 @@ struct ExportArgs {
     /// Export every image in the repository.
     #[arg(long)]
     all: bool,
-    /// Destination: oci:DIR[:TAG].
+    /// Destination: oci:DIR[:TAG], oci-archive:FILE[:TAG], containers-storage:REF,
+    /// docker://REF, docker-archive:FILE[:REF] or dir:DIR.
     #[arg(long, value_name = "DEST")]
     to: String,
     /// Ref name in the destination (default: the image's tag in the repository).
@@ -99,6 +106,60 @@ struct ExportArgs {
     /// Layers rebuilt in parallel (default: number of cores).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     jobs: Option<u16>,
+    #[command(flatten)]
+    transfer: TransferArgs,
+}
+
+#[derive(Debug, Args)]
+struct TransferArgs {
+    /// Registry auth file passed to skopeo (--dest-authfile).
+    #[arg(long, value_name = "FILE")]
+    authfile: Option<PathBuf>,
+    /// Require HTTPS and verify certificates for the destination registry.
+    #[arg(long, value_name = "BOOL")]
+    dest_tls_verify: Option<bool>,
+    /// File holding user:password for the destination registry (never put on a command line).
+    #[arg(long, value_name = "FILE")]
+    creds_file: Option<PathBuf>,
+    /// containers-storage driver (e.g. overlay, vfs).
+    #[arg(long, value_name = "DRIVER")]
+    storage_driver: Option<String>,
+    /// containers-storage graph root.
+    #[arg(long, value_name = "DIR")]
+    storage_root: Option<PathBuf>,
+    /// containers-storage run root.
+    #[arg(long, value_name = "DIR")]
+    storage_runroot: Option<PathBuf>,
+}
+
+impl TransferArgs {
+    fn options(&self) -> TransferOptions {
+        TransferOptions {
+            authfile: self.authfile.clone(),
+            dest_tls_verify: self.dest_tls_verify,
+            creds_file: self.creds_file.clone(),
+            storage: StorageOptions {
+                driver: self.storage_driver.clone(),
+                root: self.storage_root.clone(),
+                runroot: self.storage_runroot.clone(),
+            },
+            tmpdir: None,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct CopyToStorageArgs {
+    /// The image (default: the only image in the repository).
+    image: Option<String>,
+    /// The name in containers-storage.
+    #[arg(long, default_value = "localhost/bootc")]
+    target: String,
+    /// Layers rebuilt in parallel (default: number of cores).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: Option<u16>,
+    #[command(flatten)]
+    transfer: TransferArgs,
 }
 
 #[derive(Debug, Args)]
@@ -128,16 +189,17 @@ pub fn main() -> i32 {
         Ok(()) => 0,
         Err(e) => {
             let usage = e.chain().any(|c| c.downcast_ref::<UsageError>().is_some());
+            let interrupted = e.downcast_ref::<Interrupted>().map(|i| 128 + i.signal);
             if json {
                 let doc = serde_json::json!({ "error": format!("{e:#}") });
                 println!("{doc}");
             } else {
                 eprintln!("error: {e:#}");
             }
-            if usage {
-                2
-            } else {
-                1
+            match (interrupted, usage) {
+                (Some(code), _) => code,
+                (None, true) => 2,
+                (None, false) => 1,
             }
         }
     }
@@ -178,12 +240,6 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Export(args) => {
             let dest = ImageLocation::parse(&args.to).map_err(|e| UsageError(e.to_string()))?;
-            let ImageLocation::OciDir { path, tag } = dest else {
-                bail!(UsageError(format!(
-                    "{} is not supported yet: export writes oci:DIR[:TAG]",
-                    args.to
-                )));
-            };
             if let Some(t) = &args.tag {
                 crate::transport::validate_tag(t).map_err(|e| UsageError(e.to_string()))?;
             }
@@ -197,11 +253,22 @@ pub fn run(cli: Cli) -> Result<()> {
                 jobs: args.jobs.map_or(ExportOptions::default().jobs, usize::from),
                 tag: args.tag.clone(),
             };
-            let repo = repo::open(&location)?;
-            let report = with_repo!(&repo, r => {
-                let images = export::load_images(r, &selection)?;
-                export::export_to_oci_dir(r, &images, &path, tag.as_deref(), &opts)
-            })?;
+            let report = run_export(&location, selection, dest, opts, args.transfer.options())?;
+            print_export(&report, cli.json, cli.quiet)
+        }
+        Command::CopyToStorage(args) => {
+            let target = format!("containers-storage:{}", args.target);
+            let dest = ImageLocation::parse(&target).map_err(|e| UsageError(e.to_string()))?;
+            let selection = ImageSelection::Some(match &args.image {
+                Some(i) => vec![i.clone()],
+                None => vec![only_image(&location)?],
+            });
+            let opts = ExportOptions {
+                compression: CompressionChoice::Original,
+                jobs: args.jobs.map_or(ExportOptions::default().jobs, usize::from),
+                tag: None,
+            };
+            let report = run_export(&location, selection, dest, opts, args.transfer.options())?;
             print_export(&report, cli.json, cli.quiet)
         }
         Command::Import(args) => {
@@ -236,6 +303,67 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The one image in the repository, for commands where IMAGE may be omitted.
+fn only_image(location: &RepoLocation) -> Result<String> {
+    let repo = repo::open(location)?;
+    let catalog = with_repo!(&repo, r => image::catalog(r))?;
+    match catalog.as_slice() {
+        [one] => Ok(one
+            .manifest_digest
+            .as_ref()
+            .unwrap_or(&one.config_digest)
+            .to_string()),
+        [] => bail!("The repository holds no container images"),
+        many => bail!(UsageError(format!(
+            "The repository holds {} images; name one: {}",
+            many.len(),
+            many.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// Interrupted by a signal; the exit code is 128 + the signal number.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted by {name}; nothing was left behind")]
+pub struct Interrupted {
+    /// SIGINT or SIGTERM.
+    pub name: &'static str,
+    /// Its number.
+    pub signal: i32,
+}
+
+/// Run an export on a runtime, cancelling it (skopeo killed, temp dir removed)
+/// on SIGINT or SIGTERM.
+fn run_export(
+    location: &RepoLocation,
+    selection: ImageSelection,
+    dest: ImageLocation,
+    opts: ExportOptions,
+    transfer: TransferOptions,
+) -> Result<ExportReport> {
+    let repo = repo::open(location)?;
+    let rt = runtime()?;
+    let result = rt.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt()).context("Installing a SIGINT handler")?;
+        let mut term = signal(SignalKind::terminate()).context("Installing a SIGTERM handler")?;
+        let work = async move {
+            with_repo!(repo, r => deliver::export(r, selection, dest, opts, transfer).await)
+        };
+        tokio::select! {
+            r = work => r,
+            _ = int.recv() => Err(Interrupted { name: "SIGINT", signal: 2 }.into()),
+            _ = term.recv() => Err(Interrupted { name: "SIGTERM", signal: 15 }.into()),
+        }
+    });
+    // Do not wait for a cancelled worker thread; its temp dir is already gone.
+    rt.shutdown_background();
+    result
 }
 
 /// One row of `list`.

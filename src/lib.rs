@@ -38,8 +38,10 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
+pub mod archive;
 pub mod cli;
 pub mod compress;
+pub mod deliver;
 pub mod digest;
 pub mod export;
 pub mod image;
@@ -47,6 +49,7 @@ pub mod import;
 pub mod layer;
 pub mod layout;
 pub mod repo;
+pub mod skopeo;
 pub mod transport;
 
 /// A mistake in how the tool was called (exit code 2), as opposed to a failure.

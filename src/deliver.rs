@@ -1,0 +1,377 @@
+//! Every destination: `oci:` written natively, `oci-archive:` as a
+//! deterministic tar of a private layout, and everything else through one
+//! `skopeo copy` from a private layout under `$TMPDIR` (default `/var/tmp`).
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use base64::Engine as _;
+use composefs::fsverity::FsVerityHashValue;
+use composefs::repository::Repository;
+
+use crate::compress::{Compression, CompressionChoice};
+use crate::export::{self, ExportOptions, ExportReport, ImageSelection};
+use crate::image::{self, StoredImage};
+use crate::transport::ImageLocation;
+use crate::UsageError;
+
+/// Where a containers-storage destination keeps its data (skopeo's `[driver@root+runroot]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StorageOptions {
+    /// Storage driver (e.g. `overlay`, `vfs`).
+    pub driver: Option<String>,
+    /// Graph root.
+    pub root: Option<PathBuf>,
+    /// Run root.
+    pub runroot: Option<PathBuf>,
+}
+
+/// Options passed through to skopeo for non-OCI destinations.
+#[derive(Debug, Clone, Default)]
+pub struct TransferOptions {
+    /// Registry auth file (`--authfile`).
+    pub authfile: Option<PathBuf>,
+    /// Require HTTPS and verify certificates (`--dest-tls-verify`).
+    pub dest_tls_verify: Option<bool>,
+    /// File holding `user:password` for the destination registry.
+    pub creds_file: Option<PathBuf>,
+    /// containers-storage location.
+    pub storage: StorageOptions,
+    /// Where the private temp layout goes (default `$TMPDIR`, else `/var/tmp`).
+    pub tmpdir: Option<PathBuf>,
+}
+
+/// The default temp directory: `$TMPDIR`, else `/var/tmp` (layers can be large).
+pub fn default_tmpdir() -> PathBuf {
+    std::env::var_os("TMPDIR")
+        .filter(|s| !s.is_empty())
+        .map_or_else(|| PathBuf::from("/var/tmp"), PathBuf::from)
+}
+
+/// Ref name inside private temp layouts.
+const TEMP_TAG: &str = "cfs-export";
+
+/// Export the selected images to any destination.
+pub async fn export<ID: FsVerityHashValue>(
+    repo: Arc<Repository<ID>>,
+    selection: ImageSelection,
+    dest: ImageLocation,
+    opts: ExportOptions,
+    transfer: TransferOptions,
+) -> Result<ExportReport> {
+    let loader = Arc::clone(&repo);
+    let images = blocking(move || export::load_images(&loader, &selection)).await?;
+    match dest {
+        ImageLocation::OciDir { path, tag } => {
+            blocking(move || {
+                export::export_to_oci_dir(&repo, &images, &path, tag.as_deref(), &opts)
+            })
+            .await
+        }
+        ImageLocation::OciArchive { path, tag } => {
+            let tmp = temp_dir(&transfer)?;
+            let layout = tmp.path().join("layout");
+            let out = path.clone();
+            let mut report = blocking(move || {
+                let report =
+                    export::export_to_oci_dir(&repo, &images, &layout, tag.as_deref(), &opts)?;
+                crate::archive::write_archive(&layout, &out)?;
+                Ok(report)
+            })
+            .await?;
+            report.destination = format!("oci-archive:{}", path.display());
+            drop(tmp);
+            Ok(report)
+        }
+        ImageLocation::Skopeo(reference) => {
+            copy_with_skopeo(repo, images, reference, opts, transfer).await
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .context("export worker")?
+}
+
+fn temp_dir(transfer: &TransferOptions) -> Result<tempfile::TempDir> {
+    let base = transfer.tmpdir.clone().unwrap_or_else(default_tmpdir);
+    tempfile::Builder::new()
+        .prefix("cfs-export-")
+        .tempdir_in(&base)
+        .with_context(|| {
+            format!(
+                "Creating a temp directory in {} (set TMPDIR to use another)",
+                base.display()
+            )
+        })
+}
+
+/// containers-storage, a registry, or an archive/dir format skopeo writes.
+fn is_containers_storage(reference: &str) -> bool {
+    reference.starts_with("containers-storage:")
+}
+
+/// Put the storage options into a `containers-storage:` reference as skopeo's
+/// `[driver@root+runroot]` specifier.
+pub fn storage_reference(reference: &str, storage: &StorageOptions) -> Result<String> {
+    let Some(rest) = reference.strip_prefix("containers-storage:") else {
+        return Ok(reference.to_string());
+    };
+    let Some(root) = &storage.root else {
+        if storage.driver.is_some() || storage.runroot.is_some() {
+            bail!(UsageError(
+                "--storage-driver and --storage-runroot need --storage-root".into()
+            ));
+        }
+        return Ok(reference.to_string());
+    };
+    if rest.starts_with('[') {
+        bail!(UsageError(format!(
+            "{reference} already names a storage location; drop --storage-root or the [..] part"
+        )));
+    }
+    let mut spec = String::from("[");
+    if let Some(d) = &storage.driver {
+        spec.push_str(d);
+        spec.push('@');
+    }
+    spec.push_str(&root.to_string_lossy());
+    if let Some(r) = &storage.runroot {
+        spec.push('+');
+        spec.push_str(&r.to_string_lossy());
+    }
+    spec.push(']');
+    Ok(format!("containers-storage:{spec}{rest}"))
+}
+
+/// The registry host a `docker://` reference names (Docker Hub for bare names).
+pub fn registry_host(reference: &str) -> Option<String> {
+    let rest = reference.strip_prefix("docker://")?;
+    let first = rest.split('/').next()?;
+    if rest.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost") {
+        Some(first.to_string())
+    } else {
+        Some("docker.io".to_string())
+    }
+}
+
+/// Write a 0600 auth file for `host` from a `user:password` file.
+fn write_authfile(dir: &Path, host: &str, creds_file: &Path) -> Result<PathBuf> {
+    let creds = std::fs::read_to_string(creds_file)
+        .with_context(|| format!("Reading credentials from {}", creds_file.display()))?;
+    let creds = creds.trim_end_matches(['\n', '\r']);
+    if !creds.contains(':') || creds.starts_with(':') {
+        bail!(
+            "{} must hold user:password on one line",
+            creds_file.display()
+        );
+    }
+    let auth = base64::engine::general_purpose::STANDARD.encode(creds);
+    let doc = serde_json::json!({ "auths": { host: { "auth": auth } } });
+    let path = dir.join("auth.json");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("Creating {}", path.display()))?;
+    f.write_all(doc.to_string().as_bytes())?;
+    f.sync_all()?;
+    Ok(path)
+}
+
+/// Bytes the private layout may need: each layer's size at its target
+/// compression (uncompressed size when unknown), plus configs.
+fn space_needed<ID: FsVerityHashValue>(
+    repo: &Repository<ID>,
+    images: &[StoredImage<ID>],
+    opts: &ExportOptions,
+) -> u64 {
+    let mut total = 0u64;
+    for img in images {
+        total += img.config_bytes.len() as u64;
+        for l in &img.layers {
+            let original = l.original.as_ref();
+            let same_kind = match opts.compression {
+                CompressionChoice::Original => true,
+                CompressionChoice::Fixed(c) => {
+                    original.and_then(|d| Compression::from_media_type(d.media_type())) == Some(c)
+                }
+            };
+            total += match (same_kind, original) {
+                (true, Some(d)) => d.size(),
+                _ => image::layer_size(repo, l).unwrap_or(0),
+            };
+        }
+    }
+    total
+}
+
+fn check_space(dir: &Path, needed: u64) -> Result<()> {
+    let st = rustix::fs::statvfs(dir)
+        .with_context(|| format!("Checking free space in {}", dir.display()))?;
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    if free < needed {
+        bail!(
+            "Not enough space in {}: the export needs about {} but only {} are free; set TMPDIR to a larger filesystem",
+            dir.display(),
+            crate::cli::human_size(needed),
+            crate::cli::human_size(free)
+        );
+    }
+    Ok(())
+}
+
+async fn copy_with_skopeo<ID: FsVerityHashValue>(
+    repo: Arc<Repository<ID>>,
+    images: Vec<StoredImage<ID>>,
+    reference: String,
+    mut opts: ExportOptions,
+    transfer: TransferOptions,
+) -> Result<ExportReport> {
+    if images.len() != 1 {
+        bail!(UsageError(format!(
+            "{reference} takes one image; got {}",
+            images.len()
+        )));
+    }
+    let storage = is_containers_storage(&reference);
+    // docker-archive holds a Docker schema2 manifest, which skopeo converts
+    // ours to: digests cannot be preserved there.
+    let docker_archive = reference.starts_with("docker-archive:");
+    let dest = storage_reference(&reference, &transfer.storage)?;
+    if (storage || docker_archive) && opts.compression == CompressionChoice::Original {
+        // Storage unpacks layers anyway and `docker save` archives hold plain
+        // tars: compressing would be wasted work.
+        opts.compression = CompressionChoice::Fixed(Compression::None);
+    }
+    if transfer.creds_file.is_some() && transfer.authfile.is_some() {
+        bail!(UsageError(
+            "give --creds-file or --authfile, not both".into()
+        ));
+    }
+    let tmp = temp_dir(&transfer)?;
+    let needed = space_needed(&repo, &images, &opts);
+    check_space(tmp.path(), needed)?;
+    let layout = tmp.path().join("layout");
+    let mut export_opts = opts.clone();
+    export_opts.tag = Some(TEMP_TAG.to_string());
+    let layout_for_export = layout.clone();
+    let mut report = blocking(move || {
+        export::export_to_oci_dir(&repo, &images, &layout_for_export, None, &export_opts)
+    })
+    .await?;
+
+    let mut args: Vec<OsString> = vec!["copy".into(), "--quiet".into()];
+    if !storage && !docker_archive {
+        // What lands must be exactly what we wrote (skopeo would otherwise
+        // recompress or substitute cached blobs).
+        args.push("--preserve-digests".into());
+    }
+    if let Some(v) = transfer.dest_tls_verify {
+        args.push(format!("--dest-tls-verify={v}").into());
+    }
+    match (&transfer.creds_file, &transfer.authfile) {
+        (Some(creds), None) => {
+            let host = registry_host(&reference).ok_or_else(|| {
+                UsageError(format!(
+                    "--creds-file is for docker:// destinations, not {reference}"
+                ))
+            })?;
+            let auth = write_authfile(tmp.path(), &host, creds)?;
+            args.push("--dest-authfile".into());
+            args.push(auth.into());
+        }
+        (None, Some(file)) => {
+            args.push("--dest-authfile".into());
+            args.push(file.into());
+        }
+        _ => {}
+    }
+    let mut source = OsString::from("oci:");
+    source.push(&layout);
+    source.push(format!(":{TEMP_TAG}"));
+    args.push(source);
+    args.push(dest.clone().into());
+    crate::skopeo::run(&args)
+        .await
+        .with_context(|| format!("Copying to {reference}"))?;
+    drop(tmp);
+    report.destination = reference;
+    for img in &mut report.images {
+        img.tag = None;
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_specifier() {
+        let s = StorageOptions {
+            driver: Some("vfs".into()),
+            root: Some("/r".into()),
+            runroot: Some("/rr".into()),
+        };
+        assert_eq!(
+            storage_reference("containers-storage:localhost/bootc", &s).unwrap(),
+            "containers-storage:[vfs@/r+/rr]localhost/bootc"
+        );
+        let root_only = StorageOptions {
+            root: Some("/r".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            storage_reference("containers-storage:x", &root_only).unwrap(),
+            "containers-storage:[/r]x"
+        );
+        assert_eq!(
+            storage_reference("docker://h/x", &s).unwrap(),
+            "docker://h/x"
+        );
+        assert!(storage_reference("containers-storage:[/a]x", &s).is_err());
+        assert_eq!(
+            storage_reference("containers-storage:x", &Default::default()).unwrap(),
+            "containers-storage:x"
+        );
+    }
+
+    #[test]
+    fn registry_hosts() {
+        for (r, h) in [
+            ("docker://127.0.0.1:5000/app:1", Some("127.0.0.1:5000")),
+            ("docker://quay.io/fedora/fedora:42", Some("quay.io")),
+            ("docker://localhost/x", Some("localhost")),
+            ("docker://fedora", Some("docker.io")),
+            ("docker://library/fedora", Some("docker.io")),
+            ("dir:/x", None),
+        ] {
+            assert_eq!(registry_host(r).as_deref(), h, "{r}");
+        }
+    }
+
+    #[test]
+    fn authfile_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let creds = t.path().join("creds");
+        std::fs::write(&creds, "user:s3cret\n").unwrap();
+        let p = write_authfile(t.path(), "h:1", &creds).unwrap();
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        assert_eq!(doc["auths"]["h:1"]["auth"], "dXNlcjpzM2NyZXQ=");
+        std::fs::write(&creds, "nocolon").unwrap();
+        assert!(write_authfile(&t.path().join("x"), "h", &creds).is_err());
+    }
+}

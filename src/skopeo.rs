@@ -1,0 +1,79 @@
+//! The one place that runs `skopeo`: stdin null, stderr captured into our
+//! error, killed when the export is cancelled, binary from `$SKOPEO` or PATH.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use anyhow::{Context, Result};
+
+/// Environment variable naming the skopeo binary to run.
+pub const SKOPEO_ENV: &str = "SKOPEO";
+
+/// Most of skopeo's stderr we keep in an error message.
+const STDERR_TAIL: usize = 4000;
+
+/// skopeo exited non-zero.
+#[derive(Debug, thiserror::Error)]
+#[error("skopeo {} failed ({status}): {stderr}", .args.join(" "))]
+pub struct SkopeoFailed {
+    /// Arguments (never holding credentials: those go through an auth file).
+    pub args: Vec<String>,
+    /// Exit status.
+    pub status: std::process::ExitStatus,
+    /// The end of its stderr.
+    pub stderr: String,
+}
+
+/// The skopeo binary: `$SKOPEO`, else `skopeo` on PATH.
+pub fn binary() -> PathBuf {
+    std::env::var_os(SKOPEO_ENV)
+        .filter(|s| !s.is_empty())
+        .map_or_else(|| PathBuf::from("skopeo"), PathBuf::from)
+}
+
+/// Run `skopeo ARGS…` to completion.
+///
+/// Dropping the returned future (cancellation) kills skopeo.
+pub async fn run(args: &[OsString]) -> Result<()> {
+    let bin = binary();
+    let printable: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    tracing::info!("running {} {}", bin.display(), printable.join(" "));
+    let child = tokio::process::Command::new(&bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let child = match child {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+            "{} not found: install skopeo (apt-get install skopeo, dnf install skopeo) or point ${SKOPEO_ENV} at it",
+            bin.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("Starting {}", bin.display())),
+    };
+    let out = child
+        .wait_with_output()
+        .await
+        .with_context(|| format!("Waiting for {}", bin.display()))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = stderr.trim();
+    let tail = match stderr.char_indices().nth_back(STDERR_TAIL) {
+        Some((i, _)) => format!("…{}", &stderr[i..]),
+        None => stderr.to_string(),
+    };
+    Err(SkopeoFailed {
+        args: printable,
+        status: out.status,
+        stderr: tail,
+    }
+    .into())
+}
