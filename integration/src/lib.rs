@@ -47,3 +47,170 @@ pub fn cfs(repo: &Path, args: &[&str]) -> Result<String> {
     let out = run(Command::new(bin).arg("--repo").arg(repo).args(args))?;
     Ok(String::from_utf8(out.stdout)?)
 }
+
+/// A runnable image: static busybox with a few applets, plus a layer with a
+/// file whose content the tests read back through `podman run`.
+pub fn busybox_layers() -> Result<Vec<fixture::LayerSpec>> {
+    use fixture::{Kind, TarBuilder};
+    let busybox = std::fs::read("/bin/busybox")
+        .context("reading /bin/busybox (Debian package busybox-static)")?;
+    let base = TarBuilder::new()
+        .dir("bin")
+        .file_with_mode("bin/busybox", &busybox, 0o755)
+        .symlink("bin/sh", "busybox")
+        .symlink("bin/cat", "busybox")
+        .dir("etc")
+        .file("etc/os-release", b"ID=cfs-export-test\n")
+        .finish(true);
+    let top = TarBuilder::new()
+        .dir("etc")
+        .file("etc/motd", b"exported bit-exact by cfs-export\n")
+        .dir("srv")
+        .file("srv/blob", &fixture::noise(3 << 20, 9))
+        .finish(false);
+    Ok(vec![(base, Kind::Gzip), (top, Kind::Zstd)])
+}
+
+/// A private containers-storage (vfs driver) under a temp dir.
+pub struct Storage {
+    /// Graph root.
+    pub root: std::path::PathBuf,
+    /// Run root.
+    pub runroot: std::path::PathBuf,
+}
+
+impl Storage {
+    /// Storage under `dir`.
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            root: dir.join("storage/root"),
+            runroot: dir.join("storage/run"),
+        }
+    }
+
+    /// The `[vfs@root+runroot]` specifier.
+    pub fn reference(&self, name: &str) -> String {
+        format!(
+            "containers-storage:[vfs@{}+{}]{name}",
+            self.root.display(),
+            self.runroot.display()
+        )
+    }
+
+    /// The cfs-export flags naming this storage.
+    pub fn flags(&self) -> Vec<String> {
+        vec![
+            "--storage-driver".into(),
+            "vfs".into(),
+            "--storage-root".into(),
+            self.root.display().to_string(),
+            "--storage-runroot".into(),
+            self.runroot.display().to_string(),
+        ]
+    }
+
+    /// Run podman against this storage.
+    pub fn podman(&self, args: &[&str]) -> Result<String> {
+        let out = run(Command::new("podman")
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--runroot")
+            .arg(&self.runroot)
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "file",
+            ])
+            .args(args))?;
+        Ok(String::from_utf8(out.stdout)?)
+    }
+}
+
+/// A `docker-registry` on 127.0.0.1 with TLS and htpasswd auth, stopped on drop.
+pub struct Registry {
+    child: std::process::Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// Its log (access log included).
+    pub log: std::path::PathBuf,
+}
+
+impl Registry {
+    /// Start one under `dir` with a single user.
+    pub fn start(dir: &Path, user: &str, password: &str) -> Result<Self> {
+        std::fs::create_dir_all(dir.join("data"))?;
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        run(Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert))?;
+        let htpasswd = dir.join("htpasswd");
+        run(Command::new("htpasswd")
+            .args(["-Bbc"])
+            .arg(&htpasswd)
+            .args([user, password]))?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = dir.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: cfs-export-test\n    path: {}\n",
+                dir.join("data").display(),
+                cert.display(),
+                key.display(),
+                htpasswd.display()
+            ),
+        )?;
+        let log = dir.join("registry.log");
+        let logf = std::fs::File::create(&log)?;
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .stdout(logf.try_clone()?)
+            .stderr(logf)
+            .spawn()
+            .context("starting docker-registry")?;
+        let reg = Registry { child, addr, log };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(&reg.addr).is_err() {
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "registry did not start: {}",
+                    std::fs::read_to_string(&reg.log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Ok(reg)
+    }
+
+    /// Log lines so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

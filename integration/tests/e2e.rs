@@ -5,8 +5,9 @@ use std::process::Command;
 
 use anyhow::{ensure, Result};
 use integration::fixture::{self, sha256, standard_layers, write_layout, Kind};
-use integration::{cfs, have_tool, run, strict};
+use integration::{busybox_layers, cfs, have_tool, run, strict, Registry, Storage};
 use libtest_mimic::{Arguments, Failed, Trial};
+use std::path::Path;
 
 type TestFn = fn() -> Result<()>;
 
@@ -29,11 +30,34 @@ fn trial(name: &'static str, tools: &'static [&'static str], f: TestFn) -> Trial
 
 fn main() {
     let args = Arguments::from_args();
-    let tests = vec![trial(
-        "skopeo_reads_exported_layout",
-        &["skopeo"],
-        skopeo_reads_exported_layout,
-    )];
+    let tests = vec![
+        trial(
+            "skopeo_reads_exported_layout",
+            &["skopeo"],
+            skopeo_reads_exported_layout,
+        ),
+        trial(
+            "copy_to_storage_keeps_image_id_and_runs",
+            &["skopeo", "podman", "runc"],
+            copy_to_storage_keeps_image_id_and_runs,
+        ),
+        trial(
+            "registry_push_with_credentials",
+            &["skopeo", "docker-registry", "htpasswd", "openssl"],
+            registry_push_with_credentials,
+        ),
+        trial("archives_and_dir", &["skopeo", "podman"], archives_and_dir),
+        trial(
+            "fake_skopeo_failure_carries_stderr",
+            &[],
+            fake_skopeo_failure_carries_stderr,
+        ),
+        trial(
+            "sigint_kills_skopeo_and_cleans_up",
+            &[],
+            sigint_kills_skopeo_and_cleans_up,
+        ),
+    ];
     libtest_mimic::run(&args, tests).exit();
 }
 
@@ -85,5 +109,411 @@ fn skopeo_reads_exported_layout() -> Result<()> {
         sha256(&std::fs::read(dir.join(&f.config_digest[7..]))?) == f.config_digest,
         "config in dir: differs"
     );
+    Ok(())
+}
+
+/// A repo holding the busybox image as `app:1`; returns (tempdir, repo, fixture).
+fn busybox_repo() -> Result<(tempfile::TempDir, std::path::PathBuf, fixture::Fixture)> {
+    let t = tempfile::tempdir()?;
+    let repo = t.path().join("repo");
+    let f = write_layout(&t.path().join("src"), "app:1", "amd64", &busybox_layers()?);
+    cfs(
+        &repo,
+        &["import", &format!("oci:{}:app:1", f.layout.display())],
+    )?;
+    Ok((t, repo, f))
+}
+
+/// The diff_ids of an image copied out to an OCI layout, each checked against its blob.
+fn diff_ids_of_layout(layout: &Path, tag: &str) -> Result<Vec<String>> {
+    let (_, manifest) = fixture::manifest_for(layout, tag);
+    let config: serde_json::Value = serde_json::from_slice(&fixture::read_blob(
+        layout,
+        manifest["config"]["digest"].as_str().unwrap(),
+    ))?;
+    let ids: Vec<String> = config["rootfs"]["diff_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_string())
+        .collect();
+    for (l, id) in manifest["layers"].as_array().unwrap().iter().zip(&ids) {
+        let blob = fixture::read_blob(layout, l["digest"].as_str().unwrap());
+        let tar = fixture::decompress(l["mediaType"].as_str().unwrap(), &blob);
+        ensure!(
+            &sha256(&tar) == id,
+            "layer {} does not hash to {id}",
+            l["digest"]
+        );
+    }
+    Ok(ids)
+}
+
+/// Issue 4: bootc's copy-to-storage, checked with podman and skopeo.
+fn copy_to_storage_keeps_image_id_and_runs() -> Result<()> {
+    let (t, repo, f) = busybox_repo()?;
+    let storage = Storage::new(t.path());
+    let mut args = vec!["copy-to-storage".to_string()];
+    args.extend(storage.flags());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    cfs(&repo, &args)?;
+    let id = storage.podman(&["image", "inspect", "localhost/bootc", "--format", "{{.Id}}"])?;
+    ensure!(
+        id.trim() == &f.config_digest[7..],
+        "podman image Id {} != config digest {}",
+        id.trim(),
+        f.config_digest
+    );
+    // Back out with skopeo: the same diff_ids, each layer proven.
+    let back = t.path().join("back");
+    skopeo(&[
+        "copy",
+        "-q",
+        &storage.reference("localhost/bootc"),
+        &format!("oci:{}:back", back.display()),
+    ])?;
+    ensure!(
+        diff_ids_of_layout(&back, "back")? == f.diff_ids,
+        "diff_ids changed"
+    );
+    // It runs.
+    let out = storage.podman(&[
+        "--runtime",
+        "runc",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=4096:4096",
+        "localhost/bootc",
+        "/bin/cat",
+        "/etc/motd",
+    ])?;
+    ensure!(
+        out.contains("exported bit-exact by cfs-export"),
+        "podman run printed {out:?}"
+    );
+    // An explicit image and target.
+    let mut args = vec![
+        "copy-to-storage".to_string(),
+        "app:1".into(),
+        "--target".into(),
+        "localhost/other:v1".into(),
+    ];
+    args.extend(storage.flags());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    cfs(&repo, &args)?;
+    let id = storage.podman(&[
+        "image",
+        "inspect",
+        "localhost/other:v1",
+        "--format",
+        "{{.Id}}",
+    ])?;
+    ensure!(id.trim() == &f.config_digest[7..]);
+    Ok(())
+}
+
+fn blob_uploads(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("\"PUT /v2/app/blobs/uploads/"))
+        .count()
+}
+
+/// Issue 4: push to a real registry with credentials from a file.
+fn registry_push_with_credentials() -> Result<()> {
+    let (t, repo, _f) = busybox_repo()?;
+    let password = "Pa55-only-in-the-creds-file";
+    let reg = Registry::start(&t.path().join("registry"), "tester", password)?;
+    let creds = t.path().join("creds");
+    std::fs::write(&creds, format!("tester:{password}\n"))?;
+    let dest = format!("docker://{}/app:1", reg.addr);
+    let push = |creds: &Path| {
+        Command::new(fixture::bin())
+            .arg("--repo")
+            .arg(&repo)
+            .args([
+                "export",
+                "app:1",
+                "--compression",
+                "zstd",
+                "--to",
+                &dest,
+                "--dest-tls-verify",
+                "false",
+                "--creds-file",
+            ])
+            .arg(creds)
+            .output()
+    };
+    let first = push(&creds)?;
+    ensure!(
+        first.status.success(),
+        "push failed: {}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let uploads = blob_uploads(&reg.log_text());
+    ensure!(
+        uploads >= 3,
+        "expected layer and config uploads, registry log:\n{}",
+        reg.log_text()
+    );
+
+    // The registry holds exactly our manifest: the one a local export writes.
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--creds",
+        &format!("tester:{password}"),
+        &dest,
+    ])?;
+    let local = t.path().join("local");
+    cfs(
+        &repo,
+        &[
+            "export",
+            "app:1",
+            "--compression",
+            "zstd",
+            "--to",
+            &format!("oci:{}", local.display()),
+        ],
+    )?;
+    let (digest, _) = fixture::manifest_for(&local, "app:1");
+    ensure!(
+        sha256(&raw) == digest,
+        "registry manifest differs from ours"
+    );
+
+    // A second push uploads no blob again.
+    let second = push(&creds)?;
+    ensure!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    ensure!(
+        blob_uploads(&reg.log_text()) == uploads,
+        "second push uploaded blobs again"
+    );
+
+    // A wrong password: exit 1, a clear error, and the password nowhere.
+    let wrong_password = "Wr0ng-secret-never-printed";
+    let bad = t.path().join("bad-creds");
+    std::fs::write(&bad, format!("tester:{wrong_password}"))?;
+    let out = push(&bad)?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        out.status.code() == Some(1),
+        "exit {:?}: {text}",
+        out.status.code()
+    );
+    ensure!(
+        text.contains("unauthorized") || text.contains("authentication required"),
+        "{text}"
+    );
+    ensure!(
+        !text.contains(wrong_password) && !text.contains(password),
+        "password leaked: {text}"
+    );
+    ensure!(
+        !reg.log_text().contains(wrong_password),
+        "password in registry log"
+    );
+    Ok(())
+}
+
+/// Issue 4: oci-archive (deterministic, read by skopeo and podman), docker-archive, dir.
+fn archives_and_dir() -> Result<()> {
+    let (t, repo, f) = busybox_repo()?;
+    let a = t.path().join("a.tar");
+    let b = t.path().join("b.tar");
+    for p in [&a, &b] {
+        cfs(
+            &repo,
+            &[
+                "export",
+                "app:1",
+                "--to",
+                &format!("oci-archive:{}:app", p.display()),
+            ],
+        )?;
+    }
+    ensure!(
+        std::fs::read(&a)? == std::fs::read(&b)?,
+        "two oci-archive exports differ"
+    );
+    let inspect: serde_json::Value = serde_json::from_slice(&skopeo(&[
+        "inspect",
+        &format!("oci-archive:{}:app", a.display()),
+    ])?)?;
+    ensure!(
+        inspect["Layers"].as_array().map(Vec::len) == Some(2),
+        "{inspect}"
+    );
+    let storage = Storage::new(t.path());
+    storage.podman(&["load", "-q", "-i", &a.display().to_string()])?;
+    let ids = storage.podman(&["images", "--no-trunc", "--format", "{{.ID}}"])?;
+    ensure!(ids.contains(&f.config_digest[7..]), "podman load: {ids}");
+
+    let docker = t.path().join("d.tar");
+    cfs(
+        &repo,
+        &[
+            "export",
+            "app:1",
+            "--to",
+            &format!("docker-archive:{}:app:1", docker.display()),
+        ],
+    )?;
+    let cfg = skopeo(&[
+        "inspect",
+        "--raw",
+        "--config",
+        &format!("docker-archive:{}", docker.display()),
+    ])?;
+    ensure!(
+        sha256(&cfg) == f.config_digest,
+        "docker-archive changed the config"
+    );
+    let dir = t.path().join("dir");
+    cfs(
+        &repo,
+        &["export", "app:1", "--to", &format!("dir:{}", dir.display())],
+    )?;
+    let cfg = skopeo(&[
+        "inspect",
+        "--raw",
+        "--config",
+        &format!("dir:{}", dir.display()),
+    ])?;
+    ensure!(sha256(&cfg) == f.config_digest, "dir: changed the config");
+    Ok(())
+}
+
+fn fake_skopeo(dir: &Path, body: &str) -> Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join("fake-skopeo");
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n"))?;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
+    Ok(p)
+}
+
+fn small_repo() -> Result<(tempfile::TempDir, std::path::PathBuf)> {
+    let t = tempfile::tempdir()?;
+    let repo = t.path().join("repo");
+    let layers = vec![(
+        fixture::TarBuilder::new()
+            .file("f", &fixture::noise(100_000, 5))
+            .finish(false),
+        Kind::Gzip,
+    )];
+    let f = write_layout(&t.path().join("src"), "small", "amd64", &layers);
+    cfs(
+        &repo,
+        &["import", &format!("oci:{}:small", f.layout.display())],
+    )?;
+    std::fs::create_dir(t.path().join("tmp"))?;
+    Ok((t, repo))
+}
+
+fn dir_is_empty(p: &Path) -> Result<bool> {
+    Ok(std::fs::read_dir(p)?.next().is_none())
+}
+
+/// Issue 4: skopeo's failure reaches the user with its stderr; the temp dir goes.
+fn fake_skopeo_failure_carries_stderr() -> Result<()> {
+    let (t, repo) = small_repo()?;
+    let fake = fake_skopeo(t.path(), "echo \"fake skopeo exploded on $*\" >&2\nexit 3")?;
+    let out = Command::new(fixture::bin())
+        .env("SKOPEO", &fake)
+        .env("TMPDIR", t.path().join("tmp"))
+        .arg("--repo")
+        .arg(&repo)
+        .args(["export", "small", "--to", "containers-storage:localhost/x"])
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(1),
+        "exit {:?}: {err}",
+        out.status.code()
+    );
+    ensure!(err.contains("fake skopeo exploded on copy"), "{err}");
+    ensure!(dir_is_empty(&t.path().join("tmp"))?, "temp dir left behind");
+    // And a missing skopeo says how to get one.
+    let out = Command::new(fixture::bin())
+        .env("SKOPEO", t.path().join("no-such-skopeo"))
+        .env("TMPDIR", t.path().join("tmp"))
+        .arg("--repo")
+        .arg(&repo)
+        .args(["export", "small", "--to", "containers-storage:localhost/x"])
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(1) && err.contains("install skopeo"),
+        "{err}"
+    );
+    ensure!(dir_is_empty(&t.path().join("tmp"))?, "temp dir left behind");
+    Ok(())
+}
+
+/// Issue 4: SIGINT while skopeo runs: skopeo killed, temp dir removed, exit non-zero.
+fn sigint_kills_skopeo_and_cleans_up() -> Result<()> {
+    let (t, repo) = small_repo()?;
+    let pidfile = t.path().join("skopeo.pid");
+    let fake = fake_skopeo(
+        t.path(),
+        &format!("echo $$ > {}\nexec sleep 300", pidfile.display()),
+    )?;
+    let mut child = Command::new(fixture::bin())
+        .env("SKOPEO", &fake)
+        .env("TMPDIR", t.path().join("tmp"))
+        .arg("--repo")
+        .arg(&repo)
+        .args(["export", "small", "--to", "docker://127.0.0.1:9/x:1"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let skopeo_pid = loop {
+        if let Ok(s) = std::fs::read_to_string(&pidfile) {
+            if !s.trim().is_empty() {
+                break s.trim().to_string();
+            }
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "fake skopeo never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    ensure!(
+        !dir_is_empty(&t.path().join("tmp"))?,
+        "the temp layout should exist while skopeo runs"
+    );
+    run(Command::new("kill").args(["-INT", &child.id().to_string()]))?;
+    let status = child.wait()?;
+    ensure!(!status.success(), "exit status {status}");
+    ensure!(status.code() == Some(130), "exit status {status}");
+    let gone = || {
+        std::fs::read_to_string(format!("/proc/{skopeo_pid}/stat"))
+            .map_or(true, |s| s.split_whitespace().nth(2) == Some("Z"))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !gone() {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "skopeo {skopeo_pid} still running"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    ensure!(dir_is_empty(&t.path().join("tmp"))?, "temp dir left behind");
     Ok(())
 }

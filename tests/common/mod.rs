@@ -103,8 +103,12 @@ impl TarBuilder {
         self
     }
 
-    pub fn file(mut self, path: &str, data: &[u8]) -> Self {
-        let mut h = Self::header(tar::EntryType::Regular, 0o644, data.len() as u64);
+    pub fn file(self, path: &str, data: &[u8]) -> Self {
+        self.file_with_mode(path, data, 0o644)
+    }
+
+    pub fn file_with_mode(mut self, path: &str, data: &[u8], mode: u32) -> Self {
+        let mut h = Self::header(tar::EntryType::Regular, mode, data.len() as u64);
         self.0.append_data(&mut h, path, data).unwrap();
         self
     }
