@@ -78,6 +78,11 @@ enum Command {
         after_help = "Examples:\n  cfs-export copy-to-storage\n  cfs-export copy-to-storage quay.io/fedora/fedora-bootc:42 --target localhost/fedora-bootc"
     )]
     CopyToStorage(CopyToStorageArgs),
+    /// Rebuild every layer and check it against its diff_id; name damaged objects. Writes nothing.
+    #[command(
+        after_help = "Examples:\n  cfs-export verify --all\n  cfs-export verify quay.io/fedora/fedora-bootc:42 --json"
+    )]
+    Verify(VerifyArgs),
     /// Import an OCI layout or archive into the repository (blobs verified first).
     #[command(
         after_help = "Example:\n  cfs-export --repo ./repo import oci:./layout:latest --tag demo:latest"
@@ -163,6 +168,16 @@ struct CopyToStorageArgs {
 }
 
 #[derive(Debug, Args)]
+struct VerifyArgs {
+    /// Images: tag, digest or image-ID prefix.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    images: Vec<String>,
+    /// Verify every image in the repository.
+    #[arg(long)]
+    all: bool,
+}
+
+#[derive(Debug, Args)]
 struct ImportArgs {
     /// Source: oci:DIR[:TAG] or oci-archive:FILE[:TAG].
     source: String,
@@ -190,7 +205,9 @@ pub fn main() -> i32 {
         Err(e) => {
             let usage = e.chain().any(|c| c.downcast_ref::<UsageError>().is_some());
             let interrupted = e.downcast_ref::<Interrupted>().map(|i| 128 + i.signal);
-            if json {
+            if e.downcast_ref::<VerifyFailed>().is_some() && json {
+                // The report on stdout already is the one JSON document.
+            } else if json {
                 let doc = serde_json::json!({ "error": format!("{e:#}") });
                 println!("{doc}");
             } else {
@@ -270,6 +287,27 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             let report = run_export(&location, selection, dest, opts, args.transfer.options())?;
             print_export(&report, cli.json, cli.quiet)
+        }
+        Command::Verify(args) => {
+            let repo = repo::open(&location)?;
+            let report = with_repo!(&repo, r => {
+                let catalog = image::catalog(r)?;
+                let entries: Vec<image::CatalogEntry> = if args.all {
+                    catalog
+                } else {
+                    args.images
+                        .iter()
+                        .map(|s| image::select(&catalog, s).cloned())
+                        .collect::<Result<_, _>>()?
+                };
+                crate::verify::verify(r, &entries)
+            })?;
+            print_verify(&report, cli.json, cli.quiet)?;
+            if report.is_ok() {
+                Ok(())
+            } else {
+                Err(VerifyFailed(report.findings.len()).into())
+            }
         }
         Command::Import(args) => {
             let source =
@@ -364,6 +402,46 @@ fn run_export(
     // Do not wait for a cancelled worker thread; its temp dir is already gone.
     rt.shutdown_background();
     result
+}
+
+/// `verify` found damage (exit 1; the findings were already printed).
+#[derive(Debug, thiserror::Error)]
+#[error("verification found {0} problem(s)")]
+pub struct VerifyFailed(pub usize);
+
+fn print_verify(report: &crate::verify::VerifyReport, json: bool, quiet: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    for f in &report.findings {
+        let layer = f
+            .layer
+            .as_ref()
+            .map(|(n, d)| format!(" layer {n} ({d})"))
+            .unwrap_or_default();
+        eprintln!("DAMAGED {}{layer}: {}", f.images.join(", "), f.problem);
+        for o in &f.objects {
+            eprintln!("  {o}");
+        }
+    }
+    if !quiet {
+        println!(
+            "Verified {} image(s), {} layer(s), {}: {}",
+            report.images_checked,
+            report.layers_checked,
+            human_size(report.bytes_checked),
+            if report.is_ok() {
+                "all intact".to_string()
+            } else {
+                format!(
+                    "{} problem(s); re-pull the damaged images",
+                    report.findings.len()
+                )
+            }
+        );
+    }
+    Ok(())
 }
 
 /// One row of `list`.

@@ -51,6 +51,7 @@ pub mod layout;
 pub mod repo;
 pub mod skopeo;
 pub mod transport;
+pub mod verify;
 
 /// A mistake in how the tool was called (exit code 2), as opposed to a failure.
 #[derive(Debug, thiserror::Error)]

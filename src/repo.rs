@@ -66,6 +66,22 @@ fn not_found_hint(path: &Path) -> String {
     )
 }
 
+/// Fail clearly, instead of waiting without a word, while another process
+/// holds the repository's exclusive lock (garbage collection, repair).
+fn check_not_locked(dir: &rustix::fd::OwnedFd, path: &Path) -> Result<()> {
+    match rustix::fs::flock(dir, rustix::fs::FlockOperation::NonBlockingLockShared) {
+        Ok(()) => {
+            rustix::fs::flock(dir, rustix::fs::FlockOperation::Unlock)?;
+            Ok(())
+        }
+        Err(rustix::io::Errno::WOULDBLOCK) => anyhow::bail!(
+            "Repository {} is locked exclusively by another process (garbage collection or repair?); try again when it has finished",
+            path.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("Locking repository {}", path.display())),
+    }
+}
+
 fn open_typed<ID: FsVerityHashValue>(path: &Path) -> Result<Arc<Repository<ID>>> {
     let repo = Repository::<ID>::open_path(CWD, path).map_err(|e| match e {
         RepositoryOpenError::MetadataMissing => anyhow::anyhow!(not_found_hint(path)),
@@ -96,6 +112,7 @@ pub fn open(location: &RepoLocation) -> Result<AnyRepository> {
     let algorithm = composefs::repository::read_repo_algorithm(&dir)
         .with_context(|| format!("Reading {}/meta.json", path.display()))?
         .ok_or_else(|| anyhow::anyhow!(not_found_hint(&path)))?;
+    check_not_locked(&dir, &path)?;
     drop(dir);
     Ok(match algorithm {
         Algorithm::Sha256 { .. } => AnyRepository::Sha256(open_typed(&path)?),

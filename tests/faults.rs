@@ -1,0 +1,262 @@
+//! Fault injection: damage in the repository is found and named, exports fail
+//! with exit 1 and leave the destination exactly as it was.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+struct Setup {
+    _t: tempfile::TempDir,
+    repo: PathBuf,
+    out: PathBuf,
+    f: Fixture,
+}
+
+/// A repo with the standard image and an existing export of it (uncompressed).
+fn setup() -> Setup {
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("repo");
+    let f = write_layout(&t.path().join("src"), "app", "amd64", &standard_layers());
+    import(&repo, &f);
+    let out = t.path().join("out");
+    cfs_ok(
+        &repo,
+        &[
+            "export",
+            "app",
+            "--compression",
+            "none",
+            "--to",
+            &format!("oci:{}", out.display()),
+        ],
+    );
+    Setup {
+        _t: t,
+        repo,
+        out,
+        f,
+    }
+}
+
+/// The object a stream symlink points at.
+fn stream_object(repo: &Path, stream: &str) -> PathBuf {
+    let target = std::fs::read_link(repo.join("streams").join(stream)).unwrap();
+    repo.join("streams").join(target)
+}
+
+fn biggest_object(repo: &Path) -> PathBuf {
+    let mut all: Vec<(u64, PathBuf)> = Vec::new();
+    for d in std::fs::read_dir(repo.join("objects")).unwrap() {
+        let d = d.unwrap().path();
+        if d.is_dir() {
+            for f in std::fs::read_dir(&d).unwrap() {
+                let p = f.unwrap().path();
+                all.push((std::fs::metadata(&p).unwrap().len(), p));
+            }
+        }
+    }
+    all.sort();
+    all.pop().unwrap().1
+}
+
+fn rewrite(path: &Path, edit: impl FnOnce(&mut Vec<u8>)) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut data = std::fs::read(path).unwrap();
+    edit(&mut data);
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(path, data).unwrap();
+}
+
+fn rel(repo: &Path, p: &Path) -> String {
+    std::fs::canonicalize(p)
+        .unwrap_or(p.to_path_buf())
+        .strip_prefix(std::fs::canonicalize(repo).unwrap())
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+/// `verify` and `export` both fail with exit 1 and say `expect`; the export
+/// destination is untouched.
+fn assert_fails(s: &Setup, expect: &[&str]) {
+    let v = cfs(&s.repo, &["verify", "--all"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
+    assert_eq!(v.status.code(), Some(1), "verify: {text}");
+    for e in expect {
+        assert!(text.contains(e), "verify output lacks {e:?}: {text}");
+    }
+    assert!(!text.contains("panicked"), "{text}");
+
+    let before = snapshot(&s.out);
+    let x = cfs(
+        &s.repo,
+        &[
+            "export",
+            "app",
+            "--compression",
+            "gzip",
+            "--tag",
+            "again",
+            "--to",
+            &format!("oci:{}", s.out.display()),
+        ],
+    );
+    let err = String::from_utf8_lossy(&x.stderr);
+    assert_eq!(x.status.code(), Some(1), "export: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("app"), "export error names the image: {err}");
+    assert_same_tree(&before, &snapshot(&s.out));
+}
+
+#[test]
+fn intact_repository_verifies() {
+    let s = setup();
+    let out = cfs_ok(&s.repo, &["--json", "verify", "--all"]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["findings"], serde_json::json!([]));
+    assert_eq!(report["layers_checked"], 3);
+    let total: usize = s.f.tars.iter().map(Vec::len).sum();
+    assert_eq!(report["bytes_checked"], total as u64);
+}
+
+#[test]
+fn flipped_byte_in_object() {
+    let s = setup();
+    let obj = biggest_object(&s.repo);
+    rewrite(&obj, |d| d[12345] ^= 0x80);
+    let path = rel(&s.repo, &obj);
+    assert_fails(
+        &s,
+        &[
+            "layer 1",
+            &s.f.diff_ids[0],
+            &path,
+            "does not match its name",
+        ],
+    );
+}
+
+#[test]
+fn object_missing() {
+    let s = setup();
+    let obj = biggest_object(&s.repo);
+    std::fs::remove_file(&obj).unwrap();
+    assert_fails(&s, &["layer 1", &rel_missing(&s.repo, &obj), "is missing"]);
+}
+
+fn rel_missing(repo: &Path, p: &Path) -> String {
+    p.strip_prefix(repo).unwrap().display().to_string()
+}
+
+#[test]
+fn object_truncated() {
+    let s = setup();
+    let obj = biggest_object(&s.repo);
+    rewrite(&obj, |d| d.truncate(d.len() / 2));
+    assert_fails(&s, &["layer 1", &rel(&s.repo, &obj)]);
+}
+
+#[test]
+fn split_stream_truncated() {
+    let s = setup();
+    let obj = stream_object(&s.repo, &format!("oci-layer-{}", s.f.diff_ids[1]));
+    rewrite(&obj, |d| d.truncate(d.len() / 2));
+    assert_fails(&s, &["layer 2", &s.f.diff_ids[1], &rel(&s.repo, &obj)]);
+}
+
+#[test]
+fn split_stream_garbled() {
+    let s = setup();
+    let obj = stream_object(&s.repo, &format!("oci-layer-{}", s.f.diff_ids[0]));
+    rewrite(&obj, |d| {
+        let n = d.len();
+        for b in &mut d[n / 2..n / 2 + 64] {
+            *b ^= 0x5a;
+        }
+    });
+    assert_fails(&s, &["layer 1", &s.f.diff_ids[0], &rel(&s.repo, &obj)]);
+}
+
+#[test]
+fn config_stream_missing() {
+    let s = setup();
+    let obj = stream_object(&s.repo, &format!("oci-config-{}", s.f.config_digest));
+    std::fs::remove_file(&obj).unwrap();
+    assert_fails(&s, &[&s.f.config_digest, "re-pull"]);
+}
+
+#[test]
+fn manifest_refers_to_missing_config() {
+    let s = setup();
+    let link = s
+        .repo
+        .join("streams")
+        .join(format!("oci-config-{}", s.f.config_digest));
+    let obj = stream_object(&s.repo, &format!("oci-config-{}", s.f.config_digest));
+    std::fs::remove_file(&obj).unwrap();
+    std::fs::remove_file(&link).unwrap();
+    assert_fails(&s, &[&s.f.config_digest]);
+}
+
+#[test]
+fn repository_locked_by_another_process() {
+    let s = setup();
+    use std::os::unix::process::CommandExt;
+    // Its own process group, so that stopping it also stops the `sleep`
+    // that inherits the lock.
+    let mut holder = Command::new("flock")
+        .arg("-x")
+        .arg(&s.repo)
+        .args(["sleep", "60"])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    // Wait until the lock is really held.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let probe = Command::new("flock")
+            .args(["-n", "-s"])
+            .arg(&s.repo)
+            .arg("true")
+            .status()
+            .unwrap();
+        if !probe.success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "flock never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let before = snapshot(&s.out);
+    for args in [
+        vec!["list"],
+        vec!["verify", "--all"],
+        vec!["export", "app", "--to", &format!("oci:{}", s.out.display())],
+    ] {
+        let r = cfs(&s.repo, &args);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("locked exclusively by another process"),
+            "{err}"
+        );
+    }
+    assert_same_tree(&before, &snapshot(&s.out));
+    let group = format!("-{}", holder.id());
+    Command::new("kill")
+        .args(["-TERM", "--", &group])
+        .status()
+        .unwrap();
+    holder.wait().unwrap();
+    cfs_ok(&s.repo, &["list"]);
+}
