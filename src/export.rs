@@ -356,7 +356,8 @@ pub fn export_to_oci_dir<ID: FsVerityHashValue>(
     }
     let layout = OciLayout::open_or_create(dest)?;
     let created = Mutex::new(Vec::new());
-    let result = export_locked(repo, images, &layout, tag_override, opts, &created);
+    let result = export_locked(repo, images, &layout, tag_override, opts, &created)
+        .map_err(|e| no_space_hint(e, dest));
     if result.is_err() {
         for digest in lock(&created).iter() {
             if let Err(e) = layout.remove_blob(digest) {
@@ -365,6 +366,23 @@ pub fn export_to_oci_dir<ID: FsVerityHashValue>(
         }
     }
     result
+}
+
+/// Say plainly when the destination filesystem is full.
+fn no_space_hint(e: anyhow::Error, dest: &Path) -> anyhow::Error {
+    let enospc = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .and_then(|io| io.raw_os_error())
+            == Some(rustix::io::Errno::NOSPC.raw_os_error())
+    });
+    if enospc {
+        e.context(format!(
+            "No space left in {}: free some space or export elsewhere; nothing was added to the layout",
+            dest.display()
+        ))
+    } else {
+        e
+    }
 }
 
 fn export_locked<ID: FsVerityHashValue>(

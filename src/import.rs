@@ -451,6 +451,7 @@ pub async fn import<ID: FsVerityHashValue>(
             import_from(repo, &oci, &name, tag.as_deref(), opts).await
         }
         ImageLocation::OciArchive { path, tag } => {
+            check_archive(path)?;
             let oci = ocidir::OciArchive::open(path)
                 .with_context(|| format!("Opening OCI archive {}", path.display()))?;
             import_from(repo, &oci, &name, tag.as_deref(), opts).await
@@ -460,6 +461,39 @@ pub async fn import<ID: FsVerityHashValue>(
         ))),
     }
     .with_context(|| format!("Importing {name}"))
+}
+
+/// Refuse archives with entries no OCI archive has: absolute paths, `..`,
+/// links or devices. (Nothing is ever extracted, but such an archive is not
+/// what it claims to be.)
+fn check_archive(path: &Path) -> Result<()> {
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("Opening OCI archive {}", path.display()))?;
+    let mut archive = tar::Archive::new(BufReader::new(file));
+    for entry in archive
+        .entries()
+        .with_context(|| format!("Reading OCI archive {}", path.display()))?
+    {
+        let entry = entry.with_context(|| format!("Reading OCI archive {}", path.display()))?;
+        let name = entry.path()?.into_owned();
+        let safe_path = name.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        });
+        let kind = entry.header().entry_type();
+        let safe_kind = kind.is_file() || kind.is_dir() || kind.is_pax_global_extensions();
+        if !safe_path || !safe_kind {
+            bail!(
+                "Refusing OCI archive {}: unsafe entry {:?} ({:?})",
+                path.display(),
+                name,
+                kind
+            );
+        }
+    }
+    Ok(())
 }
 
 fn open_dir(path: &Path) -> Result<ocidir::OciDir> {
