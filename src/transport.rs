@@ -223,6 +223,24 @@ mod tests {
         assert!(validate_tag("../x").is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parsers_never_panic(s in "\\PC{0,80}", t in "[a-z:/@.+_\\-\\[\\]0-9]{0,300}") {
+            for input in [&s, &t] {
+                let _ = ImageLocation::parse(input);
+                let _ = validate_tag(input);
+                let _ = input.parse::<crate::compress::CompressionChoice>();
+                let _ = crate::image::select(&[], input);
+                let _ = crate::deliver::registry_host(input);
+                let _ = crate::deliver::storage_reference(input, &Default::default());
+                if let Ok(loc) = ImageLocation::parse(input) {
+                    // What parses prints back to something that parses the same.
+                    proptest::prop_assert_eq!(ImageLocation::parse(&loc.to_string()), Ok(loc));
+                }
+            }
+        }
+    }
+
     #[test]
     fn display_round_trips() {
         for s in [
