@@ -19,9 +19,7 @@ struct Setup {
 /// A repo with the standard image and an existing export of it (uncompressed).
 fn setup() -> Setup {
     let t = tempfile::tempdir().unwrap();
-    let repo = t.path().join("repo");
-    let f = write_layout(&t.path().join("src"), "app", "amd64", &standard_layers());
-    import(&repo, &f);
+    let (repo, f) = imported(t.path(), "app", &standard_layers());
     let out = t.path().join("out");
     cfs_ok(
         &repo,

@@ -195,9 +195,7 @@ fn full_disk_fails_cleanly() {
         eprintln!("skipping: cannot mount a tmpfs here");
         return;
     };
-    let repo = t.path().join("repo");
-    let f = write_layout(&t.path().join("src"), "app", "amd64", &standard_layers());
-    import(&repo, &f);
+    let (repo, _f) = imported(t.path(), "app", &standard_layers());
     let out = mnt.0.join("out");
     let r = cfs(
         &repo,
@@ -296,14 +294,7 @@ fn concurrent_writers() {
 #[test]
 fn hostile_destinations_and_tags() {
     let t = tmp();
-    let repo = t.path().join("repo");
-    let f = write_layout(
-        &t.path().join("src"),
-        "app",
-        "amd64",
-        &standard_layers()[2..],
-    );
-    import(&repo, &f);
+    let (repo, _f) = imported(t.path(), "app", &standard_layers()[2..]);
     let out = t.path().join("out");
     for bad in [
         format!("oci:{}:../x", out.display()),

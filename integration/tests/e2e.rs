@@ -364,38 +364,21 @@ fn archives_and_dir() -> Result<()> {
     let ids = storage.podman(&["images", "--no-trunc", "--format", "{{.ID}}"])?;
     ensure!(ids.contains(&f.config_digest[7..]), "podman load: {ids}");
 
-    let docker = t.path().join("d.tar");
-    cfs(
-        &repo,
-        &[
-            "export",
-            "app:1",
-            "--to",
-            &format!("docker-archive:{}:app:1", docker.display()),
-        ],
-    )?;
-    let cfg = skopeo(&[
-        "inspect",
-        "--raw",
-        "--config",
-        &format!("docker-archive:{}", docker.display()),
-    ])?;
-    ensure!(
-        sha256(&cfg) == f.config_digest,
-        "docker-archive changed the config"
-    );
-    let dir = t.path().join("dir");
-    cfs(
-        &repo,
-        &["export", "app:1", "--to", &format!("dir:{}", dir.display())],
-    )?;
-    let cfg = skopeo(&[
-        "inspect",
-        "--raw",
-        "--config",
-        &format!("dir:{}", dir.display()),
-    ])?;
-    ensure!(sha256(&cfg) == f.config_digest, "dir: changed the config");
+    // docker-archive and dir: the config (image ID) comes through unchanged.
+    for (dest, inspect) in [
+        (
+            format!("docker-archive:{}:app:1", t.path().join("d.tar").display()),
+            format!("docker-archive:{}", t.path().join("d.tar").display()),
+        ),
+        (
+            format!("dir:{}", t.path().join("dir").display()),
+            format!("dir:{}", t.path().join("dir").display()),
+        ),
+    ] {
+        cfs(&repo, &["export", "app:1", "--to", &dest])?;
+        let cfg = skopeo(&["inspect", "--raw", "--config", &inspect])?;
+        ensure!(sha256(&cfg) == f.config_digest, "{dest} changed the config");
+    }
     Ok(())
 }
 
@@ -429,17 +412,22 @@ fn dir_is_empty(p: &Path) -> Result<bool> {
     Ok(std::fs::read_dir(p)?.next().is_none())
 }
 
+/// Export `small` to containers-storage with `$SKOPEO` and `$TMPDIR` set.
+fn export_with_skopeo(dir: &Path, repo: &Path, skopeo: &Path) -> Result<std::process::Output> {
+    Ok(Command::new(fixture::bin())
+        .env("SKOPEO", skopeo)
+        .env("TMPDIR", dir.join("tmp"))
+        .arg("--repo")
+        .arg(repo)
+        .args(["export", "small", "--to", "containers-storage:localhost/x"])
+        .output()?)
+}
+
 /// Issue 4: skopeo's failure reaches the user with its stderr; the temp dir goes.
 fn fake_skopeo_failure_carries_stderr() -> Result<()> {
     let (t, repo) = small_repo()?;
     let fake = fake_skopeo(t.path(), "echo \"fake skopeo exploded on $*\" >&2\nexit 3")?;
-    let out = Command::new(fixture::bin())
-        .env("SKOPEO", &fake)
-        .env("TMPDIR", t.path().join("tmp"))
-        .arg("--repo")
-        .arg(&repo)
-        .args(["export", "small", "--to", "containers-storage:localhost/x"])
-        .output()?;
+    let out = export_with_skopeo(t.path(), &repo, &fake)?;
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(
         out.status.code() == Some(1),
@@ -449,13 +437,7 @@ fn fake_skopeo_failure_carries_stderr() -> Result<()> {
     ensure!(err.contains("fake skopeo exploded on copy"), "{err}");
     ensure!(dir_is_empty(&t.path().join("tmp"))?, "temp dir left behind");
     // And a missing skopeo says how to get one.
-    let out = Command::new(fixture::bin())
-        .env("SKOPEO", t.path().join("no-such-skopeo"))
-        .env("TMPDIR", t.path().join("tmp"))
-        .arg("--repo")
-        .arg(&repo)
-        .args(["export", "small", "--to", "containers-storage:localhost/x"])
-        .output()?;
+    let out = export_with_skopeo(t.path(), &repo, &t.path().join("no-such-skopeo"))?;
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(
         out.status.code() == Some(1) && err.contains("install skopeo"),

@@ -356,6 +356,14 @@ pub fn cfs_ok(repo: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A fixture image written under `dir/src` and imported into `dir/repo`.
+pub fn imported(dir: &Path, tag: &str, layers: &[LayerSpec]) -> (PathBuf, Fixture) {
+    let repo = dir.join("repo");
+    let f = write_layout(&dir.join("src"), tag, "amd64", layers);
+    import(&repo, &f);
+    (repo, f)
+}
+
 /// Import a fixture layout into `repo` under its tag.
 pub fn import(repo: &Path, f: &Fixture) {
     cfs_ok(
