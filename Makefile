@@ -7,9 +7,9 @@ PREFIX ?= /usr/local
 # Build deps (composefs/ocidir link OpenSSL) and the real tools the tests drive.
 DEBIAN_PACKAGES := gcc pkg-config libssl-dev zlib1g-dev \
 	skopeo podman runc uidmap fuse-overlayfs umoci docker-registry \
-	apache2-utils openssl busybox-static pigz zstd time
+	apache2-utils openssl busybox-static pigz zstd time man-db tmux util-linux
 
-.PHONY: all build test check demo bench install-deps clean
+.PHONY: all build test check demo bench install install-deps clean
 
 all: build
 
@@ -45,3 +45,14 @@ demo: build
 
 clean:
 	$(CARGO) clean
+
+# Binary, man pages and shell completions under $(PREFIX).
+install: build
+	install -D -m 0755 target/release/cfs-export $(DESTDIR)$(PREFIX)/bin/cfs-export
+	target/release/cfs-export man --dir $(DESTDIR)$(PREFIX)/share/man/man1
+	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions \
+		$(DESTDIR)$(PREFIX)/share/zsh/site-functions \
+		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+	target/release/cfs-export completions bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/cfs-export
+	target/release/cfs-export completions zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_cfs-export
+	target/release/cfs-export completions fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/cfs-export.fish

@@ -299,9 +299,11 @@ async fn copy_with_skopeo<ID: FsVerityHashValue>(
     source.push(format!(":{TEMP_TAG}"));
     args.push(source);
     args.push(dest.clone().into());
-    crate::skopeo::run(&args)
-        .await
-        .with_context(|| format!("Copying to {reference}"))?;
+    opts.progress
+        .stage(&format!("Copying to {reference} with skopeo"));
+    let copied = crate::skopeo::run(&args).await;
+    opts.progress.stage_finished();
+    copied.with_context(|| format!("Copying to {reference}"))?;
     drop(tmp);
     report.destination = reference;
     for img in &mut report.images {

@@ -20,6 +20,7 @@ use crate::compress::{Compression, CompressionChoice};
 use crate::image::{self, StoredImage, StoredLayer};
 use crate::layer;
 use crate::layout::{BlobRecord, OciLayout, PendingBlob};
+use crate::progress::{ProgressHandle, ProgressWriter};
 
 /// The annotation OCI layouts name images by.
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
@@ -42,6 +43,8 @@ pub struct ExportOptions {
     pub jobs: usize,
     /// The ref name to give the image in the layout (one image only).
     pub tag: Option<String>,
+    /// Where progress goes.
+    pub progress: ProgressHandle,
 }
 
 impl Default for ExportOptions {
@@ -50,6 +53,7 @@ impl Default for ExportOptions {
             compression: CompressionChoice::Original,
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             tag: None,
+            progress: ProgressHandle::default(),
         }
     }
 }
@@ -144,6 +148,8 @@ struct Job<ID> {
     image: String,
     layer: StoredLayer<ID>,
     compression: Compression,
+    /// Uncompressed size, from the split-stream header.
+    size: u64,
 }
 
 /// A layer blob that exists in the destination after the run.
@@ -191,31 +197,39 @@ fn run_job<'a, ID: FsVerityHashValue>(
     repo: &Repository<ID>,
     layout: &'a OciLayout,
     job: &Job<ID>,
+    progress: &ProgressHandle,
 ) -> Result<(BlobOutcome, PendingBlob<'a>)> {
     let start = Instant::now();
-    let writer = layout.create_blob()?;
-    let encoder = job.compression.encoder(writer)?;
-    let (encoder, tar_size) = layer::rebuild(repo, &job.image, &job.layer, encoder)?;
-    let writer = encoder.finish().with_context(|| {
-        format!(
-            "Compressing layer {} of image {}",
-            job.layer.diff_id, job.image
-        )
-    })?;
-    let expected = (job.compression == Compression::None).then_some(&job.layer.diff_id);
-    let blob = writer
-        .finish(expected)
-        .with_context(|| format!("Writing layer {} of image {}", job.layer.diff_id, job.image))?;
-    Ok((
-        BlobOutcome {
-            digest: blob.digest.clone(),
-            size: blob.size,
-            tar_size,
-            status: LayerStatus::Written,
-            seconds: start.elapsed().as_secs_f64(),
-        },
-        blob,
-    ))
+    let diff_id = job.layer.diff_id.to_string();
+    progress.layer_started(&job.image, &diff_id, job.size);
+    let result = (|| {
+        let writer = layout.create_blob()?;
+        let encoder = job.compression.encoder(writer)?;
+        let counted = ProgressWriter::new(encoder, &**progress, &diff_id);
+        let (counted, tar_size) = layer::rebuild(repo, &job.image, &job.layer, counted)?;
+        let writer = counted.into_inner().finish().with_context(|| {
+            format!(
+                "Compressing layer {} of image {}",
+                job.layer.diff_id, job.image
+            )
+        })?;
+        let expected = (job.compression == Compression::None).then_some(&job.layer.diff_id);
+        let blob = writer.finish(expected).with_context(|| {
+            format!("Writing layer {} of image {}", job.layer.diff_id, job.image)
+        })?;
+        Ok((
+            BlobOutcome {
+                digest: blob.digest.clone(),
+                size: blob.size,
+                tar_size,
+                status: LayerStatus::Written,
+                seconds: start.elapsed().as_secs_f64(),
+            },
+            blob,
+        ))
+    })();
+    progress.layer_finished(&diff_id);
+    result
 }
 
 /// Run jobs on `jobs` threads; stop handing out work after the first failure.
@@ -226,9 +240,10 @@ fn run_jobs<ID: FsVerityHashValue>(
     repo: &Repository<ID>,
     layout: &OciLayout,
     work: &[Job<ID>],
-    jobs: usize,
+    opts: &ExportOptions,
     created: &Mutex<Vec<Digest>>,
 ) -> Result<Vec<BlobOutcome>> {
+    let jobs = opts.jobs;
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     type Slot<'a> = Option<Result<(BlobOutcome, PendingBlob<'a>)>>;
@@ -241,7 +256,7 @@ fn run_jobs<ID: FsVerityHashValue>(
                 }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(job) = work.get(i) else { break };
-                let result = run_job(repo, layout, job);
+                let result = run_job(repo, layout, job, &opts.progress);
                 if result.is_err() {
                     failed.store(true, Ordering::Relaxed);
                 }
@@ -408,6 +423,8 @@ fn export_locked<ID: FsVerityHashValue>(
             }
             if let Some((digest, size)) = existing_blob(layout, &record, &l.diff_id, compression)? {
                 let tar_size = image::layer_size(repo, l).unwrap_or(0);
+                opts.progress
+                    .layer_skipped(&img.name(), &l.diff_id.to_string(), tar_size);
                 outcomes.insert(
                     key,
                     BlobOutcome {
@@ -424,6 +441,7 @@ fn export_locked<ID: FsVerityHashValue>(
                     image: img.name(),
                     layer: l.clone(),
                     compression,
+                    size: image::layer_size(repo, l).unwrap_or(0),
                 });
             }
         }
@@ -436,17 +454,13 @@ fn export_locked<ID: FsVerityHashValue>(
 
     // Biggest layers first keeps all workers busy until the end.
     let mut order: Vec<usize> = (0..work.len()).collect();
-    let sizes: Vec<u64> = work
-        .iter()
-        .map(|j| image::layer_size(repo, &j.layer).unwrap_or(0))
-        .collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(sizes[i]));
+    order.sort_by_key(|&i| std::cmp::Reverse(work[i].size));
     let (work, keys): (Vec<Job<ID>>, Vec<JobKey>) = {
         let mut slots: Vec<Option<(Job<ID>, JobKey)>> =
             work.into_iter().zip(keys).map(Some).collect();
         order.iter().filter_map(|&i| slots[i].take()).unzip()
     };
-    let written = run_jobs(repo, layout, &work, opts.jobs, created)?;
+    let written = run_jobs(repo, layout, &work, opts, created)?;
     for (key, outcome) in keys.into_iter().zip(written) {
         if key.1 != Compression::None {
             if let Ok(diff_id) = crate::digest::parse_sha256(&key.0) {

@@ -209,10 +209,12 @@ fn read_manifest_stream<ID: FsVerityHashValue>(
 #[derive(Debug, thiserror::Error)]
 pub enum SelectError {
     /// Nothing matched.
-    #[error("image {selector:?} not found in the repository; {}", list_available(.available))]
+    #[error("image {selector:?} not found in the repository; {}", list_available(.suggestions, .available))]
     NotFound {
         /// What the user asked for.
         selector: String,
+        /// Tags close to what was asked for.
+        suggestions: Vec<String>,
         /// Names of the images there are.
         available: Vec<String>,
     },
@@ -231,12 +233,56 @@ pub enum SelectError {
     PrefixTooShort(String),
 }
 
-fn list_available(names: &[String]) -> String {
+/// Most names listed in a not-found error.
+const MAX_LISTED: usize = 10;
+
+fn list_available(suggestions: &[String], names: &[String]) -> String {
     if names.is_empty() {
-        "the repository holds no container images".to_string()
-    } else {
-        format!("available: {}", names.join(", "))
+        return "the repository holds no container images".to_string();
     }
+    let mut s = String::new();
+    if !suggestions.is_empty() {
+        s.push_str(&format!("did you mean {}? ", suggestions.join(" or ")));
+    }
+    s.push_str(&format!(
+        "available: {}",
+        names
+            .iter()
+            .take(MAX_LISTED)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    if names.len() > MAX_LISTED {
+        s.push_str(&format!(
+            " and {} more (see `cfs-export list`)",
+            names.len() - MAX_LISTED
+        ));
+    }
+    s
+}
+
+/// Tags that look like what the user meant: similar spelling, or containing it.
+fn close_names(catalog: &[CatalogEntry], selector: &str) -> Vec<String> {
+    let wanted = selector.to_ascii_lowercase();
+    let mut scored: Vec<(f64, &String)> = catalog
+        .iter()
+        .flat_map(|e| e.tags.iter())
+        .map(|t| {
+            let tl = t.to_ascii_lowercase();
+            let name = tl.split(':').next().unwrap_or(&tl);
+            let score = strsim::jaro_winkler(&wanted, &tl).max(strsim::jaro_winkler(&wanted, name));
+            let score = if tl.contains(&wanted) && wanted.len() >= 3 {
+                score.max(0.95)
+            } else {
+                score
+            };
+            (score, t)
+        })
+        .filter(|(score, _)| *score >= 0.85)
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    scored.into_iter().take(3).map(|(_, t)| t.clone()).collect()
 }
 
 impl fmt::Display for CatalogEntry {
@@ -309,6 +355,7 @@ pub fn select<'a>(
     }
     Err(SelectError::NotFound {
         selector: selector.to_string(),
+        suggestions: close_names(catalog, selector),
         available: catalog.iter().map(|e| e.to_string()).collect(),
     })
 }

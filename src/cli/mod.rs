@@ -1,8 +1,11 @@
 //! The `cfs-export` command line: parse into a typed config, run, print.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod bars;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -15,6 +18,7 @@ use crate::deliver::{self, StorageOptions, TransferOptions};
 use crate::export::{self, ExportOptions, ExportReport, ImageSelection};
 use crate::image;
 use crate::import::{self, ImportOptions};
+use crate::progress::ProgressHandle;
 use crate::repo::{self, CreateOutcome, RepoLocation};
 use crate::transport::ImageLocation;
 use crate::{with_repo, UsageError};
@@ -68,7 +72,7 @@ enum Command {
     /// List the images in the repository.
     #[command(after_help = "Example:\n  cfs-export --repo /sysroot/composefs list --json")]
     List,
-    /// Export images to an OCI layout, bit-exact and with the image ID kept.
+    /// Export images (OCI layout or archive, containers-storage, registry, …), bit-exact, image ID kept.
     #[command(
         after_help = "Examples:\n  cfs-export export quay.io/fedora/fedora-bootc:42 --to oci:/var/tmp/out\n  cfs-export export 3f2a9c1b7d4e --to oci:/var/tmp/out:mytag --compression zstd"
     )]
@@ -83,6 +87,21 @@ enum Command {
         after_help = "Examples:\n  cfs-export verify --all\n  cfs-export verify quay.io/fedora/fedora-bootc:42 --json"
     )]
     Verify(VerifyArgs),
+    /// Print the man page (roff) on stdout, or write all pages into a directory.
+    #[command(
+        after_help = "Examples:\n  cfs-export man > cfs-export.1 && man -l cfs-export.1\n  cfs-export man --dir /usr/local/share/man/man1"
+    )]
+    Man {
+        /// Write cfs-export.1 and one page per command (cfs-export-export.1, …) here.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Print shell completions on stdout.
+    #[command(after_help = "Example:\n  source <(cfs-export completions bash)")]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Import an OCI layout or archive into the repository (blobs verified first).
     #[command(
         after_help = "Example:\n  cfs-export --repo ./repo import oci:./layout:latest --tag demo:latest"
@@ -194,8 +213,19 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { 2 } else { 0 };
+            if !e.use_stderr() {
+                let _ = e.print();
+                return 0;
+            }
+            // With --json, even a usage error is one JSON document.
+            if std::env::args().any(|a| a == "--json") {
+                let doc =
+                    serde_json::json!({ "error": e.render().to_string().trim(), "usage": true });
+                println!("{doc}");
+            } else {
+                let _ = e.print();
+            }
+            return 2;
         }
     };
     init_logging(cli.verbose, cli.quiet);
@@ -250,6 +280,12 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 pub fn run(cli: Cli) -> Result<()> {
     let location = cli.repo.location();
     match &cli.command {
+        Command::Man { dir } => write_man_pages(dir.as_deref()),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "cfs-export", &mut std::io::stdout());
+            Ok(())
+        }
         Command::List => {
             let repo = repo::open(&location)?;
             let rows = with_repo!(&repo, r => list_rows(r))?;
@@ -269,8 +305,16 @@ pub fn run(cli: Cli) -> Result<()> {
                 compression: args.compression,
                 jobs: args.jobs.map_or(ExportOptions::default().jobs, usize::from),
                 tag: args.tag.clone(),
+                progress: ProgressHandle::default(),
             };
-            let report = run_export(&location, selection, dest, opts, args.transfer.options())?;
+            let report = run_export(
+                &location,
+                selection,
+                dest,
+                opts,
+                args.transfer.options(),
+                &cli,
+            )?;
             print_export(&report, cli.json, cli.quiet)
         }
         Command::CopyToStorage(args) => {
@@ -284,8 +328,16 @@ pub fn run(cli: Cli) -> Result<()> {
                 compression: CompressionChoice::Original,
                 jobs: args.jobs.map_or(ExportOptions::default().jobs, usize::from),
                 tag: None,
+                progress: ProgressHandle::default(),
             };
-            let report = run_export(&location, selection, dest, opts, args.transfer.options())?;
+            let report = run_export(
+                &location,
+                selection,
+                dest,
+                opts,
+                args.transfer.options(),
+                &cli,
+            )?;
             print_export(&report, cli.json, cli.quiet)
         }
         Command::Verify(args) => {
@@ -343,6 +395,29 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The man pages: on stdout the main page; with `dir`, every page as a file.
+fn write_man_pages(dir: Option<&std::path::Path>) -> Result<()> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let Some(dir) = dir else {
+        return clap_mangen::Man::new(cmd)
+            .render(&mut std::io::stdout().lock())
+            .context("Writing the man page");
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("Creating {}", dir.display()))?;
+    let mut pages = vec![("cfs-export".to_string(), cmd.clone())];
+    for sub in cmd.get_subcommands() {
+        let name = format!("cfs-export-{}", sub.get_name());
+        pages.push((name.clone(), sub.clone().name(name)));
+    }
+    for (name, page) in pages {
+        let path = dir.join(format!("{name}.1"));
+        let mut out = Vec::new();
+        clap_mangen::Man::new(page).render(&mut out)?;
+        std::fs::write(&path, out).with_context(|| format!("Writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// The one image in the repository, for commands where IMAGE may be omitted.
 fn only_image(location: &RepoLocation) -> Result<String> {
     let repo = repo::open(location)?;
@@ -381,10 +456,17 @@ fn run_export(
     location: &RepoLocation,
     selection: ImageSelection,
     dest: ImageLocation,
-    opts: ExportOptions,
+    mut opts: ExportOptions,
     transfer: TransferOptions,
+    cli: &Cli,
 ) -> Result<ExportReport> {
     let repo = repo::open(location)?;
+    // Bars only for a person watching: a TTY, not -q, not --json.
+    let bars = (std::io::stderr().is_terminal() && !cli.quiet && !cli.json)
+        .then(|| Arc::new(bars::Bars::new()));
+    if let Some(b) = &bars {
+        opts.progress = ProgressHandle(b.clone());
+    }
     let rt = runtime()?;
     let result = rt.block_on(async move {
         use tokio::signal::unix::{signal, SignalKind};
@@ -401,6 +483,9 @@ fn run_export(
     });
     // Do not wait for a cancelled worker thread; its temp dir is already gone.
     rt.shutdown_background();
+    if let Some(b) = bars {
+        b.clear();
+    }
     result
 }
 

@@ -1,0 +1,119 @@
+//! indicatif rendering of [`Progress`](crate::progress::Progress) events on stderr.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::progress::Progress;
+
+/// One bar per layer being rebuilt, an overall line, and a spinner for skopeo.
+pub struct Bars {
+    multi: MultiProgress,
+    overall: ProgressBar,
+    layers: Mutex<HashMap<String, ProgressBar>>,
+    spinner: Mutex<Option<ProgressBar>>,
+}
+
+fn short(diff_id: &str) -> String {
+    let hex = diff_id.strip_prefix("sha256:").unwrap_or(diff_id);
+    hex.chars().take(12).collect()
+}
+
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
+impl Bars {
+    /// Bars drawn on stderr.
+    pub fn new() -> Self {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let overall = multi.add(ProgressBar::new(0));
+        overall.set_style(style(
+            "{msg:>10} [{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec}",
+        ));
+        overall.set_message("total");
+        Self {
+            multi,
+            overall,
+            layers: Mutex::new(HashMap::new()),
+            spinner: Mutex::new(None),
+        }
+    }
+
+    /// Remove every bar from the screen.
+    pub fn clear(&self) {
+        self.overall.finish_and_clear();
+        let _ = self.multi.clear();
+    }
+}
+
+impl Default for Bars {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Progress for Bars {
+    fn layer_started(&self, _image: &str, diff_id: &str, total: u64) {
+        let bar = self.multi.add(ProgressBar::new(total));
+        bar.set_style(style(
+            "{prefix:>10} [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        ));
+        bar.set_prefix(short(diff_id));
+        self.overall.inc_length(total);
+        if let Ok(mut l) = self.layers.lock() {
+            l.insert(diff_id.to_string(), bar);
+        }
+    }
+
+    fn layer_advanced(&self, diff_id: &str, bytes: u64) {
+        if let Ok(l) = self.layers.lock() {
+            if let Some(bar) = l.get(diff_id) {
+                bar.inc(bytes);
+            }
+        }
+        self.overall.inc(bytes);
+    }
+
+    fn layer_finished(&self, diff_id: &str) {
+        if let Ok(mut l) = self.layers.lock() {
+            if let Some(bar) = l.remove(diff_id) {
+                bar.finish_and_clear();
+                self.multi.remove(&bar);
+            }
+        }
+    }
+
+    fn layer_skipped(&self, _image: &str, diff_id: &str, total: u64) {
+        self.overall.inc_length(total);
+        self.overall.inc(total);
+        let _ = self
+            .multi
+            .println(format!("{:>10} already present, skipped", short(diff_id)));
+    }
+
+    fn stage(&self, message: &str) {
+        let bar = self.multi.add(ProgressBar::new_spinner());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}]")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.set_message(message.to_string());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        if let Ok(mut s) = self.spinner.lock() {
+            *s = Some(bar);
+        }
+    }
+
+    fn stage_finished(&self) {
+        if let Ok(mut s) = self.spinner.lock() {
+            if let Some(bar) = s.take() {
+                bar.finish_and_clear();
+            }
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The command line as people and scripts see it: JSON documents, exit codes,
+//! help with examples, man pages, completions, quiet stderr when piped.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("not one JSON document ({e}): {out}"))
+}
+
+#[test]
+fn json_documents() {
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("repo");
+    let f = write_layout(&t.path().join("src"), "app:1", "arm64", &standard_layers());
+    let imp = json(&cfs_ok(
+        &repo,
+        &[
+            "--json",
+            "import",
+            &format!("oci:{}:app:1", f.layout.display()),
+        ],
+    ));
+    assert_eq!(imp["tag"], "app:1");
+    assert_eq!(imp["config_digest"], f.config_digest.as_str());
+    assert_eq!(imp["manifest_digest"], f.manifest_digest.as_str());
+    assert_eq!(imp["platform"], "linux/arm64");
+    assert_eq!(imp["layers"].as_array().unwrap().len(), 3);
+    assert_eq!(imp["layers"][0]["stored"], true);
+
+    let list = json(&cfs_ok(&repo, &["--json", "list"]));
+    let row = &list[0];
+    assert_eq!(row["tags"], serde_json::json!(["app:1"]));
+    assert_eq!(row["image_id"], f.config_digest.as_str());
+    assert_eq!(row["layers"], 3);
+    assert_eq!(
+        row["size"],
+        f.tars.iter().map(Vec::len).sum::<usize>() as u64
+    );
+
+    let out = t.path().join("out");
+    let exp = json(&cfs_ok(
+        &repo,
+        &[
+            "--json",
+            "export",
+            "app:1",
+            "--to",
+            &format!("oci:{}", out.display()),
+        ],
+    ));
+    assert_eq!(exp["destination"], format!("oci:{}", out.display()));
+    let img = &exp["images"][0];
+    assert_eq!(img["config_digest"], f.config_digest.as_str());
+    assert_eq!(img["tag"], "app:1");
+    assert_eq!(img["platform"], "linux/arm64");
+    for (i, l) in img["layers"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(l["diff_id"], f.diff_ids[i].as_str());
+        assert_eq!(l["size"], f.tars[i].len() as u64);
+        assert_eq!(l["status"], "written");
+        assert!(l["blob_digest"].as_str().unwrap().starts_with("sha256:"));
+    }
+    let ver = json(&cfs_ok(&repo, &["--json", "verify", "app:1"]));
+    assert_eq!(ver["images_checked"], 1);
+    assert_eq!(ver["findings"], serde_json::json!([]));
+
+    // Errors are JSON too, with the exit code unchanged.
+    let r = cfs(
+        &repo,
+        &[
+            "--json",
+            "export",
+            "nope",
+            "--to",
+            &format!("oci:{}", out.display()),
+        ],
+    );
+    assert_eq!(r.status.code(), Some(1));
+    assert!(json(&String::from_utf8_lossy(&r.stdout))["error"]
+        .as_str()
+        .unwrap()
+        .contains("not found"));
+    let r = cfs(&repo, &["--json", "export", "app:1"]);
+    assert_eq!(r.status.code(), Some(2));
+    assert_eq!(json(&String::from_utf8_lossy(&r.stdout))["usage"], true);
+}
+
+#[test]
+fn piped_output_is_quiet_and_names_are_suggested() {
+    let t = tempfile::tempdir().unwrap();
+    let (repo, _f) = imported(t.path(), "myapp:1", &standard_layers()[2..]);
+    let out = t.path().join("out");
+    let r = cfs(
+        &repo,
+        &[
+            "export",
+            "myapp:1",
+            "--to",
+            &format!("oci:{}", out.display()),
+        ],
+    );
+    assert!(r.status.success());
+    assert!(
+        r.stderr.is_empty(),
+        "no progress when not a TTY: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let r = cfs(
+        &repo,
+        &[
+            "-q",
+            "export",
+            "myapp:1",
+            "--to",
+            &format!("oci:{}", out.display()),
+        ],
+    );
+    assert!(r.stdout.is_empty() && r.stderr.is_empty());
+    let r = cfs(
+        &repo,
+        &[
+            "export",
+            "myap:1",
+            "--to",
+            &format!("oci:{}", out.display()),
+        ],
+    );
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("did you mean myapp:1?"), "{err}");
+}
+
+#[test]
+fn help_has_examples() {
+    for cmd in [
+        "list",
+        "export",
+        "copy-to-storage",
+        "verify",
+        "import",
+        "man",
+        "completions",
+    ] {
+        let out = Command::new(bin()).args([cmd, "--help"]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{cmd}");
+        assert!(
+            text.contains("Example"),
+            "{cmd} --help has no example:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn man_pages_render() {
+    let t = tempfile::tempdir().unwrap();
+    let r = Command::new(bin())
+        .args(["man", "--dir"])
+        .arg(t.path())
+        .status()
+        .unwrap();
+    assert!(r.success());
+    for page in [
+        "cfs-export",
+        "cfs-export-export",
+        "cfs-export-copy-to-storage",
+        "cfs-export-verify",
+    ] {
+        let path = t.path().join(format!("{page}.1"));
+        assert!(path.exists(), "{page}.1");
+        if which("man") {
+            let out = Command::new("man")
+                .arg("-l")
+                .arg(&path)
+                .env("MANWIDTH", "80")
+                .env("MANPAGER", "cat")
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "man -l {page}.1: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(text.contains("NAME") && text.contains(page), "{text}");
+        } else {
+            assert!(std::env::var("CI").is_err(), "man is missing under CI=true");
+        }
+    }
+    let out = Command::new(bin()).arg("man").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(".TH cfs-export"));
+}
+
+fn which(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn completions_load_in_bash() {
+    let script = format!(
+        "source <('{}' completions bash) && complete -p cfs-export && COMP_WORDS=(cfs-export exp) COMP_CWORD=1 COMP_LINE='cfs-export exp' COMP_POINT=14 && _cfs__export cfs-export exp cfs-export && printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        bin().display()
+    );
+    let out = Command::new("bash").args(["-c", &script]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("-F _cfs__export cfs-export"), "{text}");
+    assert!(
+        text.lines().any(|l| l == "export"),
+        "completing `exp` offers export: {text}"
+    );
+    for shell in ["zsh", "fish"] {
+        let out = Command::new(bin())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success() && !out.stdout.is_empty(), "{shell}");
+    }
+}
