@@ -424,7 +424,7 @@ fn export_locked<ID: FsVerityHashValue>(
             if let Some((digest, size)) = existing_blob(layout, &record, &l.diff_id, compression)? {
                 let tar_size = image::layer_size(repo, l).unwrap_or(0);
                 opts.progress
-                    .layer_skipped(&img.name(), &l.diff_id.to_string(), tar_size);
+                    .layer_skipped(&img.name(), l.diff_id.as_ref(), tar_size);
                 outcomes.insert(
                     key,
                     BlobOutcome {
