@@ -122,9 +122,20 @@ impl Compression {
                     .mtime(0)
                     .write(inner, flate2::Compression::new(level)),
             ),
-            Compression::Zstd(level) => Encoder::Zstd(zstd::Encoder::new(inner, level)?),
+            Compression::Zstd(level) => {
+                let mut e = zstd::Encoder::new(inner, level)?;
+                // libzstd's workers split the input into jobs by size, not by
+                // worker count, so the output is the same for any count >= 1.
+                e.multithread(zstd_workers())?;
+                Encoder::Zstd(e)
+            }
         })
     }
+}
+
+/// Worker threads for zstd: the machine's cores.
+fn zstd_workers() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
 }
 
 /// A streaming encoder for one of the [`Compression`] kinds.
@@ -249,6 +260,22 @@ mod tests {
             Some(Compression::Gzip(6))
         );
         assert_eq!(Compression::from_media_type(&MediaType::ImageConfig), None);
+    }
+
+    #[test]
+    fn zstd_output_independent_of_workers() {
+        let data: Vec<u8> = (0..12_000_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 & 0x3f)
+            .collect();
+        let with = |workers: u32| {
+            let mut e = zstd::Encoder::new(Vec::new(), 3).unwrap();
+            e.multithread(workers).unwrap();
+            e.write_all(&data).unwrap();
+            e.finish().unwrap()
+        };
+        let one = with(1);
+        assert_eq!(one, with(2));
+        assert_eq!(one, with(7));
     }
 
     #[test]

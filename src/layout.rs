@@ -41,29 +41,43 @@ pub struct CommittedBlob {
     pub created: bool,
 }
 
-/// Streams a blob into an anonymous temp file in `blobs/sha256/`, hashing as it goes.
+/// Streams a blob into an anonymous temp file in `blobs/sha256/`, hashing as
+/// it goes unless the caller already proves the digest.
 pub struct BlobWriter<'a> {
     blobs: &'a Dir,
-    out: HashingWriter<BufWriter<TempFile<'a>>>,
+    out: BlobSink<'a>,
+}
+
+/// The temp file, with or without our own sha256 on the way.
+enum BlobSink<'a> {
+    Hashed(HashingWriter<BufWriter<TempFile<'a>>>),
+    /// The writer upstream hashes these exact bytes (an uncompressed layer
+    /// proven against its diff_id): hashing again would only cost time.
+    Trusted(BufWriter<TempFile<'a>>, u64),
 }
 
 impl std::fmt::Debug for BlobWriter<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlobWriter")
-            .field("len", &self.out.len())
-            .finish()
+        f.write_str("BlobWriter")
     }
 }
 
 impl Write for BlobWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.out.write(buf)
-    }
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.out.write_all(buf)
+        match &mut self.out {
+            BlobSink::Hashed(w) => w.write(buf),
+            BlobSink::Trusted(w, len) => {
+                let n = w.write(buf)?;
+                *len += n as u64;
+                Ok(n)
+            }
+        }
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        match &mut self.out {
+            BlobSink::Hashed(w) => w.flush(),
+            BlobSink::Trusted(w, _) => w.flush(),
+        }
     }
 }
 
@@ -87,16 +101,24 @@ impl std::fmt::Debug for PendingBlob<'_> {
 }
 
 impl<'a> BlobWriter<'a> {
-    /// Flush and sync the data and check it against `expected` (if given).
+    /// Flush and sync the data and check it against `expected` (if given;
+    /// required for writers from [`OciLayout::create_trusted_blob`]).
     /// The blob has no name yet: dropping the result leaves no trace.
     pub fn finish(self, expected: Option<&Digest>) -> Result<PendingBlob<'a>> {
-        let (buf, digest, size) = self.out.finish();
-        let tmp = buf.into_inner().map_err(|e| e.into_error())?;
-        if let Some(expected) = expected {
-            if &digest != expected {
-                bail!("blob hashes to {digest}, expected {expected}");
+        let (buf, digest, size) = match (self.out, expected) {
+            (BlobSink::Hashed(w), _) => {
+                let (buf, digest, size) = w.finish();
+                if let Some(expected) = expected {
+                    if &digest != expected {
+                        bail!("blob hashes to {digest}, expected {expected}");
+                    }
+                }
+                (buf, digest, size)
             }
-        }
+            (BlobSink::Trusted(buf, size), Some(expected)) => (buf, expected.clone(), size),
+            (BlobSink::Trusted(..), None) => bail!("internal: an unhashed blob needs its digest"),
+        };
+        let tmp = buf.into_inner().map_err(|e| e.into_error())?;
         rustix::fs::fchmod(tmp.as_file(), rustix::fs::Mode::from_raw_mode(0o644))?;
         tmp.as_file().sync_all()?;
         Ok(PendingBlob {
@@ -212,16 +234,29 @@ impl OciLayout {
 
     /// Start writing a blob.
     pub fn create_blob(&self) -> Result<BlobWriter<'_>> {
+        Ok(BlobWriter {
+            blobs: &self.blobs,
+            out: BlobSink::Hashed(HashingWriter::new(self.temp_file()?)),
+        })
+    }
+
+    /// Start writing a blob whose bytes the caller hashes itself (and passes
+    /// as `expected` to [`BlobWriter::finish`]).
+    pub fn create_trusted_blob(&self) -> Result<BlobWriter<'_>> {
+        Ok(BlobWriter {
+            blobs: &self.blobs,
+            out: BlobSink::Trusted(self.temp_file()?, 0),
+        })
+    }
+
+    fn temp_file(&self) -> Result<BufWriter<TempFile<'_>>> {
         let tmp = TempFile::new(&self.blobs).with_context(|| {
             format!(
                 "Creating a temp file in {}/blobs/sha256",
                 self.path.display()
             )
         })?;
-        Ok(BlobWriter {
-            blobs: &self.blobs,
-            out: HashingWriter::new(BufWriter::with_capacity(BLOB_BUF_SIZE, tmp)),
-        })
+        Ok(BufWriter::with_capacity(BLOB_BUF_SIZE, tmp))
     }
 
     /// Write `bytes` as a blob, which must hash to `expected`.
