@@ -43,6 +43,12 @@ check: install-deps
 demo: build
 	./scripts/demo.sh
 
+# Ratios against baselines measured in one run; writes bench/RESULTS.md.
+# BENCH_SIZE_MIB (default 1100) and BENCH_REPEATS (default 3) scale it.
+bench: install-deps
+	$(CARGO) build --release --workspace --bins
+	python3 bench/run.py
+
 clean:
 	$(CARGO) clean
 

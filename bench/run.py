@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""`make bench`: one run, ratios against baselines measured in the same run.
+Prints a table and writes bench/RESULTS.md. Timings repeat; median and spread.
+"""
+import json, os, platform, re, shutil, socket, statistics, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target/release/cfs-export")
+REF = os.path.join(ROOT, "target/release/reference-export")
+SIZE_MIB = int(os.environ.get("BENCH_SIZE_MIB", "1100"))
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+CORES = os.cpu_count() or 1
+WORK = tempfile.mkdtemp(prefix="cfs-bench-", dir=os.environ.get("BENCH_DIR", "/var/tmp"))
+
+
+def sh(cmd, **kw):
+    r = subprocess.run(cmd, shell=True, capture_output=True, text=True, **kw)
+    if r.returncode != 0:
+        sys.exit(f"failed ({r.returncode}): {cmd}\n{r.stdout}\n{r.stderr}")
+    return r.stdout
+
+
+def timed(cmd, prep=None):
+    """Median seconds and spread (max-min) over REPEATS runs of `cmd`."""
+    runs = []
+    for i in range(REPEATS):
+        if prep:
+            prep(i)
+        sh("sync")
+        t = time.monotonic()
+        sh(cmd.format(i=i))
+        runs.append(time.monotonic() - t)
+    return statistics.median(runs), max(runs) - min(runs)
+
+
+def fresh(*paths):
+    for p in paths:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def du(path):
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+
+
+def peak_rss_kib(cmd):
+    out = subprocess.run(f"/usr/bin/time -v {cmd}", shell=True, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"failed: {cmd}\n{out.stderr}")
+    return int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", out.stderr).group(1))
+
+
+def storage(name):
+    d = f"{WORK}/{name}"
+    return f"[vfs@{d}/root+{d}/run]"
+
+
+rows = []
+
+
+def row(metric, ours, base, ratio, goal, met, note=""):
+    rows.append((metric, ours, base, ratio, goal, "yes" if met else "NO", note))
+    print(f"{metric:<44} {ours:>16} {base:>16} {ratio:>8} {goal:>8} {'yes' if met else 'NO':>4} {note}", flush=True)
+
+
+def fmt(t):
+    return f"{t[0]:.2f}s ±{t[1]:.2f}"
+
+
+print(f"bench in {WORK}: {SIZE_MIB} MiB image, {REPEATS} repeats, {CORES} cores", flush=True)
+src = f"{WORK}/src"
+sh(f"python3 {ROOT}/bench/gen_image.py {src} bench {SIZE_MIB}")
+half = f"{WORK}/half"
+sh(f"python3 {ROOT}/bench/gen_image.py {half} half {SIZE_MIB // 2}")
+repo = f"{WORK}/repo"
+sh(f"{BIN} --repo {repo} -q import oci:{src}:bench")
+sh(f"{BIN} --repo {repo} -q import oci:{half}:half")
+listing = json.loads(sh(f"{BIN} --repo {repo} --json list"))
+size = next(r["size"] for r in listing if "bench" in r["tags"])
+print(f"image: {size / 2**20:.0f} MiB uncompressed", flush=True)
+X = f"{BIN} --repo {repo} -q"
+
+# 1. copy-to-storage vs the reference algorithm (+ the same skopeo copy).
+ours_c2s = timed(f"{X} copy-to-storage bench --storage-driver vfs --storage-root {WORK}/cs{{i}}/root --storage-runroot {WORK}/cs{{i}}/run",
+                 prep=lambda i: fresh(f"{WORK}/cs{i}"))
+ref = timed(f"{REF} {repo} bench {WORK}/ref{{i}} && skopeo copy -q oci:{WORK}/ref{{i}}:ref 'containers-storage:{storage('rs{i}')}localhost/ref'",
+            prep=lambda i: fresh(f"{WORK}/ref{i}", f"{WORK}/rs{i}"))
+for i in range(REPEATS):
+    fresh(f"{WORK}/cs{i}", f"{WORK}/ref{i}", f"{WORK}/rs{i}")
+row("copy-to-storage: reference / ours", fmt(ours_c2s), fmt(ref), f"{ref[0] / ours_c2s[0]:.1f}x", ">=4x", ref[0] / ours_c2s[0] >= 4)
+
+# 2. our share of copy-to-storage: export stage / skopeo stage.
+export_none = timed(f"{X} export bench --compression none --to oci:{WORK}/none{{i}}", prep=lambda i: fresh(f"{WORK}/none{i}"))
+skopeo_stage = timed(f"skopeo copy -q oci:{WORK}/none0:bench 'containers-storage:{storage('sk{i}')}localhost/bootc'",
+                     prep=lambda i: fresh(f"{WORK}/sk{i}"))
+for i in range(REPEATS):
+    fresh(f"{WORK}/sk{i}")
+share = export_none[0] / skopeo_stage[0]
+row("copy-to-storage: export / skopeo stage", fmt(export_none), fmt(skopeo_stage), f"{share:.2f}", "<=0.1", share <= 0.1)
+
+# 3. --compression none to an OCI dir vs cp of the same layer tars.
+tars = [os.path.join(f"{WORK}/none0/blobs/sha256", b) for b in os.listdir(f"{WORK}/none0/blobs/sha256")
+        if os.path.getsize(os.path.join(f"{WORK}/none0/blobs/sha256", b)) > 1 << 20]
+cp = timed(f"mkdir -p {WORK}/cp{{i}} && cp {' '.join(tars)} {WORK}/cp{{i}}/", prep=lambda i: fresh(f"{WORK}/cp{i}"))
+r = cp[0] / export_none[0]
+row("none export vs cp (speed ratio)", fmt(export_none), fmt(cp), f"{r:.2f}", ">=0.7", r >= 0.7)
+
+# 4. gzip export vs pigz -6 -p cores.
+gz = timed(f"{X} export bench --compression gzip:6 --to oci:{WORK}/gz{{i}}", prep=lambda i: fresh(f"{WORK}/gz{i}"))
+pigz = timed(" && ".join(f"pigz -6 -n -p {CORES} -c {t} > {WORK}/pigz{{i}}-{k}.gz" for k, t in enumerate(tars)))
+ours_gz = sum(os.path.getsize(os.path.join(f"{WORK}/gz0/blobs/sha256", b)) for b in os.listdir(f"{WORK}/gz0/blobs/sha256"))
+pigz_sz = sum(os.path.getsize(f"{WORK}/pigz0-{k}.gz") for k in range(len(tars)))
+r = pigz[0] / gz[0]
+row("gzip: throughput vs pigz", fmt(gz), fmt(pigz), f"{r:.2f}", ">=1.0", r >= 1.0)
+row("gzip: size vs pigz", f"{ours_gz / 2**20:.0f} MiB", f"{pigz_sz / 2**20:.0f} MiB", f"{ours_gz / pigz_sz:.3f}", "<=1.05", ours_gz / pigz_sz <= 1.05)
+
+# 5. zstd export vs zstd -3 -T cores.
+zs = timed(f"{X} export bench --compression zstd:3 --to oci:{WORK}/zs{{i}}", prep=lambda i: fresh(f"{WORK}/zs{i}"))
+zcli = timed(" && ".join(f"zstd -q -f -3 -T{CORES} {t} -o {WORK}/z{{i}}-{k}.zst" for k, t in enumerate(tars)))
+r = zcli[0] / zs[0]
+row("zstd: throughput vs zstd -T", fmt(zs), fmt(zcli), f"{r:.2f}", ">=0.9", r >= 0.9)
+
+# 6. re-export into the same layout vs first export (gzip, the slow one).
+again = timed(f"{X} export bench --compression gzip:6 --to oci:{WORK}/gz0")
+r = again[0] / gz[0]
+row("re-export vs first export (gzip)", fmt(again), fmt(gz), f"{r:.3f}", "<=0.05", r <= 0.05)
+
+# 7. push to a loopback registry: zstd by us vs skopeo compressing an uncompressed layout.
+port = socket.socket(); port.bind(("127.0.0.1", 0)); p = port.getsockname()[1]; port.close()
+os.makedirs(f"{WORK}/registry", exist_ok=True)
+open(f"{WORK}/registry.yml", "w").write(
+    f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {WORK}/registry\nhttp:\n  addr: 127.0.0.1:{p}\n")
+reg = subprocess.Popen(["docker-registry", "serve", f"{WORK}/registry.yml"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+try:
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", p), 0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    push = timed(f"{X} export bench --compression zstd --dest-tls-verify false --to docker://127.0.0.1:{p}/ours{{i}}:1")
+    base = timed(f"{X} export bench --compression none --to oci:{WORK}/pb{{i}} && skopeo copy -q --dest-tls-verify=false oci:{WORK}/pb{{i}}:bench docker://127.0.0.1:{p}/base{{i}}:1",
+                 prep=lambda i: fresh(f"{WORK}/pb{i}"))
+finally:
+    reg.terminate()
+    reg.wait()
+r = base[0] / push[0]
+row("registry push: skopeo-compressed / ours", fmt(push), fmt(base), f"{r:.1f}x", ">=3x", r >= 3)
+
+# 8. peak RSS of a whole export (gzip), image and half image.
+rss_full = peak_rss_kib(f"{X} export bench --compression gzip:6 --to oci:{WORK}/rss1")
+rss_half = peak_rss_kib(f"{X} export half --compression gzip:6 --to oci:{WORK}/rss2")
+row("peak RSS, full image (half image)", f"{rss_full / 1024:.0f} MiB", f"{rss_half / 1024:.0f} MiB",
+    f"{rss_full / rss_half:.2f}", "<100MiB", rss_full < 100 * 1024 and rss_full / rss_half < 1.3, "flat: ratio full/half")
+
+machine = f"{platform.machine()}, {CORES} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM, kernel {platform.release()}"
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+with open(f"{ROOT}/bench/RESULTS.md", "w") as f:
+    f.write("# `make bench` results\n\n")
+    f.write(f"Machine: {cpu}; {machine}. Image: {size / 2**20:.0f} MiB uncompressed in 3 layers "
+            f"(many small files, some large half-random ones), original layers gzip. "
+            f"{REPEATS} runs each: median ±(max-min). Generated by `bench/run.py` on {time.strftime('%Y-%m-%d')}.\n\n")
+    f.write("| metric | ours | baseline | ratio | goal | met | note |\n|---|---|---|---|---|---|---|\n")
+    for r in rows:
+        f.write("| " + " | ".join(r) + " |\n")
+shutil.rmtree(WORK, ignore_errors=True)
+print("wrote bench/RESULTS.md")
