@@ -176,15 +176,18 @@ fn layer_compression<ID>(choice: CompressionChoice, layer: &StoredLayer<ID>) -> 
     }
 }
 
-/// A blob already in the layout for this layer and compression, if known.
+/// A blob already in the layout for this layer and compression, if known:
+/// an uncompressed one is the diff_id with the tar's size, a compressed one
+/// comes from the record; either counts only when present with that size.
 fn existing_blob(
     layout: &OciLayout,
     record: &BlobRecord,
     diff_id: &Digest,
+    tar_size: u64,
     compression: Compression,
 ) -> Result<Option<(Digest, u64)>> {
     let known = match compression {
-        Compression::None => layout.blob_size(diff_id)?.map(|s| (diff_id.clone(), s)),
+        Compression::None => Some((diff_id.clone(), tar_size)),
         c => record.get(diff_id, &c.to_string()),
     };
     Ok(match known {
@@ -303,16 +306,6 @@ fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-fn platform_string<ID>(img: &StoredImage<ID>) -> String {
-    let c = &img.config;
-    let mut s = format!("{}/{}", c.os(), c.architecture());
-    if let Some(v) = c.variant() {
-        s.push('/');
-        s.push_str(v);
-    }
-    s
-}
-
 /// The manifest to write: the original bytes when every blob is identical to
 /// the original's, else a new OCI manifest with the same config.
 fn build_manifest<ID>(
@@ -426,8 +419,10 @@ fn export_locked<ID: FsVerityHashValue>(
             if outcomes.contains_key(&key) || keys.contains(&key) {
                 continue;
             }
-            if let Some((digest, size)) = existing_blob(layout, &record, &l.diff_id, compression)? {
-                let tar_size = image::layer_size(repo, l).unwrap_or(0);
+            let tar_size = image::layer_size(repo, l).unwrap_or(0);
+            if let Some((digest, size)) =
+                existing_blob(layout, &record, &l.diff_id, tar_size, compression)?
+            {
                 opts.progress
                     .layer_skipped(&img.name(), l.diff_id.as_ref(), tar_size);
                 outcomes.insert(
@@ -446,7 +441,7 @@ fn export_locked<ID: FsVerityHashValue>(
                     image: img.name(),
                     layer: l.clone(),
                     compression,
-                    size: image::layer_size(repo, l).unwrap_or(0),
+                    size: tar_size,
                 });
             }
         }
@@ -557,7 +552,7 @@ fn export_locked<ID: FsVerityHashValue>(
             manifest_digest: manifest_digest.to_string(),
             config_digest: img.config_digest().to_string(),
             original_manifest: original,
-            platform: platform_string(img),
+            platform: image::platform_of(&img.config),
             layers: layer_reports,
         });
     }

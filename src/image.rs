@@ -524,6 +524,16 @@ pub fn load<ID: FsVerityHashValue>(
     })
 }
 
+/// `os/arch[/variant]` of an image config.
+pub fn platform_of(config: &ImageConfiguration) -> String {
+    let mut s = format!("{}/{}", config.os(), config.architecture());
+    if let Some(v) = config.variant() {
+        s.push('/');
+        s.push_str(v);
+    }
+    s
+}
+
 /// Uncompressed size of a stored layer, from its split-stream header.
 pub fn layer_size<ID: FsVerityHashValue>(
     repo: &Repository<ID>,

@@ -419,17 +419,12 @@ async fn import_from<ID: FsVerityHashValue, T: OciRead>(
             .with_context(|| format!("Storing manifest {manifest_digest}"))?;
     }
     composefs_oci::tag_image(repo, &manifest_digest, &tag)?;
-    let mut platform = format!("{}/{}", config.os(), config.architecture());
-    if let Some(v) = config.variant() {
-        platform.push('/');
-        platform.push_str(v);
-    }
     Ok(ImportReport {
         source: source.to_string(),
         tag,
         manifest_digest: manifest_digest.to_string(),
         config_digest: config_digest.to_string(),
-        platform,
+        platform: crate::image::platform_of(&config),
         layers,
     })
 }
