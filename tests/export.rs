@@ -517,3 +517,38 @@ fn several_images_share_blobs_in_one_layout() {
     );
     assert_eq!(res.status.code(), Some(2));
 }
+
+#[test]
+fn sha512_repository_round_trips() {
+    use composefs::fsverity::{Algorithm, Sha512HashValue};
+    use composefs::repository::{Repository, RepositoryConfig};
+    let t = tmp();
+    let repo = t.path().join("repo512");
+    Repository::<Sha512HashValue>::init_path(
+        rustix::fs::CWD,
+        &repo,
+        RepositoryConfig::new(Algorithm::for_hash::<Sha512HashValue>()).set_insecure(),
+    )
+    .unwrap();
+    let f = write_layout(&t.path().join("src"), "app", "amd64", &standard_layers());
+    import(&repo, &f);
+    let meta = std::fs::read_to_string(repo.join("meta.json")).unwrap();
+    assert!(meta.contains("sha512"), "{meta}");
+    let out = t.path().join("out");
+    cfs_ok(
+        &repo,
+        &["export", "app", "--to", &format!("oci:{}", out.display())],
+    );
+    let (_, manifest) = manifest_for(&out, "app");
+    assert_eq!(manifest["config"]["digest"], f.config_digest.as_str());
+    for (i, l) in manifest["layers"].as_array().unwrap().iter().enumerate() {
+        let blob = read_blob(&out, l["digest"].as_str().unwrap());
+        assert_eq!(
+            sha256(&decompress(l["mediaType"].as_str().unwrap(), &blob)),
+            f.diff_ids[i]
+        );
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&cfs_ok(&repo, &["--json", "verify", "--all"])).unwrap();
+    assert_eq!(report["findings"], serde_json::json!([]));
+}
