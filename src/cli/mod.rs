@@ -302,21 +302,16 @@ pub fn run(cli: Cli) -> Result<()> {
             } else {
                 ImageSelection::Some(args.images.clone())
             };
-            let opts = ExportOptions {
-                compression: args.compression,
-                jobs: args.jobs.map_or(ExportOptions::default().jobs, usize::from),
-                tag: args.tag.clone(),
-                progress: ProgressHandle::default(),
-            };
-            let report = run_export(
+            export_and_print(
+                &cli,
                 &location,
                 selection,
                 dest,
-                opts,
-                args.transfer.options(),
-                &cli,
-            )?;
-            print_export(&report, cli.json, cli.quiet)
+                args.compression,
+                args.jobs,
+                args.tag.clone(),
+                &args.transfer,
+            )
         }
         Command::CopyToStorage(args) => {
             let target = format!("containers-storage:{}", args.target);
@@ -325,21 +320,16 @@ pub fn run(cli: Cli) -> Result<()> {
                 Some(i) => vec![i.clone()],
                 None => vec![only_image(&location)?],
             });
-            let opts = ExportOptions {
-                compression: CompressionChoice::Original,
-                jobs: args.jobs.map_or(ExportOptions::default().jobs, usize::from),
-                tag: None,
-                progress: ProgressHandle::default(),
-            };
-            let report = run_export(
+            export_and_print(
+                &cli,
                 &location,
                 selection,
                 dest,
-                opts,
-                args.transfer.options(),
-                &cli,
-            )?;
-            print_export(&report, cli.json, cli.quiet)
+                CompressionChoice::Original,
+                args.jobs,
+                None,
+                &args.transfer,
+            )
         }
         Command::Verify(args) => {
             let repo = repo::open(&location)?;
@@ -488,6 +478,28 @@ fn run_export(
         b.clear();
     }
     result
+}
+
+/// Run one export with the CLI's options and print its report.
+#[allow(clippy::too_many_arguments)]
+fn export_and_print(
+    cli: &Cli,
+    location: &RepoLocation,
+    selection: ImageSelection,
+    dest: ImageLocation,
+    compression: CompressionChoice,
+    jobs: Option<u16>,
+    tag: Option<String>,
+    transfer: &TransferArgs,
+) -> Result<()> {
+    let opts = ExportOptions {
+        compression,
+        jobs: jobs.map_or(ExportOptions::default().jobs, usize::from),
+        tag,
+        progress: ProgressHandle::default(),
+    };
+    let report = run_export(location, selection, dest, opts, transfer.options(), cli)?;
+    print_export(&report, cli.json, cli.quiet)
 }
 
 /// `verify` found damage (exit 1; the findings were already printed).
