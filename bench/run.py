@@ -2,7 +2,7 @@
 """`make bench`: one run, ratios against baselines measured in the same run.
 Prints a table and writes bench/RESULTS.md. Timings repeat; median and spread.
 """
-import json, os, platform, re, shutil, socket, statistics, subprocess, sys, tempfile, time
+import atexit, json, os, platform, re, shutil, socket, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target/release/cfs-export")
@@ -11,6 +11,8 @@ SIZE_MIB = int(os.environ.get("BENCH_SIZE_MIB", "1100"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 CORES = os.cpu_count() or 1
 WORK = tempfile.mkdtemp(prefix="cfs-bench-", dir=os.environ.get("BENCH_DIR", "/var/tmp"))
+# Several GiB of scratch: removed however the run ends.
+atexit.register(shutil.rmtree, WORK, True)
 
 
 def sh(cmd, **kw):
