@@ -117,30 +117,44 @@ pub struct ExportReport {
     pub images: Vec<ImageReport>,
 }
 
+impl ImageSelection {
+    /// `--all`, or the IMAGE arguments.
+    pub fn from_args(all: bool, images: &[String]) -> Self {
+        if all {
+            ImageSelection::All
+        } else {
+            ImageSelection::Some(images.to_vec())
+        }
+    }
+
+    /// The catalogue entries this selection names, each once.
+    pub fn entries(&self, catalog: &[image::CatalogEntry]) -> Result<Vec<image::CatalogEntry>> {
+        let picked: Vec<&image::CatalogEntry> = match self {
+            ImageSelection::All => catalog.iter().collect(),
+            ImageSelection::Some(selectors) => selectors
+                .iter()
+                .map(|s| image::select(catalog, s))
+                .collect::<Result<_, _>>()?,
+        };
+        let mut seen = HashSet::new();
+        Ok(picked
+            .into_iter()
+            .filter(|e| seen.insert((e.manifest_digest.clone(), e.config_digest.to_string())))
+            .cloned()
+            .collect())
+    }
+}
+
 /// Load the selected images from the repository.
 pub fn load_images<ID: FsVerityHashValue>(
     repo: &Repository<ID>,
     selection: &ImageSelection,
 ) -> Result<Vec<StoredImage<ID>>> {
-    let catalog = image::catalog(repo)?;
-    let entries: Vec<&image::CatalogEntry> = match selection {
-        ImageSelection::All => {
-            if catalog.is_empty() {
-                bail!("The repository holds no container images");
-            }
-            catalog.iter().collect()
-        }
-        ImageSelection::Some(selectors) => selectors
-            .iter()
-            .map(|s| image::select(&catalog, s))
-            .collect::<Result<_, _>>()?,
-    };
-    let mut seen = HashSet::new();
-    entries
-        .into_iter()
-        .filter(|e| seen.insert((e.manifest_digest.clone(), e.config_digest.to_string())))
-        .map(|e| image::load(repo, e))
-        .collect()
+    let entries = selection.entries(&image::catalog(repo)?)?;
+    if entries.is_empty() {
+        bail!("The repository holds no container images");
+    }
+    entries.iter().map(|e| image::load(repo, e)).collect()
 }
 
 /// One layer blob to produce.

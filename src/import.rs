@@ -359,39 +359,39 @@ async fn import_from<ID: FsVerityHashValue, T: OciRead>(
 
     // Every layer is stored and verified before any is named: a bad blob
     // leaves only unreferenced objects, which the repository's GC removes.
-    let mut verified: Vec<(Digest, Option<ID>)> = Vec::new();
+    let mut verified: Vec<(Digest, ID, bool)> = Vec::new();
     let mut layers = Vec::new();
     for (i, (desc, diff_id)) in manifest.layers().iter().zip(&diff_ids).enumerate() {
-        let existing = repo.has_stream(&layer_stream_id(diff_id))?;
-        let new_object = match existing {
-            Some(_) => None,
+        let (object, new) = match repo.has_stream(&layer_stream_id(diff_id))? {
+            Some(existing) => (existing, false),
             None => {
                 let ctx = || format!("Importing layer {} ({}) of {source}", i + 1, desc.digest());
                 let blob = oci.read_blob(desc).with_context(ctx)?;
-                Some(
-                    import_layer(repo, blob, desc, diff_id)
-                        .await
-                        .with_context(ctx)?,
-                )
+                let object = import_layer(repo, blob, desc, diff_id)
+                    .await
+                    .with_context(ctx)?;
+                (object, true)
             }
         };
         layers.push(ImportedLayer {
             diff_id: diff_id.to_string(),
             blob_digest: desc.digest().to_string(),
-            stored: new_object.is_some(),
+            stored: new,
         });
-        verified.push((diff_id.clone(), new_object.or(existing)));
+        verified.push((diff_id.clone(), object, new));
     }
     let mut layer_refs: Vec<(Digest, ID)> = Vec::new();
-    for (diff_id, object) in verified {
+    for (diff_id, object, new) in verified {
         let stream = layer_stream_id(&diff_id);
-        let object = object.with_context(|| format!("layer {diff_id} has no object"))?;
-        if repo.has_stream(&stream)?.is_none() {
-            repo.register_stream(&object, &stream, None).await?;
-        }
-        let verity = repo
-            .has_stream(&stream)?
-            .with_context(|| format!("layer {diff_id} vanished from the repository"))?;
+        let verity = match (new, repo.has_stream(&stream)?) {
+            // A concurrent import may have named it meanwhile: keep theirs.
+            (true, Some(theirs)) => theirs,
+            (true, None) => {
+                repo.register_stream(&object, &stream, None).await?;
+                object
+            }
+            (false, _) => object,
+        };
         layer_refs.push((diff_id, verity));
     }
 

@@ -297,11 +297,7 @@ pub fn run(cli: Cli) -> Result<()> {
             if let Some(t) = &args.tag {
                 crate::transport::validate_tag(t).map_err(|e| UsageError(e.to_string()))?;
             }
-            let selection = if args.all {
-                ImageSelection::All
-            } else {
-                ImageSelection::Some(args.images.clone())
-            };
+            let selection = ImageSelection::from_args(args.all, &args.images);
             export_and_print(
                 &cli,
                 &location,
@@ -333,16 +329,9 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Verify(args) => {
             let repo = repo::open(&location)?;
+            let selection = ImageSelection::from_args(args.all, &args.images);
             let report = with_repo!(&repo, r => {
-                let catalog = image::catalog(r)?;
-                let entries: Vec<image::CatalogEntry> = if args.all {
-                    catalog
-                } else {
-                    args.images
-                        .iter()
-                        .map(|s| image::select(&catalog, s).cloned())
-                        .collect::<Result<_, _>>()?
-                };
+                let entries = selection.entries(&image::catalog(r)?)?;
                 crate::verify::verify(r, &entries)
             })?;
             print_verify(&report, cli.json, cli.quiet)?;
