@@ -4,8 +4,9 @@ use std::fmt;
 use std::io::{self, Write};
 use std::str::FromStr;
 
-use flate2::write::GzEncoder;
 use oci_spec::image::MediaType;
+
+use crate::pgzip::ParGzEncoder;
 
 /// Default gzip level (what `gzip`, `pigz` and skopeo use).
 pub const GZIP_DEFAULT_LEVEL: u32 = 6;
@@ -117,33 +118,32 @@ impl Compression {
     pub fn encoder<W: Write>(&self, inner: W) -> io::Result<Encoder<W>> {
         Ok(match *self {
             Compression::None => Encoder::None(inner),
-            Compression::Gzip(level) => Encoder::Gzip(
-                flate2::GzBuilder::new()
-                    .mtime(0)
-                    .write(inner, flate2::Compression::new(level)),
-            ),
+            // Blocks are cut by size, not by worker count: same bytes for any count.
+            Compression::Gzip(level) => {
+                Encoder::Gzip(ParGzEncoder::new(inner, level, worker_count())?)
+            }
             Compression::Zstd(level) => {
                 let mut e = zstd::Encoder::new(inner, level)?;
                 // libzstd's workers split the input into jobs by size, not by
                 // worker count, so the output is the same for any count >= 1.
-                e.multithread(zstd_workers())?;
+                e.multithread(worker_count() as u32)?;
                 Encoder::Zstd(e)
             }
         })
     }
 }
 
-/// Worker threads for zstd: the machine's cores.
-fn zstd_workers() -> u32 {
-    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+/// Compression worker threads per layer: the machine's cores.
+fn worker_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// A streaming encoder for one of the [`Compression`] kinds.
 pub enum Encoder<W: Write> {
     /// Pass-through.
     None(W),
-    /// gzip.
-    Gzip(GzEncoder<W>),
+    /// gzip, deflated in parallel blocks.
+    Gzip(ParGzEncoder<W>),
     /// zstd.
     Zstd(zstd::Encoder<'static, W>),
 }

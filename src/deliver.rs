@@ -7,6 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
@@ -76,10 +77,17 @@ pub async fn export<ID: FsVerityHashValue>(
             let tmp = temp_dir(&transfer)?;
             let layout = tmp.path().join("layout");
             let out = path.clone();
+            // Only the archive must be durable (it is synced before its rename).
+            let opts = ExportOptions {
+                durable: false,
+                ..opts
+            };
             let mut report = blocking(move || {
-                let report =
+                let mut report =
                     export::export_to_oci_dir(&repo, &images, &layout, tag.as_deref(), &opts)?;
+                let started = Instant::now();
                 crate::archive::write_archive(&layout, &out)?;
+                report.transfer_seconds = Some(started.elapsed().as_secs_f64());
                 Ok(report)
             })
             .await?;
@@ -262,6 +270,8 @@ async fn copy_with_skopeo<ID: FsVerityHashValue>(
     let layout = tmp.path().join("layout");
     let mut export_opts = opts.clone();
     export_opts.tag = Some(TEMP_TAG.to_string());
+    // skopeo reads the layout and it is deleted: syncing it would be wasted I/O.
+    export_opts.durable = false;
     let layout_for_export = layout.clone();
     let mut report = blocking(move || {
         export::export_to_oci_dir(&repo, &images, &layout_for_export, None, &export_opts)
@@ -301,9 +311,11 @@ async fn copy_with_skopeo<ID: FsVerityHashValue>(
     args.push(dest.clone().into());
     opts.progress
         .stage(&format!("Copying to {reference} with skopeo"));
+    let started = Instant::now();
     let copied = crate::skopeo::run(&args).await;
     opts.progress.stage_finished();
     copied.with_context(|| format!("Copying to {reference}"))?;
+    report.transfer_seconds = Some(started.elapsed().as_secs_f64());
     drop(tmp);
     report.destination = reference;
     for img in &mut report.images {

@@ -45,6 +45,9 @@ pub struct ExportOptions {
     pub tag: Option<String>,
     /// Where progress goes.
     pub progress: ProgressHandle,
+    /// Sync blobs to disk before naming them. Off only for private staging
+    /// layouts that are deleted after a hand-off (see [`OciLayout::scratch`]).
+    pub durable: bool,
 }
 
 impl Default for ExportOptions {
@@ -54,6 +57,7 @@ impl Default for ExportOptions {
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             tag: None,
             progress: ProgressHandle::default(),
+            durable: true,
         }
     }
 }
@@ -115,6 +119,10 @@ pub struct ExportReport {
     pub destination: String,
     /// Per image.
     pub images: Vec<ImageReport>,
+    /// Wall time of the export into the OCI layout (ours).
+    pub export_seconds: f64,
+    /// Wall time of the hand-off to skopeo or the archive writer, if any.
+    pub transfer_seconds: Option<f64>,
 }
 
 impl ImageSelection {
@@ -270,14 +278,20 @@ fn run_jobs<ID: FsVerityHashValue>(
     let failed = AtomicBool::new(false);
     type Slot<'a> = Option<Result<(BlobOutcome, PendingBlob<'a>)>>;
     let results: Mutex<Vec<Slot<'_>>> = Mutex::new((0..work.len()).map(|_| None).collect());
+    // Largest layers first: the last layer to start is then a small one, so the
+    // threads finish close together instead of one big layer running alone.
+    let mut order: Vec<usize> = (0..work.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(work[i].size));
     std::thread::scope(|s| {
         for _ in 0..jobs.clamp(1, work.len().max(1)) {
             s.spawn(|| loop {
                 if failed.load(Ordering::Relaxed) {
                     break;
                 }
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(job) = work.get(i) else { break };
+                let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    break;
+                };
+                let job = &work[i];
                 let result = run_job(repo, layout, job, &opts.progress);
                 if result.is_err() {
                     failed.store(true, Ordering::Relaxed);
@@ -381,7 +395,10 @@ pub fn export_to_oci_dir<ID: FsVerityHashValue>(
             "a tag (--tag or oci:DIR:TAG) names one image; export several images without one so each keeps its repository tag".into()
         ));
     }
-    let layout = OciLayout::open_or_create(dest)?;
+    let mut layout = OciLayout::open_or_create(dest)?;
+    if !opts.durable {
+        layout = layout.scratch();
+    }
     let created = Mutex::new(Vec::new());
     let result = export_locked(repo, images, &layout, tag_override, opts, &created)
         .map_err(|e| no_space_hint(e, dest));
@@ -420,6 +437,7 @@ fn export_locked<ID: FsVerityHashValue>(
     opts: &ExportOptions,
     created: &Mutex<Vec<Digest>>,
 ) -> Result<ExportReport> {
+    let started = Instant::now();
     let mut record = layout.read_blob_record();
 
     // Plan: one job per distinct (diff_id, compression) not already present.
@@ -579,5 +597,7 @@ fn export_locked<ID: FsVerityHashValue>(
     Ok(ExportReport {
         destination: format!("oci:{}", layout.path().display()),
         images: reports,
+        export_seconds: started.elapsed().as_secs_f64(),
+        transfer_seconds: None,
     })
 }

@@ -28,6 +28,8 @@ pub struct OciLayout {
     _lock: rustix::fd::OwnedFd,
     dir: Dir,
     blobs: Dir,
+    /// Sync blobs before naming them (see [`OciLayout::scratch`]).
+    durable: bool,
 }
 
 /// A blob now in `blobs/sha256/`.
@@ -50,10 +52,80 @@ pub struct BlobWriter<'a> {
 
 /// The temp file, with or without our own sha256 on the way.
 enum BlobSink<'a> {
-    Hashed(HashingWriter<BufWriter<TempFile<'a>>>),
+    Hashed(HashingWriter<BufWriter<EarlySync<'a>>>),
     /// The writer upstream hashes these exact bytes (an uncompressed layer
     /// proven against its diff_id): hashing again would only cost time.
-    Trusted(BufWriter<TempFile<'a>>, u64),
+    Trusted(BufWriter<EarlySync<'a>>, u64),
+}
+
+/// A temp file that starts writing its data to disk while it is being written.
+///
+/// Every [`WRITEBACK_CHUNK`] bytes a helper thread runs `fdatasync` on it, so the
+/// disk works while we hash and compress, and the final sync that makes the
+/// blob durable before it is named finds little left to do.
+struct EarlySync<'a> {
+    tmp: TempFile<'a>,
+    /// False for scratch layouts: no syncing at all.
+    durable: bool,
+    unsynced: u64,
+    syncing: Option<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+/// Bytes written between two background syncs.
+const WRITEBACK_CHUNK: u64 = 32 << 20;
+
+impl<'a> EarlySync<'a> {
+    fn new(tmp: TempFile<'a>, durable: bool) -> Self {
+        Self {
+            tmp,
+            durable,
+            unsynced: 0,
+            syncing: None,
+        }
+    }
+
+    fn start_sync(&mut self) -> io::Result<()> {
+        if self.syncing.as_ref().is_some_and(|t| !t.is_finished()) {
+            return Ok(());
+        }
+        self.wait_sync()?;
+        let file = self.tmp.as_file().try_clone()?;
+        self.syncing = Some(std::thread::spawn(move || file.sync_data()));
+        self.unsynced = 0;
+        Ok(())
+    }
+
+    fn wait_sync(&mut self) -> io::Result<()> {
+        match self.syncing.take().map(|t| t.join()) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(io::Error::other("background sync thread panicked")),
+            None => Ok(()),
+        }
+    }
+
+    /// Wait for the background sync, sync everything, and return the file.
+    fn finish(mut self) -> io::Result<TempFile<'a>> {
+        self.wait_sync()?;
+        if self.durable {
+            self.tmp.as_file().sync_all()?;
+        }
+        Ok(self.tmp)
+    }
+}
+
+impl Write for EarlySync<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.tmp.write(buf)?;
+        self.unsynced += n as u64;
+        if self.durable && self.unsynced >= WRITEBACK_CHUNK {
+            self.start_sync()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.tmp.flush()
+    }
 }
 
 impl std::fmt::Debug for BlobWriter<'_> {
@@ -118,9 +190,9 @@ impl<'a> BlobWriter<'a> {
             (BlobSink::Trusted(buf, size), Some(expected)) => (buf, expected.clone(), size),
             (BlobSink::Trusted(..), None) => bail!("internal: an unhashed blob needs its digest"),
         };
-        let tmp = buf.into_inner().map_err(|e| e.into_error())?;
-        rustix::fs::fchmod(tmp.as_file(), rustix::fs::Mode::from_raw_mode(0o644))?;
-        tmp.as_file().sync_all()?;
+        let file = buf.into_inner().map_err(|e| e.into_error())?;
+        rustix::fs::fchmod(file.tmp.as_file(), rustix::fs::Mode::from_raw_mode(0o644))?;
+        let tmp = file.finish()?;
         Ok(PendingBlob {
             blobs: self.blobs,
             tmp,
@@ -215,7 +287,16 @@ impl OciLayout {
             _lock: lock,
             dir,
             blobs,
+            durable: true,
         })
+    }
+
+    /// Skip syncing blobs to disk: for private staging layouts that another
+    /// tool reads and that are deleted right after (a crash loses nothing
+    /// anyone can see, and unsynced data of deleted files is never written).
+    pub fn scratch(mut self) -> Self {
+        self.durable = false;
+        self
     }
 
     /// The layout's path.
@@ -249,14 +330,17 @@ impl OciLayout {
         })
     }
 
-    fn temp_file(&self) -> Result<BufWriter<TempFile<'_>>> {
+    fn temp_file(&self) -> Result<BufWriter<EarlySync<'_>>> {
         let tmp = TempFile::new(&self.blobs).with_context(|| {
             format!(
                 "Creating a temp file in {}/blobs/sha256",
                 self.path.display()
             )
         })?;
-        Ok(BufWriter::with_capacity(BLOB_BUF_SIZE, tmp))
+        Ok(BufWriter::with_capacity(
+            BLOB_BUF_SIZE,
+            EarlySync::new(tmp, self.durable),
+        ))
     }
 
     /// Write `bytes` as a blob, which must hash to `expected`.

@@ -48,6 +48,7 @@ pub mod image;
 pub mod import;
 pub mod layer;
 pub mod layout;
+pub mod pgzip;
 pub mod progress;
 pub mod repo;
 pub mod skopeo;

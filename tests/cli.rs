@@ -54,6 +54,8 @@ fn json_documents() {
         ],
     ));
     assert_eq!(exp["destination"], format!("oci:{}", out.display()));
+    assert!(exp["export_seconds"].as_f64().unwrap() > 0.0);
+    assert!(exp["transfer_seconds"].is_null(), "no hand-off for oci:");
     let img = &exp["images"][0];
     assert_eq!(img["config_digest"], f.config_digest.as_str());
     assert_eq!(img["tag"], "app:1");

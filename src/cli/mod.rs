@@ -485,7 +485,7 @@ fn export_and_print(
         compression,
         jobs: jobs.map_or(ExportOptions::default().jobs, usize::from),
         tag,
-        progress: ProgressHandle::default(),
+        ..ExportOptions::default()
     };
     let report = run_export(location, selection, dest, opts, transfer.options(), cli)?;
     print_export(&report, cli.json, cli.quiet)

@@ -178,5 +178,14 @@ pub(super) fn print_export(report: &ExportReport, json: bool, quiet: bool) -> Re
             }
         );
     }
+    match report.transfer_seconds {
+        Some(t) => println!(
+            "  took {:.1}s: export {:.1}s, then {:.1}s to hand it over",
+            report.export_seconds + t,
+            report.export_seconds,
+            t
+        ),
+        None => println!("  took {:.1}s", report.export_seconds),
+    }
     Ok(())
 }
