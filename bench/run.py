@@ -11,8 +11,24 @@ SIZE_MIB = int(os.environ.get("BENCH_SIZE_MIB", "1100"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 CORES = os.cpu_count() or 1
 WORK = tempfile.mkdtemp(prefix="cfs-bench-", dir=os.environ.get("BENCH_DIR", "/var/tmp"))
+
+
+def unmount_under(path):
+    """containers-storage's overlay driver bind-mounts its home onto itself:
+    undo such mounts (ours, made by this run's skopeo) before deleting."""
+    path = os.path.realpath(path)
+    points = [line.split()[4] for line in open("/proc/self/mountinfo")]
+    for mp in sorted((m for m in points if m == path or m.startswith(path + "/")), key=len, reverse=True):
+        subprocess.run(["umount", mp], capture_output=True)
+
+
+def remove_work():
+    unmount_under(WORK)
+    shutil.rmtree(WORK, ignore_errors=True)
+
+
 # Several GiB of scratch: removed however the run ends.
-atexit.register(shutil.rmtree, WORK, True)
+atexit.register(remove_work)
 
 
 def sh(cmd, **kw):
@@ -44,6 +60,8 @@ def med(values):
 
 def fresh(*paths):
     for p in paths:
+        if os.path.exists(p):
+            unmount_under(p)
         shutil.rmtree(p, ignore_errors=True)
 
 
@@ -211,5 +229,5 @@ with open(f"{ROOT}/bench/RESULTS.md", "w") as f:
     f.write("| metric | ours | baseline | ratio | goal | met | note |\n|---|---|---|---|---|---|---|\n")
     for r in rows:
         f.write("| " + " | ".join(r) + " |\n")
-shutil.rmtree(WORK, ignore_errors=True)
+remove_work()
 print("wrote bench/RESULTS.md")

@@ -8,9 +8,10 @@
 //! readers need nothing special. The cut points do not depend on the worker count
 //! or on timing, and neither do the bytes.
 //!
-//! zlib-rs rather than the system zlib that flate2 uses here: on layer tars it
-//! deflates at level 6 about 2.5 times as fast for about 3 % more bytes (see
-//! `bench/RESULTS.md`).
+//! zlib-rs rather than the system zlib that flate2 links here: on 300 MB of
+//! /usr as a tar it deflates at level 6 at 61 MB/s on one core in these blocks,
+//! against 25 MB/s for one zlib stream, for 2.7 % more bytes (`make bench`
+//! compares the whole export with pigz).
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
