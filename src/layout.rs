@@ -90,7 +90,11 @@ impl<'a> EarlySync<'a> {
         }
         self.wait_sync()?;
         let file = self.tmp.as_file().try_clone()?;
-        self.syncing = Some(std::thread::spawn(move || file.sync_data()));
+        self.syncing = Some(
+            std::thread::Builder::new()
+                .name("blob-writeback".into())
+                .spawn(move || file.sync_data())?,
+        );
         self.unsynced = 0;
         Ok(())
     }
