@@ -120,22 +120,17 @@ impl Compression {
             Compression::None => Encoder::None(inner),
             // Blocks are cut by size, not by worker count: same bytes for any count.
             Compression::Gzip(level) => {
-                Encoder::Gzip(ParGzEncoder::new(inner, level, worker_count())?)
+                Encoder::Gzip(ParGzEncoder::new(inner, level, crate::cores())?)
             }
             Compression::Zstd(level) => {
                 let mut e = zstd::Encoder::new(inner, level)?;
                 // libzstd's workers split the input into jobs by size, not by
                 // worker count, so the output is the same for any count >= 1.
-                e.multithread(worker_count() as u32)?;
+                e.multithread(crate::cores() as u32)?;
                 Encoder::Zstd(e)
             }
         })
     }
-}
-
-/// Compression worker threads per layer: the machine's cores.
-fn worker_count() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// A streaming encoder for one of the [`Compression`] kinds.

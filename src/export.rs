@@ -54,7 +54,7 @@ impl Default for ExportOptions {
     fn default() -> Self {
         Self {
             compression: CompressionChoice::Original,
-            jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            jobs: crate::cores(),
             tag: None,
             progress: ProgressHandle::default(),
             durable: true,

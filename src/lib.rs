@@ -59,3 +59,8 @@ pub mod verify;
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// The machine's cores: the default `--jobs`, and the compression workers per layer.
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

@@ -73,13 +73,7 @@ fn skopeo(args: &[&str]) -> Result<Vec<u8>> {
 /// Issue 3: the default export is an image skopeo accepts, with the original
 /// image ID and every layer decompressing to its diff_id.
 fn skopeo_reads_exported_layout() -> Result<()> {
-    let t = tempfile::tempdir()?;
-    let repo = t.path().join("repo");
-    let f = write_layout(&t.path().join("src"), "app:1", "amd64", &standard_layers());
-    cfs(
-        &repo,
-        &["import", &format!("oci:{}:app:1", f.layout.display())],
-    )?;
+    let (t, repo, f) = imported_repo(&standard_layers())?;
     let out = t.path().join("out");
     cfs(
         &repo,
@@ -120,13 +114,7 @@ fn skopeo_reads_exported_layout() -> Result<()> {
 /// Issue 5: our block-parallel gzip is one ordinary gzip member that Go's
 /// reader (skopeo --dest-decompress) and GNU gzip both decode to the diff_id.
 fn parallel_gzip_read_by_go_and_gnu_gzip() -> Result<()> {
-    let t = tempfile::tempdir()?;
-    let repo = t.path().join("repo");
-    let f = write_layout(&t.path().join("src"), "app:1", "amd64", &standard_layers());
-    cfs(
-        &repo,
-        &["import", &format!("oci:{}:app:1", f.layout.display())],
-    )?;
+    let (t, repo, f) = imported_repo(&standard_layers())?;
     let out = t.path().join("gz");
     cfs(
         &repo,
@@ -173,16 +161,18 @@ fn parallel_gzip_read_by_go_and_gnu_gzip() -> Result<()> {
     Ok(())
 }
 
-/// A repo holding the busybox image as `app:1`; returns (tempdir, repo, fixture).
-fn busybox_repo() -> Result<(tempfile::TempDir, std::path::PathBuf, fixture::Fixture)> {
+type ImportedRepo = (tempfile::TempDir, std::path::PathBuf, fixture::Fixture);
+
+/// A repo holding an amd64 image of `layers` as `app:1`; returns (tempdir, repo, fixture).
+fn imported_repo(layers: &[fixture::LayerSpec]) -> Result<ImportedRepo> {
     let t = tempfile::tempdir()?;
-    let repo = t.path().join("repo");
-    let f = write_layout(&t.path().join("src"), "app:1", "amd64", &busybox_layers()?);
-    cfs(
-        &repo,
-        &["import", &format!("oci:{}:app:1", f.layout.display())],
-    )?;
+    let (repo, f) = fixture::imported(t.path(), "app:1", layers);
     Ok((t, repo, f))
+}
+
+/// A repo holding the busybox image as `app:1`.
+fn busybox_repo() -> Result<ImportedRepo> {
+    imported_repo(&busybox_layers()?)
 }
 
 /// The diff_ids of an image copied out to an OCI layout, each checked against its blob.
