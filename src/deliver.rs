@@ -16,6 +16,7 @@ use composefs::repository::Repository;
 
 use crate::compress::{Compression, CompressionChoice};
 use crate::export::{self, ExportOptions, ExportReport, ImageSelection};
+use crate::host::Host;
 use crate::image::{self, StoredImage};
 use crate::transport::ImageLocation;
 use crate::UsageError;
@@ -60,12 +61,13 @@ const TEMP_TAG: &str = "cfs-export";
 pub async fn export<ID: FsVerityHashValue>(
     repo: Arc<Repository<ID>>,
     selection: ImageSelection,
+    host: Option<Host>,
     dest: ImageLocation,
     opts: ExportOptions,
     transfer: TransferOptions,
 ) -> Result<ExportReport> {
     let loader = Arc::clone(&repo);
-    let images = blocking(move || export::load_images(&loader, &selection)).await?;
+    let images = blocking(move || export::load_images(&loader, &selection, host.as_ref())).await?;
     match dest {
         ImageLocation::OciDir { path, tag } => {
             blocking(move || {
@@ -229,8 +231,8 @@ fn check_space(dir: &Path, needed: u64) -> Result<()> {
         bail!(
             "Not enough space in {}: the export needs about {} but only {} are free; set TMPDIR to a larger filesystem",
             dir.display(),
-            crate::cli::human_size(needed),
-            crate::cli::human_size(free)
+            crate::human_size(needed),
+            crate::human_size(free)
         );
     }
     Ok(())

@@ -17,6 +17,7 @@ use oci_spec::image::{
 use serde::Serialize;
 
 use crate::compress::{Compression, CompressionChoice};
+use crate::host::{Deployment, DeploymentChoice, Host};
 use crate::image::{self, StoredImage, StoredLayer};
 use crate::layer;
 use crate::layout::{BlobRecord, OciLayout, PendingBlob};
@@ -28,10 +29,22 @@ pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 /// Which images to export.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageSelection {
-    /// These selectors (tag, digest or ID prefix).
+    /// These selectors: tag, digest or ID prefix; on a bootc host also an
+    /// image name from a deployment's origin or `booted` / `staged` / `rollback`.
     Some(Vec<String>),
     /// Every image in the repository.
     All,
+    /// The image of one deployment (`--deployment booted|staged|rollback|ID`).
+    Deployment(String),
+}
+
+/// One image picked by a selection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selected {
+    /// The image.
+    pub entry: image::CatalogEntry,
+    /// The deployment that named it, when a deployment did.
+    pub deployment: Option<DeploymentChoice>,
 }
 
 /// How to export.
@@ -108,6 +121,9 @@ pub struct ImageReport {
     pub original_manifest: bool,
     /// `os/architecture[/variant]` from the config.
     pub platform: String,
+    /// The bootc deployment that named the image, when one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<DeploymentChoice>,
     /// Per layer, bottom first.
     pub layers: Vec<LayerReport>,
 }
@@ -135,34 +151,162 @@ impl ImageSelection {
         }
     }
 
-    /// The catalogue entries this selection names, each once.
-    pub fn entries(&self, catalog: &[image::CatalogEntry]) -> Result<Vec<image::CatalogEntry>> {
-        let picked: Vec<&image::CatalogEntry> = match self {
-            ImageSelection::All => catalog.iter().collect(),
+    /// The images this selection names, each once. `host` (a bootc host's
+    /// deployments) lets image names and role keywords select too.
+    pub fn resolve(
+        &self,
+        catalog: &[image::CatalogEntry],
+        host: Option<&Host>,
+    ) -> Result<Vec<Selected>> {
+        let picked: Vec<Selected> = match self {
+            ImageSelection::All => catalog
+                .iter()
+                .map(|e| Selected {
+                    entry: e.clone(),
+                    deployment: None,
+                })
+                .collect(),
             ImageSelection::Some(selectors) => selectors
                 .iter()
-                .map(|s| image::select(catalog, s))
-                .collect::<Result<_, _>>()?,
+                .map(|s| select_one(catalog, host, s))
+                .collect::<Result<_>>()?,
+            ImageSelection::Deployment(wanted) => {
+                let host = require_host(host, "--deployment")?;
+                let d = host.deployment(wanted)?;
+                vec![deployment_image(catalog, host, d, wanted, Vec::new())?]
+            }
         };
         let mut seen = HashSet::new();
         Ok(picked
             .into_iter()
-            .filter(|e| seen.insert((e.manifest_digest.clone(), e.config_digest.to_string())))
-            .cloned()
+            .filter(|s| {
+                seen.insert((
+                    s.entry.manifest_digest.clone(),
+                    s.entry.config_digest.to_string(),
+                ))
+            })
             .collect())
     }
+}
+
+fn require_host<'a>(host: Option<&'a Host>, what: &str) -> Result<&'a Host> {
+    host.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{what} names a bootc deployment, but no bootc host was found: no {}/state/deploy, or the repository is not its composefs/ (use --sysroot DIR)",
+            crate::host::DEFAULT_SYSROOT
+        )
+    })
+}
+
+/// One selector: a deployment (role keyword, or image name from an origin)
+/// first on a bootc host, then tags, digests and ID prefixes.
+fn select_one(
+    catalog: &[image::CatalogEntry],
+    host: Option<&Host>,
+    selector: &str,
+) -> Result<Selected> {
+    if Host::is_host_selector(selector) {
+        let host = require_host(host, selector)?;
+        return match host.choose(selector)? {
+            Some(choice) => deployment_choice(catalog, host, choice),
+            None => bail!(
+                "Image {selector} not found: no deployment has this image name; deployments: {}",
+                host.summary()
+            ),
+        };
+    }
+    if let Some(host) = host {
+        if let Some(choice) = host.choose(selector)? {
+            return deployment_choice(catalog, host, choice);
+        }
+    }
+    match image::select(catalog, selector) {
+        Ok(entry) => Ok(Selected {
+            entry: entry.clone(),
+            deployment: None,
+        }),
+        Err(e) => match host.filter(|h| !h.deployments.is_empty()) {
+            Some(h) => Err(anyhow::Error::new(e)
+                .context(format!("bootc deployments on this host: {}", h.summary()))),
+            None => Err(e.into()),
+        },
+    }
+}
+
+fn deployment_choice(
+    catalog: &[image::CatalogEntry],
+    host: &Host,
+    choice: DeploymentChoice,
+) -> Result<Selected> {
+    let d = host
+        .get(&choice.id)
+        .context("the chosen deployment vanished")?;
+    deployment_image(catalog, host, d, &choice.selector, choice.also_matched)
+}
+
+/// The catalogue entry of a deployment's image: by the manifest digest its
+/// origin records, else by the config digest of its (older) image info.
+fn deployment_image(
+    catalog: &[image::CatalogEntry],
+    host: &Host,
+    d: &Deployment,
+    selector: &str,
+    also_matched: Vec<String>,
+) -> Result<Selected> {
+    let img = d.require_image()?;
+    let found = match (&img.manifest_digest, &img.config_digest) {
+        (Some(m), _) => catalog
+            .iter()
+            .find(|e| e.manifest_digest.as_ref() == Some(m)),
+        (None, Some(c)) => catalog
+            .iter()
+            .filter(|e| &e.config_digest == c)
+            .min_by_key(|e| e.manifest_digest.is_none()),
+        (None, None) => None,
+    };
+    let Some(entry) = found else {
+        let what = match (&img.manifest_digest, &img.config_digest) {
+            (Some(m), _) => format!("manifest {m}"),
+            (None, Some(c)) => format!("config {c}"),
+            (None, None) => "no digest".into(),
+        };
+        bail!(
+            "The {} was made from {what}, which is not in the repository {} (garbage-collected, or not this host's repository); its origin is {}",
+            d.describe(),
+            host.paths.repository().display(),
+            host.origin_path(&d.id).display()
+        );
+    };
+    Ok(Selected {
+        entry: entry.clone(),
+        deployment: Some(DeploymentChoice {
+            selector: selector.to_string(),
+            id: d.id.clone(),
+            role: d.role,
+            image: img.name.clone(),
+            also_matched,
+        }),
+    })
 }
 
 /// Load the selected images from the repository.
 pub fn load_images<ID: FsVerityHashValue>(
     repo: &Repository<ID>,
     selection: &ImageSelection,
+    host: Option<&Host>,
 ) -> Result<Vec<StoredImage<ID>>> {
-    let entries = selection.entries(&image::catalog(repo)?)?;
-    if entries.is_empty() {
+    let picked = selection.resolve(&image::catalog(repo)?, host)?;
+    if picked.is_empty() {
         bail!("The repository holds no container images");
     }
-    entries.iter().map(|e| image::load(repo, e)).collect()
+    picked
+        .into_iter()
+        .map(|s| {
+            let mut img = image::load(repo, &s.entry)?;
+            img.deployment = s.deployment;
+            Ok(img)
+        })
+        .collect()
 }
 
 /// One layer blob to produce.
@@ -585,6 +729,7 @@ fn export_locked<ID: FsVerityHashValue>(
             config_digest: img.config_digest().to_string(),
             original_manifest: original,
             platform: image::platform_of(&img.config),
+            deployment: img.deployment.clone(),
             layers: layer_reports,
         });
     }

@@ -407,6 +407,8 @@ pub struct StoredImage<ID> {
     pub config: ImageConfiguration,
     /// Layers, bottom first.
     pub layers: Vec<StoredLayer<ID>>,
+    /// The bootc deployment that named it, when one did.
+    pub deployment: Option<crate::host::DeploymentChoice>,
 }
 
 impl<ID> StoredImage<ID> {
@@ -521,6 +523,7 @@ pub fn load<ID: FsVerityHashValue>(
         config_bytes,
         config,
         layers,
+        deployment: None,
     })
 }
 

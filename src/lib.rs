@@ -15,7 +15,7 @@
 //! let repo = repo::open(&RepoLocation::System)?;
 //! let wanted = ImageSelection::Some(vec!["quay.io/fedora/fedora-bootc:42".into()]);
 //! let report = with_repo!(&repo, r => {
-//!     let images = export::load_images(r, &wanted)?;
+//!     let images = export::load_images(r, &wanted, None)?;
 //!     export::export_to_oci_dir(r, &images, "/var/tmp/out".as_ref(), None, &ExportOptions::default())
 //! })?;
 //! for layer in &report.images[0].layers {
@@ -44,10 +44,12 @@ pub mod compress;
 pub mod deliver;
 pub mod digest;
 pub mod export;
+pub mod host;
 pub mod image;
 pub mod import;
 pub mod layer;
 pub mod layout;
+pub mod list;
 pub mod pgzip;
 pub mod progress;
 pub mod repo;
@@ -63,4 +65,20 @@ pub struct UsageError(pub String);
 /// The machine's cores: the default `--jobs`, and the compression workers per layer.
 pub(crate) fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Human-readable byte count.
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }

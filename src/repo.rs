@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use composefs::fsverity::{Algorithm, FsVerityHashValue, Sha256HashValue, Sha512HashValue};
 use composefs::repository::{Repository, RepositoryConfig, RepositoryOpenError};
 use rustix::fs::CWD;
@@ -82,9 +82,18 @@ fn check_not_locked(dir: &rustix::fd::OwnedFd, path: &Path) -> Result<()> {
     }
 }
 
+/// A repository written before `meta.json` existed (bootc ≤ 1.15).
+fn old_format(path: &Path) -> String {
+    format!(
+        "Repository {} predates the current composefs format (it has no meta.json; written by bootc 1.15 or older). Booting this system once with bootc 1.16 or newer upgrades it; cfs-export reads it only after that and never upgrades it itself",
+        path.display()
+    )
+}
+
 fn open_typed<ID: FsVerityHashValue>(path: &Path) -> Result<Arc<Repository<ID>>> {
     let repo = Repository::<ID>::open_path(CWD, path).map_err(|e| match e {
         RepositoryOpenError::MetadataMissing => anyhow::anyhow!(not_found_hint(path)),
+        RepositoryOpenError::OldFormatRepository => anyhow::anyhow!(old_format(path)),
         other => anyhow::Error::new(other)
             .context(format!("Opening composefs repository {}", path.display())),
     })?;
@@ -110,8 +119,13 @@ pub fn open(location: &RepoLocation) -> Result<AnyRepository> {
         Err(e) => return Err(e).with_context(|| format!("Opening repository {}", path.display())),
     };
     let algorithm = composefs::repository::read_repo_algorithm(&dir)
-        .with_context(|| format!("Reading {}/meta.json", path.display()))?
-        .ok_or_else(|| anyhow::anyhow!(not_found_hint(&path)))?;
+        .with_context(|| format!("Reading {}/meta.json", path.display()))?;
+    let Some(algorithm) = algorithm else {
+        if path.join("objects").is_dir() {
+            bail!(old_format(&path));
+        }
+        bail!(not_found_hint(&path));
+    };
     check_not_locked(&dir, &path)?;
     drop(dir);
     Ok(match algorithm {

@@ -4,8 +4,7 @@
 mod bars;
 mod print;
 
-pub use print::{human_size, ListRow};
-use print::{list_rows, print_export, print_list, print_verify};
+use print::{print_export, print_list, print_verify};
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -17,6 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::compress::CompressionChoice;
 use crate::deliver::{self, StorageOptions, TransferOptions};
 use crate::export::{ExportOptions, ExportReport, ImageSelection};
+use crate::host::{self, Host, HostPaths};
 use crate::image;
 use crate::import::{self, ImportOptions};
 use crate::progress::ProgressHandle;
@@ -30,6 +30,9 @@ use crate::{with_repo, UsageError};
 pub struct Cli {
     #[command(flatten)]
     repo: RepoArgs,
+    /// Root of a bootc system (default /sysroot): deployments and, unless --repo says otherwise, DIR/composefs.
+    #[arg(long, global = true, value_name = "DIR")]
+    sysroot: Option<PathBuf>,
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -112,12 +115,16 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ExportArgs {
-    /// Images: tag, manifest or config digest, or image-ID prefix (≥ 12 hex).
-    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    /// Images: tag, manifest or config digest, image-ID prefix (≥ 12 hex); on a
+    /// bootc host also an image name from a deployment or booted/staged/rollback.
+    #[arg(required_unless_present_any = ["all", "deployment"], conflicts_with_all = ["all", "deployment"])]
     images: Vec<String>,
     /// Export every image in the repository.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "deployment")]
     all: bool,
+    /// The image of a bootc deployment: booted, staged, rollback or a deployment ID.
+    #[arg(long, value_name = "D")]
+    deployment: Option<String>,
     /// Destination: oci:DIR[:TAG], oci-archive:FILE[:TAG], containers-storage:REF,
     /// docker://REF, docker-archive:FILE[:REF] or dir:DIR.
     #[arg(long, value_name = "DEST")]
@@ -175,9 +182,16 @@ impl TransferArgs {
 
 #[derive(Debug, Args)]
 struct CopyToStorageArgs {
-    /// The image (default: the only image in the repository).
+    /// The image (default: the booted deployment's, else the only image in the repository).
+    #[arg(conflicts_with_all = ["source", "deployment"])]
     image: Option<String>,
-    /// The name in containers-storage.
+    /// The image, as bootc spells it: TRANSPORT:NAME (e.g. docker://quay.io/x/y:tag) or any IMAGE.
+    #[arg(long, value_name = "IMAGE", conflicts_with = "deployment")]
+    source: Option<String>,
+    /// The image of a bootc deployment: booted, staged, rollback or a deployment ID.
+    #[arg(long, value_name = "D")]
+    deployment: Option<String>,
+    /// The name in containers-storage (containers-storage: is implied).
     #[arg(long, default_value = "localhost/bootc")]
     target: String,
     /// Layers rebuilt in parallel (default: number of cores).
@@ -189,12 +203,23 @@ struct CopyToStorageArgs {
 
 #[derive(Debug, Args)]
 struct VerifyArgs {
-    /// Images: tag, digest or image-ID prefix.
-    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    /// Images: tag, digest, image-ID prefix, deployment image name or booted/staged/rollback.
+    #[arg(required_unless_present_any = ["all", "deployment"], conflicts_with_all = ["all", "deployment"])]
     images: Vec<String>,
     /// Verify every image in the repository.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "deployment")]
     all: bool,
+    /// The image of a bootc deployment: booted, staged, rollback or a deployment ID.
+    #[arg(long, value_name = "D")]
+    deployment: Option<String>,
+}
+
+/// `--all`, `--deployment D`, or the IMAGE arguments.
+fn selection(all: bool, deployment: &Option<String>, images: &[String]) -> ImageSelection {
+    match deployment {
+        Some(d) => ImageSelection::Deployment(d.clone()),
+        None => ImageSelection::from_args(all, images),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -277,9 +302,94 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("Starting the async runtime")
 }
 
+/// Where the repository is, and the bootc host whose deployments name its images.
+struct Source {
+    location: RepoLocation,
+    host: Option<Host>,
+}
+
+/// Test hook: where the host's kernel command line, mount table and `/run`
+/// are read from (`CFS_EXPORT_CMDLINE`, `CFS_EXPORT_MOUNTINFO`, `CFS_EXPORT_RUN`).
+fn host_paths(sysroot: &std::path::Path) -> HostPaths {
+    let mut paths = HostPaths::running(sysroot);
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(p) = var("CFS_EXPORT_CMDLINE") {
+        paths.cmdline = p.into();
+    }
+    if let Some(p) = var("CFS_EXPORT_MOUNTINFO") {
+        paths.mountinfo = p.into();
+    }
+    if let Some(p) = var("CFS_EXPORT_RUN") {
+        paths.run = p.into();
+    }
+    paths
+}
+
+impl Source {
+    /// `--sysroot DIR` must be a bootc sysroot, and its composefs/ is the
+    /// default repository. Without it, /sysroot's deployments count only when
+    /// the repository is /sysroot/composefs.
+    fn from_cli(cli: &Cli) -> Result<Source> {
+        let explicit_repo = cli.repo.repo.is_some() || cli.repo.system || cli.repo.user;
+        if let Some(dir) = &cli.sysroot {
+            let host = Host::load(host_paths(dir))?;
+            let location = if explicit_repo {
+                cli.repo.location()
+            } else {
+                RepoLocation::Path(host.paths.repository())
+            };
+            return Ok(Source {
+                location,
+                host: Some(host),
+            });
+        }
+        let location = cli.repo.location();
+        let default = std::path::Path::new(host::DEFAULT_SYSROOT);
+        let paths = host_paths(default);
+        let is_hosts_repo = match (location.path(), paths.repository().canonicalize()) {
+            (Ok(repo), Ok(hosts)) => repo.canonicalize().is_ok_and(|r| r == hosts),
+            _ => false,
+        };
+        let host = if is_hosts_repo && default.join("state/deploy").is_dir() {
+            Some(Host::load(paths)?)
+        } else {
+            None
+        };
+        Ok(Source { location, host })
+    }
+
+    /// copy-to-storage without an image: the booted deployment's; off a
+    /// composefs boot, the only image (or say which there are).
+    fn default_image(&self) -> Result<ImageSelection> {
+        if let Some(host) = &self.host {
+            if host.booted().is_ok() {
+                return Ok(ImageSelection::Deployment("booted".into()));
+            }
+        }
+        match only_image(&self.location) {
+            Ok(one) => Ok(ImageSelection::Some(vec![one])),
+            Err(e) => match self.host.as_ref().and_then(|h| h.not_booted.as_ref()) {
+                Some(why) => Err(e.context(format!("No image given, and {why}"))),
+                None => Err(e),
+            },
+        }
+    }
+}
+
+/// Say which deployment a selector picked (stderr, so --json stays one document).
+fn tell_deployment_choices<'a>(
+    choices: impl Iterator<Item = &'a host::DeploymentChoice>,
+    quiet: bool,
+) {
+    for c in choices {
+        if !quiet || !c.also_matched.is_empty() {
+            eprintln!("Using {c}");
+        }
+    }
+}
+
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
-    let location = cli.repo.location();
     match &cli.command {
         Command::Man { dir } => write_man_pages(dir.as_deref()),
         Command::Completions { shell } => {
@@ -288,19 +398,22 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::List => {
-            let repo = repo::open(&location)?;
-            let rows = with_repo!(&repo, r => list_rows(r))?;
-            print_list(&rows, cli.json)
+            let source = Source::from_cli(&cli)?;
+            let repo = repo::open(&source.location)?;
+            let listing = with_repo!(&repo, r => crate::list::list(r, source.host.as_ref()))?;
+            drop(repo);
+            print_list(&listing, cli.json)
         }
         Command::Export(args) => {
             let dest = ImageLocation::parse(&args.to).map_err(|e| UsageError(e.to_string()))?;
             if let Some(t) = &args.tag {
                 crate::transport::validate_tag(t).map_err(|e| UsageError(e.to_string()))?;
             }
-            let selection = ImageSelection::from_args(args.all, &args.images);
+            let source = Source::from_cli(&cli)?;
+            let selection = selection(args.all, &args.deployment, &args.images);
             export_and_print(
                 &cli,
-                &location,
+                source,
                 selection,
                 dest,
                 args.compression,
@@ -310,15 +423,16 @@ pub fn run(cli: Cli) -> Result<()> {
             )
         }
         Command::CopyToStorage(args) => {
-            let target = format!("containers-storage:{}", args.target);
-            let dest = ImageLocation::parse(&target).map_err(|e| UsageError(e.to_string()))?;
-            let selection = ImageSelection::Some(match &args.image {
-                Some(i) => vec![i.clone()],
-                None => vec![only_image(&location)?],
-            });
+            let dest = storage_target(&args.target)?;
+            let source = Source::from_cli(&cli)?;
+            let selection = match (&args.image, &args.source, &args.deployment) {
+                (Some(i), _, _) | (None, Some(i), _) => ImageSelection::Some(vec![i.clone()]),
+                (None, None, Some(d)) => ImageSelection::Deployment(d.clone()),
+                (None, None, None) => source.default_image()?,
+            };
             export_and_print(
                 &cli,
-                &location,
+                source,
                 selection,
                 dest,
                 CompressionChoice::Original,
@@ -328,12 +442,16 @@ pub fn run(cli: Cli) -> Result<()> {
             )
         }
         Command::Verify(args) => {
-            let repo = repo::open(&location)?;
-            let selection = ImageSelection::from_args(args.all, &args.images);
+            let source = Source::from_cli(&cli)?;
+            let repo = repo::open(&source.location)?;
+            let selection = selection(args.all, &args.deployment, &args.images);
             let report = with_repo!(&repo, r => {
-                let entries = selection.entries(&image::catalog(r)?)?;
+                let picked = selection.resolve(&image::catalog(r)?, source.host.as_ref())?;
+                tell_deployment_choices(picked.iter().filter_map(|s| s.deployment.as_ref()), cli.quiet);
+                let entries: Vec<_> = picked.into_iter().map(|s| s.entry).collect();
                 crate::verify::verify(r, &entries)
             })?;
+            drop(repo);
             print_verify(&report, cli.json, cli.quiet)?;
             if report.is_ok() {
                 Ok(())
@@ -342,6 +460,13 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Import(args) => {
+            if cli.sysroot.is_some() {
+                bail!(UsageError(
+                    "import never writes into a bootc sysroot; drop --sysroot and give --repo"
+                        .into()
+                ));
+            }
+            let location = cli.repo.location();
             let source =
                 ImageLocation::parse(&args.source).map_err(|e| UsageError(e.to_string()))?;
             let opts = ImportOptions {
@@ -430,17 +555,31 @@ pub struct Interrupted {
     pub signal: i32,
 }
 
+/// `--target NAME` of copy-to-storage: `containers-storage:` + NAME, as bootc does.
+fn storage_target(target: &str) -> Result<ImageLocation> {
+    let (transport, _) = host::split_transport(target);
+    let reference = match transport {
+        "" => format!("containers-storage:{target}"),
+        "containers-storage:" => target.to_string(),
+        other => bail!(UsageError(format!(
+            "copy-to-storage writes to containers-storage, not {other}; use `cfs-export export IMAGE --to {target}`"
+        ))),
+    };
+    ImageLocation::parse(&reference).map_err(|e| UsageError(e.to_string()).into())
+}
+
 /// Run an export on a runtime, cancelling it (skopeo killed, temp dir removed)
 /// on SIGINT or SIGTERM.
 fn run_export(
-    location: &RepoLocation,
+    source: Source,
     selection: ImageSelection,
     dest: ImageLocation,
     mut opts: ExportOptions,
     transfer: TransferOptions,
     cli: &Cli,
 ) -> Result<ExportReport> {
-    let repo = repo::open(location)?;
+    let repo = repo::open(&source.location)?;
+    let host = source.host;
     // Bars only for a person watching: a TTY, not -q, not --json.
     let bars = (std::io::stderr().is_terminal() && !cli.quiet && !cli.json)
         .then(|| Arc::new(bars::Bars::new()));
@@ -453,7 +592,7 @@ fn run_export(
         let mut int = signal(SignalKind::interrupt()).context("Installing a SIGINT handler")?;
         let mut term = signal(SignalKind::terminate()).context("Installing a SIGTERM handler")?;
         let work = async move {
-            with_repo!(repo, r => deliver::export(r, selection, dest, opts, transfer).await)
+            with_repo!(repo, r => deliver::export(r, selection, host, dest, opts, transfer).await)
         };
         tokio::select! {
             r = work => r,
@@ -473,7 +612,7 @@ fn run_export(
 #[allow(clippy::too_many_arguments)]
 fn export_and_print(
     cli: &Cli,
-    location: &RepoLocation,
+    source: Source,
     selection: ImageSelection,
     dest: ImageLocation,
     compression: CompressionChoice,
@@ -487,7 +626,11 @@ fn export_and_print(
         tag,
         ..ExportOptions::default()
     };
-    let report = run_export(location, selection, dest, opts, transfer.options(), cli)?;
+    let report = run_export(source, selection, dest, opts, transfer.options(), cli)?;
+    tell_deployment_choices(
+        report.images.iter().filter_map(|i| i.deployment.as_ref()),
+        cli.quiet,
+    );
     print_export(&report, cli.json, cli.quiet)
 }
 

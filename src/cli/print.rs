@@ -1,12 +1,10 @@
 //! What the commands print: tables and summaries for people, JSON for scripts.
 
-use anyhow::{Context, Result};
-use composefs::fsverity::FsVerityHashValue;
-use composefs::repository::Repository;
-use serde::Serialize;
+use anyhow::Result;
 
 use crate::export::{self, ExportReport};
-use crate::image;
+use crate::human_size;
+use crate::list::Listing;
 
 pub(super) fn print_verify(
     report: &crate::verify::VerifyReport,
@@ -47,89 +45,95 @@ pub(super) fn print_verify(
     Ok(())
 }
 
-/// One row of `list`.
-#[derive(Debug, Serialize)]
-pub struct ListRow {
-    /// Tags (empty when untagged).
-    pub tags: Vec<String>,
-    /// Manifest digest, when the repository stores the manifest.
-    pub manifest_digest: Option<String>,
-    /// Image ID: the config digest.
-    pub image_id: String,
-    /// `os/arch[/variant]`.
-    pub platform: String,
-    /// Number of layers.
-    pub layers: usize,
-    /// Sum of uncompressed layer sizes.
-    pub size: u64,
-}
-
-pub(super) fn list_rows<ID: FsVerityHashValue>(repo: &Repository<ID>) -> Result<Vec<ListRow>> {
-    let mut rows = Vec::new();
-    for entry in image::catalog(repo)? {
-        let img = image::load(repo, &entry)?;
-        let mut size = 0;
-        for l in &img.layers {
-            size += image::layer_size(repo, l)
-                .with_context(|| format!("Layer {} of {}", l.diff_id, img.name()))?;
-        }
-        rows.push(ListRow {
-            tags: entry.tags.clone(),
-            manifest_digest: entry.manifest_digest.as_ref().map(|d| d.to_string()),
-            image_id: entry.config_digest.to_string(),
-            platform: image::platform_of(&img.config),
-            layers: img.layers.len(),
-            size,
-        });
-    }
-    Ok(rows)
-}
-
 fn short(d: &str) -> &str {
     let hex = d.strip_prefix("sha256:").unwrap_or(d);
     &hex[..hex.len().min(12)]
 }
 
-/// Human-readable byte count.
-pub fn human_size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
+/// The `list` table: columns as wide as their widest cell, so bootc's long
+/// tags (`localhost/bootc-sha256:<64 hex>`) keep everything aligned.
+pub(super) fn list_table(listing: &Listing) -> Vec<String> {
+    let with_deployments = listing.rows.iter().any(|r| !r.deployments.is_empty());
+    let mut table: Vec<Vec<String>> = vec![[
+        "TAG",
+        "IMAGE ID",
+        "MANIFEST",
+        "PLATFORM",
+        "LAYERS",
+        "SIZE",
+        "DEPLOYMENTS",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()];
+    for r in &listing.rows {
+        let tags = if r.tags.is_empty() {
+            vec!["<none>".to_string()]
+        } else {
+            r.tags.clone()
+        };
+        let deployments = r
+            .deployments
+            .iter()
+            .map(|d| format!("{} {} {}", d.role, short(&d.id), d.image))
+            .collect::<Vec<_>>()
+            .join("; ");
+        // One line per tag; the image's columns on the first.
+        for (i, tag) in tags.into_iter().enumerate() {
+            let mut row = vec![tag];
+            if i == 0 {
+                row.extend([
+                    short(&r.image_id).to_string(),
+                    r.manifest_digest
+                        .as_deref()
+                        .map_or("<none>", short)
+                        .to_string(),
+                    r.platform.clone(),
+                    r.layers.to_string(),
+                    human_size(r.size),
+                    deployments.clone(),
+                ]);
+            } else {
+                row.extend(std::iter::repeat_n(String::new(), 6));
+            }
+            table.push(row);
+        }
     }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    let columns = if with_deployments { 7 } else { 6 };
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            table
+                .iter()
+                .map(|r| r[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    table
+        .iter()
+        .map(|row| {
+            let cells: Vec<String> = (0..columns)
+                .map(|c| match c {
+                    4 | 5 => format!("{:>w$}", row[c], w = widths[c]),
+                    _ if c == columns - 1 => row[c].clone(),
+                    _ => format!("{:<w$}", row[c], w = widths[c]),
+                })
+                .collect();
+            cells.join("  ").trim_end().to_string()
+        })
+        .collect()
 }
 
-pub(super) fn print_list(rows: &[ListRow], json: bool) -> Result<()> {
+pub(super) fn print_list(listing: &Listing, json: bool) -> Result<()> {
+    for problem in &listing.unmatched {
+        eprintln!("warning: {problem}");
+    }
     if json {
-        println!("{}", serde_json::to_string_pretty(rows)?);
+        println!("{}", serde_json::to_string_pretty(&listing.rows)?);
         return Ok(());
     }
-    println!(
-        "{:<40} {:<12} {:<12} {:<16} {:>6} {:>10}",
-        "TAG", "IMAGE ID", "MANIFEST", "PLATFORM", "LAYERS", "SIZE"
-    );
-    for r in rows {
-        let tag = if r.tags.is_empty() {
-            "<none>".to_string()
-        } else {
-            r.tags.join(",")
-        };
-        println!(
-            "{:<40} {:<12} {:<12} {:<16} {:>6} {:>10}",
-            tag,
-            short(&r.image_id),
-            r.manifest_digest.as_deref().map_or("<none>", short),
-            r.platform,
-            r.layers,
-            human_size(r.size)
-        );
+    for line in list_table(listing) {
+        println!("{line}");
     }
     Ok(())
 }

@@ -464,3 +464,108 @@ pub fn assert_same_tree(
     }
     assert!(diffs.is_empty(), "tree changed:\n{}", diffs.join("\n"));
 }
+
+/// A composefs-booted bootc host laid out in a temp dir: `sysroot/` with
+/// deployments (`state/deploy/<id>/<id>.origin`) and BLS entries, a kernel
+/// command line and a `/run`, read by cfs-export through `--sysroot` and the
+/// `CFS_EXPORT_CMDLINE` / `CFS_EXPORT_RUN` hooks.
+pub struct HostTree {
+    pub sysroot: PathBuf,
+    pub cmdline: PathBuf,
+    pub run: PathBuf,
+}
+
+impl HostTree {
+    /// An empty host under `dir` (no deployments, not booted).
+    pub fn new(dir: &Path) -> Self {
+        let t = HostTree {
+            sysroot: dir.join("sysroot"),
+            cmdline: dir.join("cmdline"),
+            run: dir.join("run"),
+        };
+        std::fs::create_dir_all(t.sysroot.join("state/deploy")).unwrap();
+        std::fs::create_dir_all(t.sysroot.join("boot/loader/entries")).unwrap();
+        std::fs::create_dir_all(&t.run).unwrap();
+        std::fs::write(&t.cmdline, "BOOT_IMAGE=/vmlinuz root=UUID=1234 rw\n").unwrap();
+        t
+    }
+
+    /// The repository bootc keeps: `sysroot/composefs`.
+    pub fn repo(&self) -> PathBuf {
+        self.sysroot.join("composefs")
+    }
+
+    /// A deployment ID (128 hex, as on SHA-512 hosts) derived from `seed`.
+    pub fn id(seed: &str) -> String {
+        let h = sha256(seed.as_bytes());
+        let hex = &h["sha256:".len()..];
+        format!("{hex}{hex}")
+    }
+
+    /// An origin file as bootc ≥ 1.16 writes it.
+    pub fn origin(image: &str, manifest_digest: &str) -> String {
+        format!(
+            "[origin]\ncontainer-image-reference = ostree-unverified-image:{image}\n\n[boot]\nboot_type = bls\ndigest = {}\n\n[image]\nmanifest_digest = {manifest_digest}\n",
+            "ab".repeat(32)
+        )
+    }
+
+    /// A deployment with this origin text (`None`: no origin file) and a BLS
+    /// entry; a lower `order` boots first.
+    pub fn deploy(&self, id: &str, origin: Option<&str>, order: u32) {
+        let dir = self.sysroot.join("state/deploy").join(id);
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        if let Some(o) = origin {
+            std::fs::write(dir.join(format!("{id}.origin")), o).unwrap();
+        }
+        self.entry("entries", id, order);
+    }
+
+    fn entry(&self, sub: &str, id: &str, order: u32) {
+        let dir = self.sysroot.join("boot/loader").join(sub);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(format!("bootc_os-{order}.conf")),
+            format!(
+                "title Example OS {order}\nversion {order}\nsort-key {order:03}\nlinux /{id}/vmlinuz\ninitrd /{id}/initrd\noptions root=UUID=1234 rw composefs={id}\n"
+            ),
+        )
+        .unwrap();
+    }
+
+    /// Boot `id`: `composefs=<id>` on the command line (`?` = insecure).
+    pub fn boot(&self, id: &str) {
+        std::fs::write(
+            &self.cmdline,
+            format!("BOOT_IMAGE=/{id}/vmlinuz root=UUID=1234 rw composefs=?{id}\n"),
+        )
+        .unwrap();
+    }
+
+    /// Stage `id` as `bootc upgrade` does: an entry in `entries.staged` and the marker in /run.
+    pub fn stage(&self, id: &str, origin: &str) {
+        let dir = self.sysroot.join("state/deploy").join(id);
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        std::fs::write(dir.join(format!("{id}.origin")), origin).unwrap();
+        self.entry("entries.staged", id, 0);
+        std::fs::create_dir_all(self.run.join("composefs")).unwrap();
+        std::fs::write(
+            self.run.join("composefs/staged-deployment"),
+            format!("{{\"depl_id\": \"{id}\", \"finalization_locked\": false}}"),
+        )
+        .unwrap();
+    }
+
+    /// `cfs-export --sysroot SYSROOT ARGS…` with this host's command line and /run.
+    pub fn cfs(&self, sysroot: &Path, args: &[&str]) -> Output {
+        Command::new(bin())
+            .arg("--sysroot")
+            .arg(sysroot)
+            .args(args)
+            .env("CFS_EXPORT_CMDLINE", &self.cmdline)
+            .env("CFS_EXPORT_RUN", &self.run)
+            .env("CFS_EXPORT_MOUNTINFO", "/nonexistent")
+            .output()
+            .expect("running cfs-export")
+    }
+}

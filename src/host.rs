@@ -1,0 +1,725 @@
+//! A composefs-booted bootc host, read the way bootc reads it: which
+//! deployments exist (boot entries), which one is booted (kernel command line,
+//! the `/` mount), which is staged (`/run`), and the image each one came from
+//! (its origin file). Read-only: nothing under the sysroot is ever written.
+//!
+//! Every path is taken from [`HostPaths`], so a whole host can be laid out in
+//! a temp dir (or a mounted disk image examined) without touching the running
+//! system.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use oci_spec::image::Digest;
+use serde::Serialize;
+
+use crate::digest::parse_sha256;
+
+/// Where the host's state is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPaths {
+    /// The physical root: `state/deploy/`, `boot/`, `composefs/`.
+    pub sysroot: PathBuf,
+    /// The kernel command line (`/proc/cmdline`).
+    pub cmdline: PathBuf,
+    /// The mount table of this process (`/proc/self/mountinfo`).
+    pub mountinfo: PathBuf,
+    /// The runtime directory (`/run`), for the staged-deployment marker.
+    pub run: PathBuf,
+}
+
+/// The default sysroot of a bootc host.
+pub const DEFAULT_SYSROOT: &str = "/sysroot";
+
+impl HostPaths {
+    /// The running host's kernel and `/run`, with `sysroot`'s deployments.
+    pub fn running(sysroot: &Path) -> Self {
+        Self {
+            sysroot: sysroot.to_path_buf(),
+            cmdline: "/proc/cmdline".into(),
+            mountinfo: "/proc/self/mountinfo".into(),
+            run: "/run".into(),
+        }
+    }
+
+    /// The repository bootc keeps under this sysroot.
+    pub fn repository(&self) -> PathBuf {
+        self.sysroot.join("composefs")
+    }
+
+    fn deploy_dir(&self) -> PathBuf {
+        self.sysroot.join("state/deploy")
+    }
+}
+
+/// A deployment's role, as `bootc status` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Will be booted next (`bootc upgrade`/`switch` staged it).
+    Staged,
+    /// Running now.
+    Booted,
+    /// What `bootc rollback` would boot: the first other entry in boot order.
+    Rollback,
+    /// Any other deployment with a boot entry.
+    Other,
+}
+
+impl Role {
+    /// The keyword that names this role as an IMAGE (`booted`, `staged`, `rollback`).
+    pub fn from_keyword(s: &str) -> Option<Role> {
+        match s {
+            "booted" => Some(Role::Booted),
+            "staged" => Some(Role::Staged),
+            "rollback" => Some(Role::Rollback),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Staged => "staged",
+            Role::Booted => "booted",
+            Role::Rollback => "rollback",
+            Role::Other => "other",
+        })
+    }
+}
+
+/// The image a deployment was made from, from its origin file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OriginImage {
+    /// The reference as recorded, without the `ostree-…-image:` prefix (`docker://quay.io/x/y:tag`).
+    pub reference: String,
+    /// The transport in display form (`docker://`, `containers-storage:`, `oci:`, …), or empty.
+    pub transport: String,
+    /// The image name without the transport (`quay.io/x/y:tag`): what bootc matches on.
+    pub name: String,
+    /// `[image] manifest_digest` (bootc ≥ 1.16).
+    pub manifest_digest: Option<Digest>,
+    /// The config digest from the manifest in `<id>.imginfo` (older hosts).
+    pub config_digest: Option<Digest>,
+}
+
+/// One deployment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Deployment {
+    /// Hex fs-verity digest of its boot EROFS image (`composefs=<id>`).
+    pub id: String,
+    /// Its role.
+    pub role: Role,
+    /// `bls` or `uki`, from the origin file.
+    pub boot_type: Option<String>,
+    /// The image it was made from; `None` when [`Deployment::problem`] says why.
+    pub image: Option<OriginImage>,
+    /// Why the image is unknown (no origin file, no image reference, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+impl Deployment {
+    /// `booted deployment 3f2a…` for messages.
+    pub fn describe(&self) -> String {
+        let name = self
+            .image
+            .as_ref()
+            .map(|i| format!(" ({})", i.name))
+            .unwrap_or_default();
+        format!("{} deployment {}{name}", self.role, short_id(&self.id))
+    }
+
+    /// The image, or an error saying why the origin names none.
+    pub fn require_image(&self) -> Result<&OriginImage> {
+        match (&self.image, &self.problem) {
+            (Some(i), _) => Ok(i),
+            (None, Some(p)) => bail!("The {} has no usable image: {p}", self.describe()),
+            (None, None) => bail!("The {} has no image reference", self.describe()),
+        }
+    }
+}
+
+fn short_id(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+/// Which deployment an IMAGE selector picked, and what else matched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeploymentChoice {
+    /// What was asked for.
+    pub selector: String,
+    /// The deployment used.
+    pub id: String,
+    /// Its role.
+    pub role: Role,
+    /// Its image name.
+    pub image: String,
+    /// Other deployments the name matched (`role id`), in bootc's order; empty when unique.
+    pub also_matched: Vec<String>,
+}
+
+impl fmt::Display for DeploymentChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} is the {} deployment {} ({})",
+            self.selector,
+            self.role,
+            short_id(&self.id),
+            self.image
+        )?;
+        if !self.also_matched.is_empty() {
+            write!(
+                f,
+                "; also matched, not used: {} (pick one with --deployment)",
+                self.also_matched.join(", ")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// What the host says about its deployments.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// Where it was read from.
+    pub paths: HostPaths,
+    /// Deployments in bootc's order: staged, booted, rollback, then the others in boot order.
+    pub deployments: Vec<Deployment>,
+    /// Why no deployment is booted, when none is (e.g. no `composefs=` on the command line).
+    pub not_booted: Option<String>,
+}
+
+impl Host {
+    /// Read the host at `paths`. Fails when the sysroot is not a bootc
+    /// sysroot (neither `composefs/` nor `state/deploy/`).
+    pub fn load(paths: HostPaths) -> Result<Host> {
+        let sysroot = &paths.sysroot;
+        if !sysroot.join("composefs").is_dir() && !paths.deploy_dir().is_dir() {
+            bail!(
+                "{} is not a bootc sysroot: it has neither composefs/ nor state/deploy/ (give the root of a composefs-booted bootc system)",
+                sysroot.display()
+            );
+        }
+        let in_boot_order = deployment_ids(&paths)?;
+        let booted = booted_id(&paths)?;
+        let staged = staged_id(&paths)?;
+        let mut ids = in_boot_order.clone();
+        // A booted or staged deployment counts even if its entry is not where we looked.
+        for id in [&booted, &staged].into_iter().flatten() {
+            if !ids.contains(id) && paths.deploy_dir().join(id).is_dir() {
+                ids.push(id.clone());
+            }
+        }
+        let booted_here = booted.as_ref().filter(|b| ids.contains(b));
+        let rollback = booted_here.and_then(|b| {
+            ids.iter()
+                .find(|i| *i != b && Some(*i) != staged.as_ref())
+                .cloned()
+        });
+        let mut deployments: Vec<Deployment> = ids
+            .iter()
+            .map(|id| {
+                let role = if Some(id) == staged.as_ref() {
+                    Role::Staged
+                } else if Some(id) == booted_here {
+                    Role::Booted
+                } else if Some(id) == rollback.as_ref() {
+                    Role::Rollback
+                } else {
+                    Role::Other
+                };
+                read_deployment(&paths, id, role)
+            })
+            .collect();
+        // Stable: the others stay in boot order.
+        deployments.sort_by_key(|d| d.role);
+        let not_booted = match (&booted, booted_here) {
+            (_, Some(_)) => None,
+            (None, _) => Some(format!(
+                "this system was not booted from a composefs deployment ({} has no composefs= argument)",
+                paths.cmdline.display()
+            )),
+            (Some(b), None) => Some(format!(
+                "the booted composefs image {} is not a deployment of {}",
+                short_id(b),
+                sysroot.display()
+            )),
+        };
+        Ok(Host {
+            paths,
+            deployments,
+            not_booted,
+        })
+    }
+
+    /// The deployment with a role, if there is one.
+    pub fn with_role(&self, role: Role) -> Option<&Deployment> {
+        self.deployments.iter().find(|d| d.role == role)
+    }
+
+    /// The booted deployment, or why there is none.
+    pub fn booted(&self) -> Result<&Deployment> {
+        self.with_role(Role::Booted).ok_or_else(|| {
+            anyhow::anyhow!(
+                "No booted deployment: {}",
+                self.not_booted
+                    .as_deref()
+                    .unwrap_or("no deployment is booted")
+            )
+        })
+    }
+
+    /// `--deployment D`: a role keyword or a deployment ID (unique prefix of at least 8 hex).
+    pub fn deployment(&self, wanted: &str) -> Result<&Deployment> {
+        if let Some(role) = Role::from_keyword(wanted) {
+            if role == Role::Booted {
+                return self.booted();
+            }
+            return self.with_role(role).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "There is no {role} deployment on {}; deployments: {}",
+                    self.paths.sysroot.display(),
+                    self.summary()
+                )
+            });
+        }
+        let hex = wanted.to_ascii_lowercase();
+        if hex.len() < 8 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            bail!(crate::UsageError(format!(
+                "--deployment takes booted, staged, rollback or a deployment ID (at least 8 hex digits), not {wanted:?}"
+            )));
+        }
+        let found: Vec<&Deployment> = self
+            .deployments
+            .iter()
+            .filter(|d| d.id.starts_with(&hex))
+            .collect();
+        match found.as_slice() {
+            [one] => Ok(one),
+            [] => bail!(
+                "No deployment {wanted} on {}; deployments: {}",
+                self.paths.sysroot.display(),
+                self.summary()
+            ),
+            _ => bail!(
+                "Deployment ID prefix {wanted} is ambiguous; deployments: {}",
+                self.summary()
+            ),
+        }
+    }
+
+    /// Deployments whose image name is `selector` (a transport prefix is
+    /// ignored, as bootc does), in bootc's order: staged, booted, rollback, others.
+    pub fn by_name(&self, selector: &str) -> Vec<&Deployment> {
+        let (_, name) = split_transport(selector);
+        let with_latest = (!has_tag_or_digest(name)).then(|| format!("{name}:latest"));
+        self.deployments
+            .iter()
+            .filter(|d| {
+                d.image.as_ref().is_some_and(|i| {
+                    i.name == name || with_latest.as_deref() == Some(i.name.as_str())
+                })
+            })
+            .collect()
+    }
+
+    /// A selector that can only mean a deployment: a role keyword or a
+    /// reference with a transport prefix.
+    pub fn is_host_selector(selector: &str) -> bool {
+        Role::from_keyword(selector).is_some() || !split_transport(selector).0.is_empty()
+    }
+
+    /// Resolve an IMAGE selector against the deployments: a role keyword, or
+    /// an image name. `Ok(None)` when it names no deployment.
+    pub fn choose(&self, selector: &str) -> Result<Option<DeploymentChoice>> {
+        let (picked, others): (&Deployment, Vec<&Deployment>) =
+            if Role::from_keyword(selector).is_some() {
+                (self.deployment(selector)?, Vec::new())
+            } else {
+                match self.by_name(selector).split_first() {
+                    Some((first, rest)) => (*first, rest.to_vec()),
+                    None => return Ok(None),
+                }
+            };
+        let image = picked.require_image()?;
+        Ok(Some(DeploymentChoice {
+            selector: selector.to_string(),
+            id: picked.id.clone(),
+            role: picked.role,
+            image: image.name.clone(),
+            also_matched: others
+                .iter()
+                .map(|d| format!("{} {}", d.role, short_id(&d.id)))
+                .collect(),
+        }))
+    }
+
+    /// A deployment's origin file.
+    pub fn origin_path(&self, id: &str) -> PathBuf {
+        self.paths
+            .deploy_dir()
+            .join(id)
+            .join(format!("{id}.origin"))
+    }
+
+    /// The deployment a choice names.
+    pub fn get(&self, id: &str) -> Option<&Deployment> {
+        self.deployments.iter().find(|d| d.id == id)
+    }
+
+    /// `booted 3f2a… quay.io/x:1, staged …` for messages.
+    pub fn summary(&self) -> String {
+        if self.deployments.is_empty() {
+            return "none".into();
+        }
+        self.deployments
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} {} {}",
+                    d.role,
+                    short_id(&d.id),
+                    d.image.as_ref().map_or("(no image)", |i| i.name.as_str())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Transports as bootc displays them in origin files.
+const TRANSPORTS: &[&str] = &[
+    "docker://",
+    "containers-storage:",
+    "oci-archive:",
+    "oci:",
+    "registry:",
+    "dir:",
+    "docker-archive:",
+    "docker-daemon:",
+];
+
+/// Split `docker://quay.io/x:1` into (`docker://`, `quay.io/x:1`); no transport gives ("", s).
+pub fn split_transport(s: &str) -> (&str, &str) {
+    for t in TRANSPORTS {
+        if let Some(rest) = s.strip_prefix(t) {
+            return (&s[..t.len()], rest);
+        }
+    }
+    ("", s)
+}
+
+fn has_tag_or_digest(name: &str) -> bool {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    last.contains(':') || last.contains('@')
+}
+
+/// `ostree-unverified-image:docker://x` → `docker://x` (and the signed/remote forms).
+fn strip_ostree_prefix(s: &str) -> Result<String> {
+    if let Some(rest) = s.strip_prefix("ostree-unverified-image:") {
+        return Ok(rest.to_string());
+    }
+    if let Some(rest) = s.strip_prefix("ostree-unverified-registry:") {
+        return Ok(format!("docker://{rest}"));
+    }
+    if let Some(rest) = s.strip_prefix("ostree-image-signed:") {
+        return Ok(rest.to_string());
+    }
+    for p in ["ostree-remote-image:", "ostree-remote-registry:"] {
+        if let Some(rest) = s.strip_prefix(p) {
+            let (_, img) = rest
+                .split_once(':')
+                .with_context(|| format!("{s:?} has no remote name"))?;
+            return Ok(if p == "ostree-remote-registry:" {
+                format!("docker://{img}")
+            } else {
+                img.to_string()
+            });
+        }
+    }
+    bail!(
+        "{s:?} is not an ostree image reference (expected ostree-unverified-image:TRANSPORT:NAME)"
+    )
+}
+
+/// A minimal INI reader for origin files: `[section]` and `key = value`.
+fn ini_get<'a>(text: &'a str, section: &str, key: &str) -> Option<&'a str> {
+    let mut current = "";
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
+            continue;
+        }
+        if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = s.trim();
+        } else if current == section {
+            if let Some((k, v)) = line.split_once('=') {
+                if k.trim() == key {
+                    return Some(v.trim());
+                }
+            }
+        }
+    }
+    None
+}
+
+fn read_deployment(paths: &HostPaths, id: &str, role: Role) -> Deployment {
+    let dir = paths.deploy_dir().join(id);
+    let origin_path = dir.join(format!("{id}.origin"));
+    let mut d = Deployment {
+        id: id.to_string(),
+        role,
+        boot_type: None,
+        image: None,
+        problem: None,
+    };
+    let text = match std::fs::read_to_string(&origin_path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            d.problem = Some(format!(
+                "its origin file {} is missing",
+                origin_path.display()
+            ));
+            return d;
+        }
+        Err(e) => {
+            d.problem = Some(format!("reading {}: {e}", origin_path.display()));
+            return d;
+        }
+    };
+    d.boot_type = ini_get(&text, "boot", "boot_type").map(str::to_string);
+    match origin_image(&text, &dir, id) {
+        Ok(i) => d.image = Some(i),
+        Err(e) => d.problem = Some(format!("{}: {e:#}", origin_path.display())),
+    }
+    d
+}
+
+fn origin_image(text: &str, dir: &Path, id: &str) -> Result<OriginImage> {
+    let Some(raw) = ini_get(text, "origin", "container-image-reference") else {
+        bail!("no container-image-reference in its [origin] section");
+    };
+    let reference = strip_ostree_prefix(raw)?;
+    let (transport, name) = split_transport(&reference);
+    let (transport, name) = (transport.to_string(), name.to_string());
+    if name.is_empty() {
+        bail!("the image reference {raw:?} names no image");
+    }
+    let manifest_digest = match ini_get(text, "image", "manifest_digest") {
+        Some(m) => Some(parse_sha256(m).with_context(|| format!("[image] manifest_digest {m:?}"))?),
+        None => None,
+    };
+    let config_digest = match manifest_digest {
+        Some(_) => None,
+        None => Some(imginfo_config(&dir.join(format!("{id}.imginfo")))?),
+    };
+    Ok(OriginImage {
+        reference,
+        transport,
+        name,
+        manifest_digest,
+        config_digest,
+    })
+}
+
+/// Older hosts: `<id>.imginfo` holds a re-serialized manifest, so only the
+/// config digest it names can be trusted (the config is checked by it on load).
+fn imginfo_config(path: &Path) -> Result<Digest> {
+    #[derive(serde::Deserialize)]
+    struct ImgInfo {
+        manifest: oci_spec::image::ImageManifest,
+    }
+    let bytes = std::fs::read(path).with_context(|| {
+        format!(
+            "no [image] manifest_digest, and its image info {} cannot be read",
+            path.display()
+        )
+    })?;
+    let info: ImgInfo =
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+    Ok(info.manifest.config().digest().clone())
+}
+
+/// A hex deployment ID (sha256 or sha512 fs-verity digest).
+fn is_deployment_id(s: &str) -> bool {
+    (s.len() == 64 || s.len() == 128) && s.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// `composefs=<id>` (a leading `?` means insecure) in a space-separated list.
+fn composefs_arg(options: &str) -> Option<String> {
+    options.split_whitespace().find_map(|a| {
+        let v = a.strip_prefix("composefs=")?;
+        let v = v.strip_prefix('?').unwrap_or(v);
+        is_deployment_id(v).then(|| v.to_ascii_lowercase())
+    })
+}
+
+/// The ID in a UKI path: `…/bootc_composefs-<id>.efi`.
+fn uki_id(text: &str) -> Option<String> {
+    let (_, rest) = text.split_once("bootc_composefs-")?;
+    let id: String = rest.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+    is_deployment_id(&id).then(|| id.to_ascii_lowercase())
+}
+
+/// One BLS entry: its deployment and what it sorts by.
+struct BootEntry {
+    id: String,
+    sort_key: Option<String>,
+    file: String,
+}
+
+fn read_entries(dir: &Path) -> Result<Vec<BootEntry>> {
+    let read = match std::fs::read_dir(dir) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(e).with_context(|| format!("Reading boot entries in {}", dir.display()))
+        }
+    };
+    let mut entries = Vec::new();
+    for e in read {
+        let e = e.with_context(|| format!("Reading boot entries in {}", dir.display()))?;
+        let file = e.file_name().to_string_lossy().into_owned();
+        if !file.ends_with(".conf") {
+            continue;
+        }
+        let text = std::fs::read_to_string(e.path())
+            .with_context(|| format!("Reading boot entry {}", e.path().display()))?;
+        let mut id = None;
+        let mut sort_key = None;
+        for line in text.lines() {
+            let line = line.trim();
+            let (key, value) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+            match key {
+                "options" => id = id.or_else(|| composefs_arg(value)),
+                "efi" | "linux" => id = id.or_else(|| uki_id(value)),
+                "sort-key" => sort_key = Some(value.trim().to_string()),
+                _ => {}
+            }
+        }
+        match id {
+            Some(id) => entries.push(BootEntry { id, sort_key, file }),
+            None => tracing::debug!(
+                "boot entry {} names no composefs deployment",
+                e.path().display()
+            ),
+        }
+    }
+    // systemd-boot: entries with a sort-key first, by key; then by file name,
+    // newest (highest) first, as GRUB's BLS module orders them.
+    entries.sort_by(|a, b| match (&a.sort_key, &b.sort_key) {
+        (Some(x), Some(y)) => x.cmp(y).then_with(|| b.file.cmp(&a.file)),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => b.file.cmp(&a.file),
+    });
+    Ok(entries)
+}
+
+/// Deployment IDs named by boot entries, in boot order. Without any entry
+/// (the boot partition or ESP is not mounted), every deployment directory.
+fn deployment_ids(paths: &HostPaths) -> Result<Vec<String>> {
+    let s = &paths.sysroot;
+    let mut ids: Vec<String> = Vec::new();
+    let mut push = |id: String| {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    };
+    for dir in ["boot", "boot/efi", "efi"] {
+        for sub in ["loader/entries", "loader/entries.staged"] {
+            for e in read_entries(&s.join(dir).join(sub))? {
+                push(e.id);
+            }
+        }
+    }
+    // GRUB with UKIs lists them in user.cfg.
+    if let Ok(text) = std::fs::read_to_string(s.join("boot/grub2/user.cfg")) {
+        for line in text.lines() {
+            if let Some(id) = uki_id(line).or_else(|| composefs_arg(line)) {
+                push(id);
+            }
+        }
+    }
+    if !ids.is_empty() {
+        return Ok(ids);
+    }
+    let deploy = paths.deploy_dir();
+    let mut dirs = Vec::new();
+    match std::fs::read_dir(&deploy) {
+        Ok(read) => {
+            for e in read {
+                let name = e?.file_name().to_string_lossy().into_owned();
+                if is_deployment_id(&name) {
+                    dirs.push(name);
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("Listing {}", deploy.display())),
+    }
+    if !dirs.is_empty() {
+        tracing::warn!(
+            "no boot entries found under {} (is the boot partition mounted?); using every deployment in {}",
+            s.display(),
+            deploy.display()
+        );
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// The booted deployment: the `/` mount's source wins over the command line
+/// (after a soft reboot they differ).
+fn booted_id(paths: &HostPaths) -> Result<Option<String>> {
+    if let Ok(info) = std::fs::read_to_string(&paths.mountinfo) {
+        let mut root = None;
+        for line in info.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let Some(sep) = fields.iter().position(|f| *f == "-") else {
+                continue;
+            };
+            if fields.get(4) == Some(&"/") {
+                // The last mount on / is the one in effect.
+                root = fields.get(sep + 2).copied();
+            }
+        }
+        if let Some(source) = root {
+            let id = source
+                .strip_prefix("composefs:")
+                .or_else(|| source.strip_prefix("transient:composefs="))
+                .map(|v| v.strip_prefix('?').unwrap_or(v));
+            if let Some(id) = id.filter(|i| is_deployment_id(i)) {
+                return Ok(Some(id.to_ascii_lowercase()));
+            }
+        }
+    }
+    match std::fs::read_to_string(&paths.cmdline) {
+        Ok(c) => Ok(composefs_arg(&c)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("Reading {}", paths.cmdline.display())),
+    }
+}
+
+fn staged_id(paths: &HostPaths) -> Result<Option<String>> {
+    #[derive(serde::Deserialize)]
+    struct Staged {
+        depl_id: String,
+    }
+    let path = paths.run.join("composefs/staged-deployment");
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("Reading {}", path.display())),
+    };
+    let staged: Staged =
+        serde_json::from_slice(&bytes).with_context(|| format!("Parsing {}", path.display()))?;
+    Ok(Some(staged.depl_id.to_ascii_lowercase()))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,104 @@
+//! What `list` shows: each image with its IDs, size and, on a bootc host,
+//! the deployments made from it.
+
+use anyhow::{Context, Result};
+use composefs::fsverity::FsVerityHashValue;
+use composefs::repository::Repository;
+use serde::Serialize;
+
+use crate::host::{Deployment, Host, Role};
+use crate::image::{self, CatalogEntry};
+
+/// A deployment made from a listed image.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListedDeployment {
+    /// Deployment ID.
+    pub id: String,
+    /// booted, staged, rollback or other.
+    pub role: Role,
+    /// The image name in its origin (`quay.io/x/y:tag`).
+    pub image: String,
+}
+
+/// One row of `list`.
+#[derive(Debug, Serialize)]
+pub struct ListRow {
+    /// Tags (empty when untagged).
+    pub tags: Vec<String>,
+    /// Manifest digest, when the repository stores the manifest.
+    pub manifest_digest: Option<String>,
+    /// Image ID: the config digest.
+    pub image_id: String,
+    /// `os/arch[/variant]`.
+    pub platform: String,
+    /// Number of layers.
+    pub layers: usize,
+    /// Sum of uncompressed layer sizes.
+    pub size: u64,
+    /// bootc deployments made from this image, in bootc's order.
+    pub deployments: Vec<ListedDeployment>,
+}
+
+/// What `list` found: the rows, and deployments whose image is not in the repository.
+#[derive(Debug)]
+pub struct Listing {
+    /// One per image.
+    pub rows: Vec<ListRow>,
+    /// Deployments whose image could not be found (origin problems or garbage-collected), with why.
+    pub unmatched: Vec<String>,
+}
+
+/// Is `d`'s image this catalogue entry?
+fn made_from(d: &Deployment, entry: &CatalogEntry) -> bool {
+    d.image
+        .as_ref()
+        .is_some_and(|i| match (&i.manifest_digest, &i.config_digest) {
+            (Some(m), _) => entry.manifest_digest.as_ref() == Some(m),
+            (None, Some(c)) => &entry.config_digest == c,
+            (None, None) => false,
+        })
+}
+
+/// Every image in the repository, with sizes and the deployments made from it.
+pub fn list<ID: FsVerityHashValue>(repo: &Repository<ID>, host: Option<&Host>) -> Result<Listing> {
+    let deployments = host.map_or(&[][..], |h| &h.deployments[..]);
+    let catalog = image::catalog(repo)?;
+    let mut rows = Vec::new();
+    for entry in &catalog {
+        let img = image::load(repo, entry)?;
+        let mut size = 0;
+        for l in &img.layers {
+            size += image::layer_size(repo, l)
+                .with_context(|| format!("Layer {} of {}", l.diff_id, img.name()))?;
+        }
+        rows.push(ListRow {
+            tags: entry.tags.clone(),
+            manifest_digest: entry.manifest_digest.as_ref().map(|d| d.to_string()),
+            image_id: entry.config_digest.to_string(),
+            platform: image::platform_of(&img.config),
+            layers: img.layers.len(),
+            size,
+            deployments: deployments
+                .iter()
+                .filter(|d| made_from(d, entry))
+                .map(|d| ListedDeployment {
+                    id: d.id.clone(),
+                    role: d.role,
+                    image: d.image.as_ref().map(|i| i.name.clone()).unwrap_or_default(),
+                })
+                .collect(),
+        });
+    }
+    let unmatched = deployments
+        .iter()
+        .filter(|d| !catalog.iter().any(|e| made_from(d, e)))
+        .map(|d| match d.require_image() {
+            Err(e) => format!("{e:#}"),
+            Ok(_) => format!(
+                "the {}'s image is not in the repository (garbage-collected?)",
+                d.describe()
+            ),
+        })
+        .collect();
+    Ok(Listing { rows, unmatched })
+}
