@@ -89,6 +89,14 @@ pub fn list<ID: FsVerityHashValue>(repo: &Repository<ID>, host: Option<&Host>) -
                 .collect(),
         });
     }
+    // On a host: staged, booted, rollback first (bootc's order); stable otherwise.
+    rows.sort_by_key(|r| {
+        r.deployments
+            .iter()
+            .map(|d| d.role)
+            .min()
+            .unwrap_or(Role::Other)
+    });
     let unmatched = deployments
         .iter()
         .filter(|d| !catalog.iter().any(|e| made_from(d, e)))

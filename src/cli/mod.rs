@@ -368,9 +368,15 @@ impl Source {
         }
         match only_image(&self.location) {
             Ok(one) => Ok(ImageSelection::Some(vec![one])),
-            Err(e) => match self.host.as_ref().and_then(|h| h.not_booted.as_ref()) {
-                Some(why) => Err(e.context(format!("No image given, and {why}"))),
-                None => Err(e),
+            // On a host that did not boot from composefs this is its state,
+            // not a mistake in the call: exit 1, with the deployments named.
+            Err(e) => match &self.host {
+                Some(h) if h.not_booted.is_some() => Err(anyhow::anyhow!(
+                    "No image given, and {}: {e:#}; bootc deployments: {}",
+                    h.not_booted.as_deref().unwrap_or_default(),
+                    h.summary()
+                )),
+                _ => Err(e),
             },
         }
     }

@@ -569,3 +569,19 @@ impl HostTree {
             .expect("running cfs-export")
     }
 }
+
+impl HostTree {
+    /// Three deployments of `name`, as after two `bootc upgrade`s: rollback
+    /// (`manifests[0]`), booted (`[1]`), staged (`[2]`). Returns their IDs in that order.
+    pub fn upgraded(&self, name: &str, manifests: &[String]) -> Vec<String> {
+        let ids: Vec<String> = (1..=3)
+            .map(|v| Self::id(&format!("deployment {v}")))
+            .collect();
+        let origin = |i: usize| Self::origin(&format!("docker://{name}"), &manifests[i]);
+        self.deploy(&ids[1], Some(&origin(1)), 1);
+        self.deploy(&ids[0], Some(&origin(0)), 2);
+        self.stage(&ids[2], &origin(2));
+        self.boot(&ids[1]);
+        ids
+    }
+}
