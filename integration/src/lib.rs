@@ -214,3 +214,82 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
+
+/// A bootc host as bootc ≥ 1.16 makes it: images pulled by composefs-oci's
+/// own `pull` (bootc's direct-pull path, through skopeo's image proxy) into a
+/// SHA-512 repository at `sysroot/composefs`, tagged only
+/// `localhost/bootc-<manifest digest>`, with three deployments of one name.
+pub struct BootcHost {
+    /// The generated tree.
+    pub tree: fixture::HostTree,
+    /// The images pulled: rollback, booted, staged.
+    pub images: Vec<fixture::Fixture>,
+    /// Deployment IDs in the same order.
+    pub ids: Vec<String>,
+}
+
+impl BootcHost {
+    /// The image name of every deployment.
+    pub const NAME: &'static str = "quay.io/example/os:latest";
+
+    /// Pull `layouts[i]` (each tagged `os`) and deploy them under `dir`.
+    pub fn new(dir: &Path, layouts: &[fixture::Fixture]) -> Result<Self> {
+        use composefs::fsverity::{Algorithm, Sha512HashValue};
+        use composefs::repository::{Repository, RepositoryConfig};
+        let tree = fixture::HostTree::new(dir);
+        let config = RepositoryConfig::new(Algorithm::for_hash::<Sha512HashValue>()).set_insecure();
+        let (repo, _) =
+            Repository::<Sha512HashValue>::init_path(rustix::fs::CWD, tree.repo(), config)?;
+        let repo = std::sync::Arc::new(repo);
+        let rt = tokio::runtime::Runtime::new()?;
+        let mut manifests = Vec::new();
+        for f in layouts {
+            let source = format!("oci:{}:{}", f.layout.display(), f.tag);
+            let pulled = rt
+                .block_on(composefs_oci::pull(
+                    &repo,
+                    &source,
+                    None,
+                    Default::default(),
+                ))
+                .with_context(|| format!("composefs_oci::pull {source}"))?;
+            let digest = pulled.manifest_digest.to_string();
+            if digest != f.manifest_digest {
+                bail!(
+                    "pull stored manifest {digest}, the layout has {}",
+                    f.manifest_digest
+                );
+            }
+            composefs_oci::tag_image(
+                &repo,
+                &pulled.manifest_digest,
+                &format!("localhost/bootc-{digest}"),
+            )?;
+            manifests.push(digest);
+        }
+        drop(repo);
+        let ids = tree.upgraded(Self::NAME, &manifests);
+        Ok(Self {
+            tree,
+            images: layouts.to_vec(),
+            ids,
+        })
+    }
+
+    /// Run `cfs-export --sysroot SYSROOT ARGS…` on this host, requiring success; returns (stdout, stderr).
+    pub fn cfs(&self, sysroot: &Path, args: &[&str]) -> Result<(String, String)> {
+        let out = self.tree.cfs(sysroot, args);
+        if !out.status.success() {
+            bail!(
+                "cfs-export {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok((
+            String::from_utf8(out.stdout)?,
+            String::from_utf8(out.stderr)?,
+        ))
+    }
+}

@@ -9,6 +9,9 @@ use integration::{busybox_layers, cfs, have_tool, run, strict, Registry, Storage
 use libtest_mimic::{Arguments, Failed, Trial};
 use std::path::Path;
 
+#[path = "e2e/host.rs"]
+mod host;
+
 type TestFn = fn() -> Result<()>;
 
 /// A test and the tools it needs.
@@ -52,6 +55,16 @@ fn main() {
             registry_push_with_credentials,
         ),
         trial("archives_and_dir", &["skopeo", "podman"], archives_and_dir),
+        trial(
+            "bootc_host_copy_to_storage",
+            &["skopeo", "podman", "runc"],
+            host::bootc_host_copy_to_storage,
+        ),
+        trial(
+            "bootc_host_read_only_sysroot",
+            &["skopeo", "podman", "mount"],
+            host::bootc_host_read_only_sysroot,
+        ),
         trial(
             "fake_skopeo_failure_carries_stderr",
             &[],
