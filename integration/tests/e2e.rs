@@ -71,6 +71,11 @@ fn main() {
             fake_skopeo_failure_carries_stderr,
         ),
         trial(
+            "repository_unlocked_while_skopeo_copies",
+            &["flock"],
+            repository_unlocked_while_skopeo_copies,
+        ),
+        trial(
             "sigint_kills_skopeo_and_cleans_up",
             &[],
             sigint_kills_skopeo_and_cleans_up,
@@ -514,6 +519,35 @@ fn fake_skopeo_failure_carries_stderr() -> Result<()> {
         "{err}"
     );
     ensure!(dir_is_empty(&t.path().join("tmp"))?, "temp dir left behind");
+    Ok(())
+}
+
+/// Issue 11: the repository's shared lock is not held while skopeo copies,
+/// so bootc's garbage collection (an exclusive flock) is not stalled by it.
+fn repository_unlocked_while_skopeo_copies() -> Result<()> {
+    let (t, repo) = small_repo()?;
+    let fake = fake_skopeo(
+        t.path(),
+        &format!(
+            "flock --nonblock --exclusive {} true || {{ echo 'repository still locked' >&2; exit 7; }}",
+            repo.display()
+        ),
+    )?;
+    let out = export_with_skopeo(t.path(), &repo, &fake)?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The check can fail: while cfs-export reads, the same flock is refused.
+    let held = Command::new("flock")
+        .args(["--nonblock", "--shared"])
+        .arg(&repo)
+        .args(["flock", "--nonblock", "--exclusive"])
+        .arg(&repo)
+        .arg("true")
+        .status()?;
+    ensure!(!held.success(), "flock does not see a held shared lock");
     Ok(())
 }
 
