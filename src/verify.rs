@@ -35,6 +35,9 @@ pub struct VerifyReport {
     pub bytes_checked: u64,
     /// Everything found; empty means the images are intact.
     pub findings: Vec<Finding>,
+    /// bootc deployments that chose the images (set by the caller that resolved them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deployments: Vec<crate::host::DeploymentChoice>,
 }
 
 impl VerifyReport {
@@ -54,6 +57,7 @@ pub fn verify<ID: FsVerityHashValue>(
         layers_checked: 0,
         bytes_checked: 0,
         findings: Vec::new(),
+        deployments: Vec::new(),
     };
     // Each distinct layer stream is rebuilt once; findings name every image using it.
     let mut checks: Vec<(StoredLayer<ID>, Vec<String>)> = Vec::new();

@@ -219,6 +219,10 @@ fn images_found_the_way_bootc_finds_them() {
     }
     let (v, _) = h.ok(&["verify", "rollback"]);
     assert!(v.contains("all intact"), "{v}");
+    let (v, _) = h.ok(&["--json", "verify", "--deployment", "staged"]);
+    let v: serde_json::Value = serde_json::from_str(&v).unwrap();
+    assert_eq!(v["deployments"][0]["role"], "staged", "{v}");
+    assert_eq!(v["deployments"][0]["id"], h.ids[2].as_str());
     // Tags and digests still work.
     let out = out_dir(&h, "tag");
     h.ok(&[

@@ -453,10 +453,13 @@ pub fn run(cli: Cli) -> Result<()> {
             let selection = selection(args.all, &args.deployment, &args.images);
             let report = with_repo!(&repo, r => {
                 let picked = selection.resolve(&image::catalog(r)?, source.host.as_ref())?;
-                tell_deployment_choices(picked.iter().filter_map(|s| s.deployment.as_ref()), cli.quiet);
-                let entries: Vec<_> = picked.into_iter().map(|s| s.entry).collect();
-                crate::verify::verify(r, &entries)
+                let entries: Vec<_> = picked.iter().map(|s| s.entry.clone()).collect();
+                crate::verify::verify(r, &entries).map(|mut report| {
+                    report.deployments = picked.into_iter().filter_map(|s| s.deployment).collect();
+                    report
+                })
             })?;
+            tell_deployment_choices(report.deployments.iter(), cli.quiet);
             drop(repo);
             print_verify(&report, cli.json, cli.quiet)?;
             if report.is_ok() {
