@@ -47,6 +47,50 @@ pub struct TransferOptions {
     pub tmpdir: Option<PathBuf>,
 }
 
+impl TransferOptions {
+    /// Check these options fit `dest`, before any work is done.
+    pub fn validate(&self, dest: &ImageLocation) -> Result<(), UsageError> {
+        let reference = match dest {
+            ImageLocation::Skopeo(r) => r.as_str(),
+            other => {
+                let skopeo_only = [
+                    ("--authfile", self.authfile.is_some()),
+                    ("--dest-tls-verify", self.dest_tls_verify.is_some()),
+                    ("--creds-file", self.creds_file.is_some()),
+                    ("--storage-driver", self.storage.driver.is_some()),
+                    ("--storage-root", self.storage.root.is_some()),
+                    ("--storage-runroot", self.storage.runroot.is_some()),
+                ];
+                return match skopeo_only.iter().find(|(_, given)| *given) {
+                    Some((flag, _)) => Err(UsageError(format!(
+                        "{flag} does not apply to {other}: it is for registry and containers-storage destinations"
+                    ))),
+                    None => Ok(()),
+                };
+            }
+        };
+        if self.creds_file.is_some() && self.authfile.is_some() {
+            return Err(UsageError(
+                "give --creds-file or --authfile, not both".into(),
+            ));
+        }
+        if self.creds_file.is_some() && registry_host(reference).is_none() {
+            return Err(UsageError(format!(
+                "--creds-file is for docker:// destinations, not {reference}"
+            )));
+        }
+        let storage_given = self.storage != StorageOptions::default();
+        if storage_given && !is_containers_storage(reference) {
+            return Err(UsageError(format!(
+                "--storage-driver/--storage-root/--storage-runroot are for containers-storage: destinations, not {reference}"
+            )));
+        }
+        storage_reference(reference, &self.storage)
+            .map(|_| ())
+            .map_err(|e| UsageError(format!("{e:#}")))
+    }
+}
+
 /// The default temp directory: `$TMPDIR`, else `/var/tmp` (layers can be large).
 pub fn default_tmpdir() -> PathBuf {
     std::env::var_os("TMPDIR")
@@ -66,12 +110,14 @@ pub async fn export<ID: FsVerityHashValue>(
     opts: ExportOptions,
     transfer: TransferOptions,
 ) -> Result<ExportReport> {
+    transfer.validate(&dest)?;
     let loader = Arc::clone(&repo);
     let images = blocking(move || export::load_images(&loader, &selection, host.as_ref())).await?;
     match dest {
         ImageLocation::OciDir { path, tag } => {
             blocking(move || {
-                export::export_to_oci_dir(&repo, &images, &path, tag.as_deref(), &opts)
+                let opts = opts.with_destination_tag(tag.as_deref())?;
+                export::export_to_oci_dir(&repo, &images, &path, &opts)
             })
             .await
         }
@@ -82,11 +128,10 @@ pub async fn export<ID: FsVerityHashValue>(
             // Only the archive must be durable (it is synced before its rename).
             let opts = ExportOptions {
                 durable: false,
-                ..opts
+                ..opts.with_destination_tag(tag.as_deref())?
             };
             let mut report = blocking(move || {
-                let mut report =
-                    export::export_to_oci_dir(&repo, &images, &layout, tag.as_deref(), &opts)?;
+                let mut report = export::export_to_oci_dir(&repo, &images, &layout, &opts)?;
                 let started = Instant::now();
                 crate::archive::write_archive(&layout, &out)?;
                 report.transfer_seconds = Some(started.elapsed().as_secs_f64());
@@ -261,11 +306,6 @@ async fn copy_with_skopeo<ID: FsVerityHashValue>(
         // tars: compressing would be wasted work.
         opts.compression = CompressionChoice::Fixed(Compression::None);
     }
-    if transfer.creds_file.is_some() && transfer.authfile.is_some() {
-        bail!(UsageError(
-            "give --creds-file or --authfile, not both".into()
-        ));
-    }
     let tmp = temp_dir(&transfer)?;
     let needed = space_needed(&repo, &images, &opts);
     check_space(tmp.path(), needed)?;
@@ -276,7 +316,7 @@ async fn copy_with_skopeo<ID: FsVerityHashValue>(
     export_opts.durable = false;
     let layout_for_export = layout.clone();
     let mut report = blocking(move || {
-        export::export_to_oci_dir(&repo, &images, &layout_for_export, None, &export_opts)
+        export::export_to_oci_dir(&repo, &images, &layout_for_export, &export_opts)
     })
     .await?;
 

@@ -63,6 +63,26 @@ pub struct ExportOptions {
     pub durable: bool,
 }
 
+impl ExportOptions {
+    /// Take the tag a destination names (`oci:DIR:TAG`) as the one tag; a
+    /// different [`ExportOptions::tag`] as well is a usage error.
+    pub fn with_destination_tag(
+        mut self,
+        dest_tag: Option<&str>,
+    ) -> Result<Self, crate::UsageError> {
+        match (dest_tag, self.tag.as_deref()) {
+            (Some(d), Some(t)) if d != t => Err(crate::UsageError(format!(
+                "two tags for one destination: {t} and {d}; give one"
+            ))),
+            (Some(d), _) => {
+                self.tag = Some(d.to_string());
+                Ok(self)
+            }
+            (None, _) => Ok(self),
+        }
+    }
+}
+
 impl Default for ExportOptions {
     fn default() -> Self {
         Self {
@@ -530,10 +550,9 @@ pub fn export_to_oci_dir<ID: FsVerityHashValue>(
     repo: &Repository<ID>,
     images: &[StoredImage<ID>],
     dest: &Path,
-    dest_tag: Option<&str>,
     opts: &ExportOptions,
 ) -> Result<ExportReport> {
-    let tag_override = opts.tag.as_deref().or(dest_tag);
+    let tag_override = opts.tag.as_deref();
     if tag_override.is_some() && images.len() > 1 {
         bail!(crate::UsageError(
             "a tag (--tag or oci:DIR:TAG) names one image; export several images without one so each keeps its repository tag".into()

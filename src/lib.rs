@@ -16,7 +16,7 @@
 //! let wanted = ImageSelection::Some(vec!["quay.io/fedora/fedora-bootc:42".into()]);
 //! let report = with_repo!(&repo, r => {
 //!     let images = export::load_images(r, &wanted, None)?;
-//!     export::export_to_oci_dir(r, &images, "/var/tmp/out".as_ref(), None, &ExportOptions::default())
+//!     export::export_to_oci_dir(r, &images, "/var/tmp/out".as_ref(), &ExportOptions::default())
 //! })?;
 //! for layer in &report.images[0].layers {
 //!     println!("{} -> {} ({:?})", layer.diff_id, layer.blob_digest, layer.status);

@@ -1,5 +1,5 @@
 //! `cfs-export`: see `cfs-export --help`.
 
-fn main() {
-    std::process::exit(composefs_export::cli::main());
+fn main() -> std::process::ExitCode {
+    composefs_export::cli::main()
 }

@@ -27,6 +27,18 @@ pub enum ImageLocation {
     Skopeo(String),
 }
 
+impl ImageLocation {
+    /// The ref name an `oci:` / `oci-archive:` location gives, if any.
+    pub fn tag(&self) -> Option<&str> {
+        match self {
+            ImageLocation::OciDir { tag, .. } | ImageLocation::OciArchive { tag, .. } => {
+                tag.as_deref()
+            }
+            ImageLocation::Skopeo(_) => None,
+        }
+    }
+}
+
 /// A reference the user gave that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ReferenceError {

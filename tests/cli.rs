@@ -229,3 +229,101 @@ fn completions_load_in_bash() {
         assert!(out.status.success() && !out.stdout.is_empty(), "{shell}");
     }
 }
+
+/// Issue 13, defect 1: a reader that stops reading (`| head -1`, `| true`) is
+/// a normal end: exit 0 and nothing on stderr, for every printing command.
+#[test]
+fn closed_stdout_is_a_normal_end() {
+    let t = tempfile::tempdir().unwrap();
+    let (repo, _) = imported(t.path(), "app:1", &standard_layers());
+    for args in [
+        vec!["list"],
+        vec!["--json", "list"],
+        vec!["man"],
+        vec!["completions", "bash"],
+        vec!["verify", "--all"],
+    ] {
+        // The read end is closed before cfs-export starts: its first write fails with EPIPE.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(bin())
+            .arg("--repo")
+            .arg(&repo)
+            .args(&args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?} printed {err}");
+    }
+}
+
+/// Issue 13, defects 2 and 3: conflicting or misplaced options are usage
+/// errors (exit 2) found before the repository is read, and nothing is written.
+#[test]
+fn options_are_checked_before_any_work() {
+    let t = tempfile::tempdir().unwrap();
+    let (repo, _) = imported(t.path(), "app:1", &standard_layers());
+    let out_dir = t.path().join("out");
+    let to = format!("oci:{}", out_dir.display());
+    let creds = t.path().join("creds");
+    std::fs::write(&creds, "u:p\n").unwrap();
+    let creds = creds.display().to_string();
+    let missing_repo = t.path().join("no-repo");
+    for (args, says) in [
+        (
+            vec!["export", "app:1", "--tag", "a", "--to", &format!("{to}:b")],
+            "two tags for one destination",
+        ),
+        (
+            vec!["export", "app:1", "--to", &to, "--creds-file", &creds],
+            "--creds-file does not apply to oci:",
+        ),
+        (
+            vec![
+                "export",
+                "app:1",
+                "--to",
+                "dir:/tmp/x",
+                "--creds-file",
+                &creds,
+            ],
+            "--creds-file is for docker:// destinations",
+        ),
+        (
+            vec![
+                "export",
+                "app:1",
+                "--to",
+                "docker://h/x",
+                "--storage-root",
+                "/tmp/r",
+            ],
+            "are for containers-storage: destinations",
+        ),
+        (
+            vec!["copy-to-storage", "--storage-driver", "vfs"],
+            "need --storage-root",
+        ),
+        (
+            vec!["copy-to-storage", "--target", "docker://h/x"],
+            "copy-to-storage writes to containers-storage",
+        ),
+    ] {
+        for r in [&repo, &missing_repo] {
+            let out = cfs(r, &args);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+            assert!(err.contains(says), "{args:?}: {err}");
+        }
+        assert!(!out_dir.exists(), "{args:?} wrote {}", out_dir.display());
+    }
+    // The one tag given either way is the tag written.
+    cfs_ok(
+        &repo,
+        &["export", "app:1", "--tag", "b", "--to", &format!("{to}:b")],
+    );
+    manifest_for(&out_dir, "b");
+}

@@ -8,6 +8,7 @@ use print::{print_export, print_list, print_verify};
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -23,6 +24,7 @@ use crate::progress::ProgressHandle;
 use crate::repo::{self, CreateOutcome, RepoLocation};
 use crate::transport::ImageLocation;
 use crate::{with_repo, UsageError};
+use std::io::Write;
 
 /// Export container images from a composefs repository to bit-exact OCI images.
 #[derive(Debug, Parser)]
@@ -235,47 +237,60 @@ struct ImportArgs {
 }
 
 /// Parse arguments, run, print; returns the process exit code.
-pub fn main() -> i32 {
+pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
-        Err(e) => {
-            if !e.use_stderr() {
-                let _ = e.print();
-                return 0;
-            }
-            // With --json, even a usage error is one JSON document.
-            if std::env::args().any(|a| a == "--json") {
-                let doc =
-                    serde_json::json!({ "error": e.render().to_string().trim(), "usage": true });
-                println!("{doc}");
-            } else {
-                let _ = e.print();
-            }
-            return 2;
-        }
+        Err(e) => return usage_failure(&e),
     };
     init_logging(cli.verbose, cli.quiet);
     let json = cli.json;
-    match run(cli) {
-        Ok(()) => 0,
-        Err(e) => {
-            let usage = e.chain().any(|c| c.downcast_ref::<UsageError>().is_some());
-            let interrupted = e.downcast_ref::<Interrupted>().map(|i| 128 + i.signal);
-            if e.downcast_ref::<VerifyFailed>().is_some() && json {
-                // The report on stdout already is the one JSON document.
-            } else if json {
-                let doc = serde_json::json!({ "error": format!("{e:#}") });
-                println!("{doc}");
-            } else {
-                eprintln!("error: {e:#}");
-            }
-            match (interrupted, usage) {
-                (Some(code), _) => code,
-                (None, true) => 2,
-                (None, false) => 1,
-            }
-        }
+    let mut stdout = std::io::stdout().lock();
+    let result = run(cli, &mut stdout).and_then(|()| stdout.flush().map_err(Into::into));
+    let Err(e) = result else {
+        return ExitCode::SUCCESS;
+    };
+    // A reader that stopped reading (`| head`, `| true`) is a normal end.
+    if is_broken_pipe(&e) {
+        return ExitCode::SUCCESS;
     }
+    let usage = e.chain().any(|c| c.downcast_ref::<UsageError>().is_some());
+    let interrupted = e.downcast_ref::<Interrupted>().map(|i| 128 + i.signal);
+    if e.downcast_ref::<VerifyFailed>().is_some() && json {
+        // The report on stdout already is the one JSON document.
+    } else if json {
+        let doc = serde_json::json!({ "error": format!("{e:#}") });
+        let _ = writeln!(stdout, "{doc}");
+    } else {
+        eprintln!("error: {e:#}");
+    }
+    match (interrupted, usage) {
+        (Some(code), _) => ExitCode::from(code as u8),
+        (None, true) => ExitCode::from(2),
+        (None, false) => ExitCode::FAILURE,
+    }
+}
+
+/// Was the failure a closed stdout, anywhere in the chain?
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// clap's help/version (exit 0) or usage error (exit 2; one JSON document with --json).
+fn usage_failure(e: &clap::Error) -> ExitCode {
+    if !e.use_stderr() {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    if std::env::args().any(|a| a == "--json") {
+        let doc = serde_json::json!({ "error": e.render().to_string().trim(), "usage": true });
+        let _ = writeln!(std::io::stdout(), "{doc}");
+    } else {
+        let _ = e.print();
+    }
+    ExitCode::from(2)
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
@@ -394,127 +409,124 @@ fn tell_deployment_choices<'a>(
     }
 }
 
-/// Run a parsed command line.
-pub fn run(cli: Cli) -> Result<()> {
+/// Run a parsed command line, printing to `out`.
+pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
     match &cli.command {
-        Command::Man { dir } => write_man_pages(dir.as_deref()),
+        Command::Man { dir } => write_man_pages(dir.as_deref(), out),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(*shell, &mut cmd, "cfs-export", &mut std::io::stdout());
-            Ok(())
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "cfs-export", &mut script);
+            out.write_all(&script).context("Writing completions")
         }
         Command::List => {
             let source = Source::from_cli(&cli)?;
             let repo = repo::open(&source.location)?;
             let listing = with_repo!(&repo, r => crate::list::list(r, source.host.as_ref()))?;
             drop(repo);
-            print_list(&listing, cli.json)
+            print_list(&listing, cli.json, out)
         }
-        Command::Export(args) => {
-            let dest = ImageLocation::parse(&args.to).map_err(|e| UsageError(e.to_string()))?;
-            if let Some(t) = &args.tag {
-                crate::transport::validate_tag(t).map_err(|e| UsageError(e.to_string()))?;
-            }
-            let source = Source::from_cli(&cli)?;
-            let selection = selection(args.all, &args.deployment, &args.images);
-            export_and_print(
-                &cli,
-                source,
-                selection,
-                dest,
-                args.compression,
-                args.jobs,
-                args.tag.clone(),
-                &args.transfer,
-            )
-        }
-        Command::CopyToStorage(args) => {
-            let dest = storage_target(&args.target)?;
-            let source = Source::from_cli(&cli)?;
-            let selection = match (&args.image, &args.source, &args.deployment) {
-                (Some(i), _, _) | (None, Some(i), _) => ImageSelection::Some(vec![i.clone()]),
-                (None, None, Some(d)) => ImageSelection::Deployment(d.clone()),
-                (None, None, None) => source.default_image()?,
-            };
-            export_and_print(
-                &cli,
-                source,
-                selection,
-                dest,
-                CompressionChoice::Original,
-                args.jobs,
-                None,
-                &args.transfer,
-            )
-        }
-        Command::Verify(args) => {
-            let source = Source::from_cli(&cli)?;
-            let repo = repo::open(&source.location)?;
-            let selection = selection(args.all, &args.deployment, &args.images);
-            let report = with_repo!(&repo, r => {
-                let picked = selection.resolve(&image::catalog(r)?, source.host.as_ref())?;
-                let entries: Vec<_> = picked.iter().map(|s| s.entry.clone()).collect();
-                crate::verify::verify(r, &entries).map(|mut report| {
-                    report.deployments = picked.into_iter().filter_map(|s| s.deployment).collect();
-                    report
-                })
-            })?;
-            tell_deployment_choices(report.deployments.iter(), cli.quiet);
-            drop(repo);
-            print_verify(&report, cli.json, cli.quiet)?;
-            if report.is_ok() {
-                Ok(())
-            } else {
-                Err(VerifyFailed(report.findings.len()).into())
-            }
-        }
-        Command::Import(args) => {
-            if cli.sysroot.is_some() {
-                bail!(UsageError(
-                    "import never writes into a bootc sysroot; drop --sysroot and give --repo"
-                        .into()
-                ));
-            }
-            let location = cli.repo.location();
-            let source =
-                ImageLocation::parse(&args.source).map_err(|e| UsageError(e.to_string()))?;
-            let opts = ImportOptions {
-                tag: args.tag.clone(),
-                platform: args.platform.clone(),
-            };
-            let (repo, outcome) = repo::open_or_create(&location)?;
-            if outcome == CreateOutcome::CreatedInsecure {
-                eprintln!(
-                    "warning: created an insecure repository at {}: this filesystem has no fs-verity",
-                    location.path()?.display()
-                );
-            }
-            let rt = runtime()?;
-            let report = with_repo!(&repo, r => rt.block_on(import::import(r, &source, &opts)))?;
-            if cli.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else if !cli.quiet {
-                let new = report.layers.iter().filter(|l| l.stored).count();
-                println!(
-                    "Imported {} as {} ({} layers, {new} new; image ID {}, platform {})",
-                    report.source,
-                    report.tag,
-                    report.layers.len(),
-                    report.config_digest,
-                    report.platform
-                );
-            }
-            Ok(())
-        }
+        Command::Export(args) => export_command(&cli, args, out),
+        Command::CopyToStorage(args) => copy_to_storage_command(&cli, args, out),
+        Command::Verify(args) => verify_command(&cli, args, out),
+        Command::Import(args) => import_command(&cli, args, out),
     }
 }
 
+fn export_command(cli: &Cli, args: &ExportArgs, out: &mut dyn Write) -> Result<()> {
+    let dest = ImageLocation::parse(&args.to).map_err(|e| UsageError(e.to_string()))?;
+    if let Some(t) = &args.tag {
+        crate::transport::validate_tag(t).map_err(|e| UsageError(e.to_string()))?;
+    }
+    let opts = export_options(args.compression, args.jobs, args.tag.clone())
+        .with_destination_tag(dest.tag())?;
+    let transfer = args.transfer.options();
+    transfer.validate(&dest)?;
+    let source = Source::from_cli(cli)?;
+    let selection = selection(args.all, &args.deployment, &args.images);
+    export_and_print(cli, source, selection, dest, opts, transfer, out)
+}
+
+fn copy_to_storage_command(cli: &Cli, args: &CopyToStorageArgs, out: &mut dyn Write) -> Result<()> {
+    let dest = storage_target(&args.target)?;
+    let transfer = args.transfer.options();
+    transfer.validate(&dest)?;
+    let source = Source::from_cli(cli)?;
+    let selection = match (&args.image, &args.source, &args.deployment) {
+        (Some(i), _, _) | (None, Some(i), _) => ImageSelection::Some(vec![i.clone()]),
+        (None, None, Some(d)) => ImageSelection::Deployment(d.clone()),
+        (None, None, None) => source.default_image()?,
+    };
+    let opts = export_options(CompressionChoice::Original, args.jobs, None);
+    export_and_print(cli, source, selection, dest, opts, transfer, out)
+}
+
+fn verify_command(cli: &Cli, args: &VerifyArgs, out: &mut dyn Write) -> Result<()> {
+    let source = Source::from_cli(cli)?;
+    let repo = repo::open(&source.location)?;
+    let selection = selection(args.all, &args.deployment, &args.images);
+    let report = with_repo!(&repo, r => {
+        let picked = selection.resolve(&image::catalog(r)?, source.host.as_ref())?;
+        let entries: Vec<_> = picked.iter().map(|s| s.entry.clone()).collect();
+        crate::verify::verify(r, &entries).map(|mut report| {
+            report.deployments = picked.into_iter().filter_map(|s| s.deployment).collect();
+            report
+        })
+    })?;
+    drop(repo);
+    tell_deployment_choices(report.deployments.iter(), cli.quiet);
+    print_verify(&report, cli.json, cli.quiet, out)?;
+    if report.is_ok() {
+        Ok(())
+    } else {
+        Err(VerifyFailed(report.findings.len()).into())
+    }
+}
+
+fn import_command(cli: &Cli, args: &ImportArgs, out: &mut dyn Write) -> Result<()> {
+    if cli.sysroot.is_some() {
+        bail!(UsageError(
+            "import never writes into a bootc sysroot; drop --sysroot and give --repo".into()
+        ));
+    }
+    let location = cli.repo.location();
+    let source = ImageLocation::parse(&args.source).map_err(|e| UsageError(e.to_string()))?;
+    let opts = ImportOptions {
+        tag: args.tag.clone(),
+        platform: args.platform.clone(),
+    };
+    let (repo, outcome) = repo::open_or_create(&location)?;
+    if outcome == CreateOutcome::CreatedInsecure {
+        eprintln!(
+            "warning: created an insecure repository at {}: this filesystem has no fs-verity",
+            location.path()?.display()
+        );
+    }
+    let rt = runtime()?;
+    let report = with_repo!(&repo, r => rt.block_on(import::import(r, &source, &opts)))?;
+    if cli.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else if !cli.quiet {
+        let new = report.layers.iter().filter(|l| l.stored).count();
+        writeln!(
+            out,
+            "Imported {} as {} ({} layers, {new} new; image ID {}, platform {})",
+            report.source,
+            report.tag,
+            report.layers.len(),
+            report.config_digest,
+            report.platform
+        )?;
+    }
+    Ok(())
+}
+
 /// The man pages: on stdout the main page; with `dir`, every page as a file.
-fn write_man_pages(dir: Option<&std::path::Path>) -> Result<()> {
+fn write_man_pages(dir: Option<&std::path::Path>, out: &mut dyn Write) -> Result<()> {
     let cmd = <Cli as clap::CommandFactory>::command();
     let Some(dir) = dir else {
         return clap_mangen::Man::new(cmd)
-            .render(&mut std::io::stdout().lock())
+            .render(out)
             .context("Writing the man page");
     };
     std::fs::create_dir_all(dir).with_context(|| format!("Creating {}", dir.display()))?;
@@ -579,7 +591,7 @@ fn storage_target(target: &str) -> Result<ImageLocation> {
 
 /// Run an export on a runtime, cancelling it (skopeo killed, temp dir removed)
 /// on SIGINT or SIGTERM.
-fn run_export(
+fn export_on_runtime(
     source: Source,
     selection: ImageSelection,
     dest: ImageLocation,
@@ -617,30 +629,36 @@ fn run_export(
     result
 }
 
-/// Run one export with the CLI's options and print its report.
-#[allow(clippy::too_many_arguments)]
+/// Export options from the CLI's flags.
+fn export_options(
+    compression: CompressionChoice,
+    jobs: Option<u16>,
+    tag: Option<String>,
+) -> ExportOptions {
+    ExportOptions {
+        compression,
+        jobs: jobs.map_or(ExportOptions::default().jobs, usize::from),
+        tag,
+        ..ExportOptions::default()
+    }
+}
+
+/// Run one export and print its report.
 fn export_and_print(
     cli: &Cli,
     source: Source,
     selection: ImageSelection,
     dest: ImageLocation,
-    compression: CompressionChoice,
-    jobs: Option<u16>,
-    tag: Option<String>,
-    transfer: &TransferArgs,
+    opts: ExportOptions,
+    transfer: TransferOptions,
+    out: &mut dyn Write,
 ) -> Result<()> {
-    let opts = ExportOptions {
-        compression,
-        jobs: jobs.map_or(ExportOptions::default().jobs, usize::from),
-        tag,
-        ..ExportOptions::default()
-    };
-    let report = run_export(source, selection, dest, opts, transfer.options(), cli)?;
+    let report = export_on_runtime(source, selection, dest, opts, transfer, cli)?;
     tell_deployment_choices(
         report.images.iter().filter_map(|i| i.deployment.as_ref()),
         cli.quiet,
     );
-    print_export(&report, cli.json, cli.quiet)
+    print_export(&report, cli.json, cli.quiet, out)
 }
 
 /// `verify` found damage (exit 1; the findings were already printed).

@@ -1,5 +1,7 @@
 //! What the commands print: tables and summaries for people, JSON for scripts.
 
+use std::io::Write;
+
 use anyhow::Result;
 
 use crate::export::{self, ExportReport};
@@ -10,9 +12,10 @@ pub(super) fn print_verify(
     report: &crate::verify::VerifyReport,
     json: bool,
     quiet: bool,
+    out: &mut dyn Write,
 ) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(report)?)?;
         return Ok(());
     }
     for f in &report.findings {
@@ -27,7 +30,8 @@ pub(super) fn print_verify(
         }
     }
     if !quiet {
-        println!(
+        writeln!(
+            out,
             "Verified {} image(s), {} layer(s), {}: {}",
             report.images_checked,
             report.layers_checked,
@@ -40,7 +44,7 @@ pub(super) fn print_verify(
                     report.findings.len()
                 )
             }
-        );
+        )?;
     }
     Ok(())
 }
@@ -124,30 +128,36 @@ pub(super) fn list_table(listing: &Listing) -> Vec<String> {
         .collect()
 }
 
-pub(super) fn print_list(listing: &Listing, json: bool) -> Result<()> {
+pub(super) fn print_list(listing: &Listing, json: bool, out: &mut dyn Write) -> Result<()> {
     for problem in &listing.unmatched {
         eprintln!("warning: {problem}");
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&listing.rows)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&listing.rows)?)?;
         return Ok(());
     }
     for line in list_table(listing) {
-        println!("{line}");
+        writeln!(out, "{line}")?;
     }
     Ok(())
 }
 
-pub(super) fn print_export(report: &ExportReport, json: bool, quiet: bool) -> Result<()> {
+pub(super) fn print_export(
+    report: &ExportReport,
+    json: bool,
+    quiet: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(report)?)?;
         return Ok(());
     }
     if quiet {
         return Ok(());
     }
     for img in &report.images {
-        println!(
+        writeln!(
+            out,
             "{} -> {}{}",
             img.image,
             report.destination,
@@ -155,9 +165,10 @@ pub(super) fn print_export(report: &ExportReport, json: bool, quiet: bool) -> Re
                 .as_deref()
                 .map(|t| format!(":{t}"))
                 .unwrap_or_default()
-        );
+        )?;
         for (i, l) in img.layers.iter().enumerate() {
-            println!(
+            writeln!(
+                out,
                 "  layer {}/{} {} {:<8} {:>10} -> {:>10} {}",
                 i + 1,
                 img.layers.len(),
@@ -169,9 +180,10 @@ pub(super) fn print_export(report: &ExportReport, json: bool, quiet: bool) -> Re
                     export::LayerStatus::Written => "written, diff_id verified",
                     export::LayerStatus::Skipped => "skipped (already present)",
                 }
-            );
+            )?;
         }
-        println!(
+        writeln!(
+            out,
             "  image ID {} (kept); manifest {}{}",
             img.config_digest,
             img.manifest_digest,
@@ -180,16 +192,17 @@ pub(super) fn print_export(report: &ExportReport, json: bool, quiet: bool) -> Re
             } else {
                 " (new)"
             }
-        );
+        )?;
     }
     match report.transfer_seconds {
-        Some(t) => println!(
+        Some(t) => writeln!(
+            out,
             "  took {:.1}s: export {:.1}s, then {:.1}s to hand it over",
             report.export_seconds + t,
             report.export_seconds,
             t
-        ),
-        None => println!("  took {:.1}s", report.export_seconds),
+        )?,
+        None => writeln!(out, "  took {:.1}s", report.export_seconds)?,
     }
     Ok(())
 }
