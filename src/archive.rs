@@ -39,9 +39,11 @@ pub fn write_archive(layout: &Path, out: &Path) -> Result<()> {
         .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
         .collect::<std::io::Result<_>>()?;
     blobs.sort();
+    // Created 0666 less the umask, as skopeo and podman create archives.
     let tmp = tempfile::Builder::new()
         .prefix(".cfs-export-")
         .suffix(".tmp")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .tempfile_in(parent)
         .with_context(|| format!("Creating a temp file in {}", parent.display()))?;
     let mtime = mtime();

@@ -490,7 +490,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+/// JSON with sorted keys and no insignificant whitespace: the same document
+/// always gives the same bytes (manifests, `index.json`).
+pub(crate) fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     let mut ser =
         serde_json::Serializer::with_formatter(&mut out, canon_json::CanonicalFormatter::new());

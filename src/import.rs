@@ -464,12 +464,15 @@ pub async fn import<ID: FsVerityHashValue>(
 fn check_archive(path: &Path) -> Result<()> {
     let file = std::fs::File::open(path)
         .with_context(|| format!("Opening OCI archive {}", path.display()))?;
+    let damaged = || {
+        format!(
+            "OCI archive {} is truncated or damaged: its tar entries cannot be read to the end",
+            path.display()
+        )
+    };
     let mut archive = tar::Archive::new(BufReader::new(file));
-    for entry in archive
-        .entries()
-        .with_context(|| format!("Reading OCI archive {}", path.display()))?
-    {
-        let entry = entry.with_context(|| format!("Reading OCI archive {}", path.display()))?;
+    for entry in archive.entries().with_context(damaged)? {
+        let entry = entry.with_context(damaged)?;
         let name = entry.path()?.into_owned();
         let safe_path = name.components().all(|c| {
             matches!(

@@ -327,3 +327,104 @@ fn options_are_checked_before_any_work() {
     );
     manifest_for(&out_dir, "b");
 }
+
+/// Issue 13, defect 4: a failed import into a new repository leaves no
+/// repository behind, and a truncated archive is called that.
+#[test]
+fn failed_import_creates_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let (repo, _) = imported(t.path(), "app:1", &standard_layers());
+    let archive = t.path().join("a.tar");
+    cfs_ok(
+        &repo,
+        &[
+            "export",
+            "app:1",
+            "--to",
+            &format!("oci-archive:{}", archive.display()),
+        ],
+    );
+    let len = std::fs::metadata(&archive).unwrap().len();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&archive)
+        .unwrap();
+    f.set_len(len / 2).unwrap();
+    let fresh = t.path().join("new/parent/repo");
+    let out = cfs(
+        &fresh,
+        &["import", &format!("oci-archive:{}", archive.display())],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is truncated or damaged"), "{err}");
+    assert!(
+        !t.path().join("new").exists(),
+        "the failed import left {}",
+        fresh.display()
+    );
+    // An existing repository is left as it was.
+    let before = snapshot(&repo);
+    let out = cfs(
+        &repo,
+        &["import", &format!("oci-archive:{}", archive.display())],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_same_tree(&before, &snapshot(&repo));
+}
+
+/// Issue 13, defects 5 and 6: archives are created 0666 less the umask, like
+/// skopeo's and podman's; index.json is canonical JSON (sorted keys).
+#[test]
+fn archive_mode_and_canonical_index() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let (repo, _) = imported(t.path(), "app:1", &standard_layers());
+    for (umask, mode) in [("022", 0o644), ("077", 0o600), ("002", 0o664)] {
+        let archive = t.path().join(format!("a-{umask}.tar"));
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!("umask {umask}; exec \"$0\" \"$@\""))
+            .arg(bin())
+            .arg("--repo")
+            .arg(&repo)
+            .args([
+                "export",
+                "app:1",
+                "--to",
+                &format!("oci-archive:{}", archive.display()),
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let got = std::fs::metadata(&archive).unwrap().permissions().mode() & 0o777;
+        assert_eq!(got, mode, "umask {umask}");
+    }
+    let layout = t.path().join("layout");
+    cfs_ok(
+        &repo,
+        &[
+            "export",
+            "app:1",
+            "--to",
+            &format!("oci:{}:x", layout.display()),
+        ],
+    );
+    cfs_ok(
+        &repo,
+        &[
+            "export",
+            "app:1",
+            "--to",
+            &format!("oci:{}:y", layout.display()),
+        ],
+    );
+    let bytes = std::fs::read(layout.join("index.json")).unwrap();
+    // serde_json's map is sorted: re-serializing compactly gives canonical bytes.
+    let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        String::from_utf8(bytes).unwrap(),
+        serde_json::to_string(&value).unwrap()
+    );
+    assert_eq!(value["manifests"].as_array().unwrap().len(), 2);
+}

@@ -495,15 +495,28 @@ fn import_command(cli: &Cli, args: &ImportArgs, out: &mut dyn Write) -> Result<(
         tag: args.tag.clone(),
         platform: args.platform.clone(),
     };
+    // What this import creates (the repository and missing parents) goes again if it fails.
+    let created = first_missing_ancestor(&location.path()?);
     let (repo, outcome) = repo::open_or_create(&location)?;
+    let rt = runtime()?;
+    let result = with_repo!(&repo, r => rt.block_on(import::import(r, &source, &opts)));
+    drop(repo);
+    let report = match (result, created) {
+        (Ok(report), _) => report,
+        (Err(e), Some(dir)) if outcome != CreateOutcome::Existing => {
+            if let Err(rm) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!("removing {} after a failed import: {rm}", dir.display());
+            }
+            return Err(e);
+        }
+        (Err(e), _) => return Err(e),
+    };
     if outcome == CreateOutcome::CreatedInsecure {
         eprintln!(
             "warning: created an insecure repository at {}: this filesystem has no fs-verity",
             location.path()?.display()
         );
     }
-    let rt = runtime()?;
-    let report = with_repo!(&repo, r => rt.block_on(import::import(r, &source, &opts)))?;
     if cli.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
     } else if !cli.quiet {
@@ -519,6 +532,18 @@ fn import_command(cli: &Cli, args: &ImportArgs, out: &mut dyn Write) -> Result<(
         )?;
     }
     Ok(())
+}
+
+/// The topmost directory of `path` that does not exist yet (`None` when `path` exists).
+fn first_missing_ancestor(path: &std::path::Path) -> Option<PathBuf> {
+    let mut missing = None;
+    for p in path.ancestors().filter(|p| !p.as_os_str().is_empty()) {
+        if p.symlink_metadata().is_ok() {
+            break;
+        }
+        missing = Some(p.to_path_buf());
+    }
+    missing
 }
 
 /// The man pages: on stdout the main page; with `dir`, every page as a file.
