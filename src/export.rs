@@ -21,7 +21,7 @@ use crate::host::{Deployment, DeploymentChoice, Host};
 use crate::image::{self, StoredImage, StoredLayer};
 use crate::layer;
 use crate::layout::{BlobRecord, OciLayout, PendingBlob};
-use crate::progress::{ProgressHandle, ProgressWriter};
+use crate::progress::{LayerKey, ProgressHandle, ProgressWriter};
 
 /// The annotation OCI layouts name images by.
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
@@ -333,7 +333,7 @@ pub fn load_images<ID: FsVerityHashValue>(
 struct Job<ID> {
     image: String,
     layer: StoredLayer<ID>,
-    compression: Compression,
+    key: LayerKey,
     /// Uncompressed size, from the split-stream header.
     size: u64,
 }
@@ -347,8 +347,6 @@ struct BlobOutcome {
     status: LayerStatus,
     seconds: f64,
 }
-
-type JobKey = (String, Compression);
 
 fn layer_compression<ID>(choice: CompressionChoice, layer: &StoredLayer<ID>) -> Compression {
     match choice {
@@ -389,17 +387,17 @@ fn run_job<'a, ID: FsVerityHashValue>(
     progress: &ProgressHandle,
 ) -> Result<(BlobOutcome, PendingBlob<'a>)> {
     let start = Instant::now();
-    let diff_id = job.layer.diff_id.to_string();
-    progress.layer_started(&job.image, &diff_id, job.size);
+    let compression = job.key.compression;
+    progress.layer_started(&job.image, &job.key, job.size);
     let result = (|| {
         // Uncompressed, the blob is the tar that `rebuild` hashes and proves:
         // one hash per byte is enough.
-        let writer = match job.compression {
+        let writer = match compression {
             Compression::None => layout.create_trusted_blob()?,
             _ => layout.create_blob()?,
         };
-        let encoder = job.compression.encoder(writer)?;
-        let counted = ProgressWriter::new(encoder, &**progress, &diff_id);
+        let encoder = compression.encoder(writer)?;
+        let counted = ProgressWriter::new(encoder, &**progress, &job.key);
         let (counted, tar_size) = layer::rebuild(repo, &job.image, &job.layer, counted)?;
         let writer = counted.into_inner().finish().with_context(|| {
             format!(
@@ -407,7 +405,7 @@ fn run_job<'a, ID: FsVerityHashValue>(
                 job.layer.diff_id, job.image
             )
         })?;
-        let expected = (job.compression == Compression::None).then_some(&job.layer.diff_id);
+        let expected = (compression == Compression::None).then_some(&job.layer.diff_id);
         let blob = writer.finish(expected).with_context(|| {
             format!("Writing layer {} of image {}", job.layer.diff_id, job.image)
         })?;
@@ -422,7 +420,7 @@ fn run_job<'a, ID: FsVerityHashValue>(
             blob,
         ))
     })();
-    progress.layer_finished(&diff_id);
+    progress.layer_finished(&job.key);
     result
 }
 
@@ -604,158 +602,34 @@ fn export_locked<ID: FsVerityHashValue>(
 ) -> Result<ExportReport> {
     let started = Instant::now();
     let mut record = layout.read_blob_record();
-
-    // Plan: one job per distinct (diff_id, compression) not already present.
-    let mut outcomes: HashMap<JobKey, BlobOutcome> = HashMap::new();
-    let mut work: Vec<Job<ID>> = Vec::new();
-    let mut keys: Vec<JobKey> = Vec::new();
-    for img in images {
-        for l in &img.layers {
-            let compression = layer_compression(opts.compression, l);
-            let key = (l.diff_id.to_string(), compression);
-            if outcomes.contains_key(&key) || keys.contains(&key) {
-                continue;
-            }
-            let tar_size = image::layer_size(repo, l).unwrap_or(0);
-            if let Some((digest, size)) =
-                existing_blob(layout, &record, &l.diff_id, tar_size, compression)?
-            {
-                opts.progress
-                    .layer_skipped(&img.name(), l.diff_id.as_ref(), tar_size);
-                outcomes.insert(
-                    key,
-                    BlobOutcome {
-                        digest,
-                        size,
-                        tar_size,
-                        status: LayerStatus::Skipped,
-                        seconds: 0.0,
-                    },
-                );
-            } else {
-                keys.push(key);
-                work.push(Job {
-                    image: img.name(),
-                    layer: l.clone(),
-                    compression,
-                    size: tar_size,
-                });
-            }
-        }
-    }
-    tracing::debug!(
-        "{} layer blobs to write, {} present",
-        work.len(),
-        outcomes.len()
-    );
-
-    // Biggest layers first keeps all workers busy until the end.
-    let mut order: Vec<usize> = (0..work.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(work[i].size));
-    let (work, keys): (Vec<Job<ID>>, Vec<JobKey>) = {
-        let mut slots: Vec<Option<(Job<ID>, JobKey)>> =
-            work.into_iter().zip(keys).map(Some).collect();
-        order.iter().filter_map(|&i| slots[i].take()).unzip()
-    };
+    let Plan { mut outcomes, work } = plan(repo, layout, &record, images, opts)?;
     let written = run_jobs(repo, layout, &work, opts, created)?;
-    for (key, outcome) in keys.into_iter().zip(written) {
-        if key.1 != Compression::None {
-            if let Ok(diff_id) = crate::digest::parse_sha256(&key.0) {
-                record.insert(&diff_id, &key.1.to_string(), &outcome.digest, outcome.size);
-            }
+    for (job, outcome) in work.into_iter().zip(written) {
+        if job.key.compression != Compression::None {
+            let compression = job.key.compression.to_string();
+            record.insert(
+                &job.key.diff_id,
+                &compression,
+                &outcome.digest,
+                outcome.size,
+            );
         }
-        outcomes.insert(key, outcome);
+        outcomes.insert(job.key, outcome);
     }
 
     // Config (original bytes) and manifest per image, then one index update.
-    let mut index = layout.index_or_empty()?;
-    let mut manifests = index.manifests().clone();
-    let mut reports = Vec::new();
+    let mut written_images = Vec::new();
     for img in images {
-        let name = img.name();
-        let config = layout
-            .write_blob(&img.config_bytes, img.config_digest())
-            .with_context(|| format!("Writing config of image {name}"))?;
-        if config.created {
-            lock(created).push(config.digest.clone());
-        }
-        let mut layer_descs = Vec::new();
-        let mut layer_reports = Vec::new();
-        for l in &img.layers {
-            let compression = layer_compression(opts.compression, l);
-            let outcome = outcomes
-                .get(&(l.diff_id.to_string(), compression))
-                .with_context(|| format!("internal: no blob for layer {}", l.diff_id))?;
-            let desc = DescriptorBuilder::default()
-                .media_type(compression.media_type())
-                .digest(outcome.digest.clone())
-                .size(outcome.size)
-                .build()?;
-            layer_reports.push(LayerReport {
-                diff_id: l.diff_id.to_string(),
-                blob_digest: outcome.digest.to_string(),
-                media_type: compression.media_type().to_string(),
-                compression,
-                size: outcome.tar_size,
-                blob_size: outcome.size,
-                status: outcome.status,
-                seconds: outcome.seconds,
-            });
-            layer_descs.push((desc, outcome));
-        }
-        let (manifest_bytes, original) = build_manifest(img, &layer_descs)?;
-        let manifest_digest = crate::digest::sha256(&manifest_bytes);
-        let m = layout
-            .write_blob(&manifest_bytes, &manifest_digest)
-            .with_context(|| format!("Writing manifest of image {name}"))?;
-        if m.created {
-            lock(created).push(m.digest.clone());
-        }
-        let tag = tag_override
-            .map(str::to_string)
-            .or_else(|| img.entry.tags.first().cloned());
-        let mut platform = PlatformBuilder::default()
-            .os(img.config.os().clone())
-            .architecture(img.config.architecture().clone());
-        if let Some(v) = img.config.variant() {
-            platform = platform.variant(v.clone());
-        }
-        let mut desc = DescriptorBuilder::default()
-            .media_type(MediaType::ImageManifest)
-            .digest(manifest_digest.clone())
-            .size(manifest_bytes.len() as u64)
-            .platform(platform.build()?);
-        if let Some(t) = &tag {
-            desc = desc.annotations(HashMap::from([(
-                REF_NAME_ANNOTATION.to_string(),
-                t.clone(),
-            )]));
-        }
-        let desc = desc.build()?;
-        manifests.retain(|d| {
-            let ref_name = d
-                .annotations()
-                .as_ref()
-                .and_then(|a| a.get(REF_NAME_ANNOTATION));
-            match &tag {
-                Some(t) => ref_name != Some(t),
-                None => !(ref_name.is_none() && d.digest() == &manifest_digest),
-            }
-        });
-        manifests.push(desc);
-        reports.push(ImageReport {
-            image: name,
-            tag,
-            manifest_digest: manifest_digest.to_string(),
-            config_digest: img.config_digest().to_string(),
-            original_manifest: original,
-            platform: image::platform_of(&img.config),
-            deployment: img.deployment.clone(),
-            layers: layer_reports,
-        });
+        written_images.push(write_image(
+            layout,
+            img,
+            &outcomes,
+            tag_override,
+            opts,
+            created,
+        )?);
     }
-    index.set_manifests(manifests);
-    layout.write_index(&index)?;
+    let reports = update_index(layout, written_images)?;
     // After the index: a lost record only costs a recompression next time.
     if let Err(e) = layout.write_blob_record(&record) {
         tracing::warn!("{e:#}");
@@ -766,4 +640,177 @@ fn export_locked<ID: FsVerityHashValue>(
         export_seconds: started.elapsed().as_secs_f64(),
         transfer_seconds: None,
     })
+}
+
+/// What an export must do: blobs already present, and jobs for the rest.
+struct Plan<ID> {
+    outcomes: HashMap<LayerKey, BlobOutcome>,
+    work: Vec<Job<ID>>,
+}
+
+/// One job per distinct (diff_id, compression) the destination lacks.
+fn plan<ID: FsVerityHashValue>(
+    repo: &Repository<ID>,
+    layout: &OciLayout,
+    record: &BlobRecord,
+    images: &[StoredImage<ID>],
+    opts: &ExportOptions,
+) -> Result<Plan<ID>> {
+    let mut outcomes: HashMap<LayerKey, BlobOutcome> = HashMap::new();
+    let mut work: Vec<Job<ID>> = Vec::new();
+    for img in images {
+        for l in &img.layers {
+            let key = LayerKey {
+                diff_id: l.diff_id.clone(),
+                compression: layer_compression(opts.compression, l),
+            };
+            if outcomes.contains_key(&key) || work.iter().any(|j| j.key == key) {
+                continue;
+            }
+            let tar_size = image::layer_size(repo, l).unwrap_or(0);
+            match existing_blob(layout, record, &l.diff_id, tar_size, key.compression)? {
+                Some((digest, size)) => {
+                    opts.progress.layer_skipped(&img.name(), &key, tar_size);
+                    let skipped = BlobOutcome {
+                        digest,
+                        size,
+                        tar_size,
+                        status: LayerStatus::Skipped,
+                        seconds: 0.0,
+                    };
+                    outcomes.insert(key, skipped);
+                }
+                None => work.push(Job {
+                    image: img.name(),
+                    layer: l.clone(),
+                    key,
+                    size: tar_size,
+                }),
+            }
+        }
+    }
+    tracing::debug!(
+        "{} layer blobs to write, {} present",
+        work.len(),
+        outcomes.len()
+    );
+    Ok(Plan { outcomes, work })
+}
+
+/// An image whose blobs are in the layout, waiting for its index entry.
+struct WrittenImage {
+    desc: Descriptor,
+    report: ImageReport,
+}
+
+/// Write one image's config (original bytes) and manifest.
+fn write_image<ID>(
+    layout: &OciLayout,
+    img: &StoredImage<ID>,
+    outcomes: &HashMap<LayerKey, BlobOutcome>,
+    tag_override: Option<&str>,
+    opts: &ExportOptions,
+    created: &Mutex<Vec<Digest>>,
+) -> Result<WrittenImage> {
+    let name = img.name();
+    let config = layout
+        .write_blob(&img.config_bytes, img.config_digest())
+        .with_context(|| format!("Writing config of image {name}"))?;
+    if config.created {
+        lock(created).push(config.digest.clone());
+    }
+    let mut layer_descs = Vec::new();
+    let mut layer_reports = Vec::new();
+    for l in &img.layers {
+        let compression = layer_compression(opts.compression, l);
+        let key = LayerKey {
+            diff_id: l.diff_id.clone(),
+            compression,
+        };
+        let outcome = outcomes
+            .get(&key)
+            .with_context(|| format!("internal: no blob for layer {}", l.diff_id))?;
+        let desc = DescriptorBuilder::default()
+            .media_type(compression.media_type())
+            .digest(outcome.digest.clone())
+            .size(outcome.size)
+            .build()?;
+        layer_reports.push(LayerReport {
+            diff_id: l.diff_id.to_string(),
+            blob_digest: outcome.digest.to_string(),
+            media_type: compression.media_type().to_string(),
+            compression,
+            size: outcome.tar_size,
+            blob_size: outcome.size,
+            status: outcome.status,
+            seconds: outcome.seconds,
+        });
+        layer_descs.push((desc, outcome));
+    }
+    let (manifest_bytes, original) = build_manifest(img, &layer_descs)?;
+    let manifest_digest = crate::digest::sha256(&manifest_bytes);
+    let m = layout
+        .write_blob(&manifest_bytes, &manifest_digest)
+        .with_context(|| format!("Writing manifest of image {name}"))?;
+    if m.created {
+        lock(created).push(m.digest.clone());
+    }
+    let tag = tag_override
+        .map(str::to_string)
+        .or_else(|| img.entry.tags.first().cloned());
+    let mut platform = PlatformBuilder::default()
+        .os(img.config.os().clone())
+        .architecture(img.config.architecture().clone());
+    if let Some(v) = img.config.variant() {
+        platform = platform.variant(v.clone());
+    }
+    let mut desc = DescriptorBuilder::default()
+        .media_type(MediaType::ImageManifest)
+        .digest(manifest_digest.clone())
+        .size(manifest_bytes.len() as u64)
+        .platform(platform.build()?);
+    if let Some(t) = &tag {
+        desc = desc.annotations(HashMap::from([(
+            REF_NAME_ANNOTATION.to_string(),
+            t.clone(),
+        )]));
+    }
+    Ok(WrittenImage {
+        desc: desc.build()?,
+        report: ImageReport {
+            image: name,
+            tag,
+            manifest_digest: manifest_digest.to_string(),
+            config_digest: img.config_digest().to_string(),
+            original_manifest: original,
+            platform: image::platform_of(&img.config),
+            deployment: img.deployment.clone(),
+            layers: layer_reports,
+        },
+    })
+}
+
+/// Add the images to `index.json` in one atomic replace: each replaces the
+/// entry with its tag (or, untagged, the same manifest untagged).
+fn update_index(layout: &OciLayout, images: Vec<WrittenImage>) -> Result<Vec<ImageReport>> {
+    let mut index = layout.index_or_empty()?;
+    let mut manifests = index.manifests().clone();
+    let mut reports = Vec::new();
+    for WrittenImage { desc, report } in images {
+        manifests.retain(|d| {
+            let ref_name = d
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(REF_NAME_ANNOTATION));
+            match &report.tag {
+                Some(t) => ref_name != Some(t),
+                None => !(ref_name.is_none() && d.digest() == desc.digest()),
+            }
+        });
+        manifests.push(desc);
+        reports.push(report);
+    }
+    index.set_manifests(manifests);
+    layout.write_index(&index)?;
+    Ok(reports)
 }

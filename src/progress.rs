@@ -5,16 +5,42 @@ use std::fmt;
 use std::io::{self, Write};
 use std::sync::Arc;
 
+use oci_spec::image::Digest;
+
+use crate::compress::Compression;
+
+/// One layer blob of an export: a diff_id at one compression (one export may
+/// produce a layer at several compressions, each its own blob).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LayerKey {
+    /// The layer's uncompressed digest.
+    pub diff_id: Digest,
+    /// The blob's compression.
+    pub compression: Compression,
+}
+
+impl fmt::Display for LayerKey {
+    /// `8c3c37c51679` for uncompressed blobs, `8c3c37c51679 zstd:3` otherwise.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hex = self.diff_id.digest();
+        f.write_str(&hex[..hex.len().min(12)])?;
+        match self.compression {
+            Compression::None => Ok(()),
+            c => write!(f, " {c}"),
+        }
+    }
+}
+
 /// Receives progress events from an export. All methods default to no-ops.
 pub trait Progress: Send + Sync {
-    /// A layer starts being rebuilt; `total` is its uncompressed size.
-    fn layer_started(&self, _image: &str, _diff_id: &str, _total: u64) {}
+    /// A layer blob starts being built; `total` is the layer's uncompressed size.
+    fn layer_started(&self, _image: &str, _layer: &LayerKey, _total: u64) {}
     /// `bytes` more uncompressed bytes of the layer were written.
-    fn layer_advanced(&self, _diff_id: &str, _bytes: u64) {}
-    /// The layer is done (written or failed).
-    fn layer_finished(&self, _diff_id: &str) {}
-    /// A layer was already present in the destination.
-    fn layer_skipped(&self, _image: &str, _diff_id: &str, _total: u64) {}
+    fn layer_advanced(&self, _layer: &LayerKey, _bytes: u64) {}
+    /// The layer blob is done (written or failed).
+    fn layer_finished(&self, _layer: &LayerKey) {}
+    /// A layer blob was already present in the destination.
+    fn layer_skipped(&self, _image: &str, _layer: &LayerKey, _total: u64) {}
     /// A stage with no byte count began (e.g. "copying with skopeo").
     fn stage(&self, _message: &str) {}
     /// The stage is over.
@@ -57,17 +83,17 @@ const STEP: u64 = 4 << 20;
 pub struct ProgressWriter<'a, W> {
     inner: W,
     progress: &'a dyn Progress,
-    diff_id: &'a str,
+    layer: &'a LayerKey,
     pending: u64,
 }
 
 impl<'a, W: Write> ProgressWriter<'a, W> {
-    /// Wrap `inner`, reporting against layer `diff_id`.
-    pub fn new(inner: W, progress: &'a dyn Progress, diff_id: &'a str) -> Self {
+    /// Wrap `inner`, reporting against `layer`.
+    pub fn new(inner: W, progress: &'a dyn Progress, layer: &'a LayerKey) -> Self {
         Self {
             inner,
             progress,
-            diff_id,
+            layer,
             pending: 0,
         }
     }
@@ -75,7 +101,7 @@ impl<'a, W: Write> ProgressWriter<'a, W> {
     /// Report what is left and return the inner writer.
     pub fn into_inner(self) -> W {
         if self.pending > 0 {
-            self.progress.layer_advanced(self.diff_id, self.pending);
+            self.progress.layer_advanced(self.layer, self.pending);
         }
         self.inner
     }
@@ -86,7 +112,7 @@ impl<W: Write> Write for ProgressWriter<'_, W> {
         let n = self.inner.write(buf)?;
         self.pending += n as u64;
         if self.pending >= STEP {
-            self.progress.layer_advanced(self.diff_id, self.pending);
+            self.progress.layer_advanced(self.layer, self.pending);
             self.pending = 0;
         }
         Ok(n)

@@ -334,6 +334,14 @@ fn import_verifies_every_blob() {
     let mut bad = blob.clone();
     bad[600] ^= 1;
     std::fs::write(&path, &bad).unwrap();
+    // Into an existing repository (a failed import into a new one removes it).
+    let other = write_layout(
+        &t.path().join("other"),
+        "other",
+        "amd64",
+        &[(TarBuilder::new().file("o", b"o").finish(false), Kind::Tar)],
+    );
+    import(&repo, &other);
     let res = cfs(
         &repo,
         &["import", &format!("oci:{}:app", f.layout.display())],
@@ -346,14 +354,27 @@ fn import_verifies_every_blob() {
     );
     let list: serde_json::Value =
         serde_json::from_str(&cfs_ok(&repo, &["--json", "list"])).unwrap();
-    assert_eq!(list, serde_json::json!([]), "nothing may be tagged");
+    let tags: Vec<&serde_json::Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["tags"])
+        .collect();
+    assert_eq!(
+        tags,
+        [&serde_json::json!(["other"])],
+        "nothing new may be tagged"
+    );
     let streams: Vec<_> = std::fs::read_dir(repo.join("streams"))
-        .map(|d| {
-            d.map(|e| e.unwrap().file_name())
-                .filter(|n| n != "refs")
-                .collect()
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n != "refs"
+                && !n.contains(&other.config_digest)
+                && !n.contains(&other.manifest_digest)
+                && !n.contains(&other.diff_ids[0])
         })
-        .unwrap_or_default();
+        .collect();
     assert!(streams.is_empty(), "no stream may be named: {streams:?}");
 
     // A consistent blob whose content is not what the config's diff_id says.
@@ -410,9 +431,10 @@ fn import_verifies_every_blob() {
         err.contains("diff_id") && err.contains(&f.diff_ids[1]),
         "{err}"
     );
-    let list: serde_json::Value =
-        serde_json::from_str(&cfs_ok(&repo, &["--json", "list"])).unwrap();
-    assert_eq!(list, serde_json::json!([]));
+    assert!(
+        !repo.exists(),
+        "the failed import left a new repository behind"
+    );
 }
 
 #[test]

@@ -6,19 +6,14 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::progress::Progress;
+use crate::progress::{LayerKey, Progress};
 
 /// One bar per layer being rebuilt, an overall line, and a spinner for skopeo.
 pub struct Bars {
     multi: MultiProgress,
     overall: ProgressBar,
-    layers: Mutex<HashMap<String, ProgressBar>>,
+    layers: Mutex<HashMap<LayerKey, ProgressBar>>,
     spinner: Mutex<Option<ProgressBar>>,
-}
-
-fn short(diff_id: &str) -> String {
-    let hex = diff_id.strip_prefix("sha256:").unwrap_or(diff_id);
-    hex.chars().take(12).collect()
 }
 
 fn style(template: &str) -> ProgressStyle {
@@ -58,42 +53,43 @@ impl Default for Bars {
 }
 
 impl Progress for Bars {
-    fn layer_started(&self, _image: &str, diff_id: &str, total: u64) {
+    fn layer_started(&self, _image: &str, layer: &LayerKey, total: u64) {
         let bar = self.multi.add(ProgressBar::new(total));
         bar.set_style(style(
             "{prefix:>10} [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
         ));
-        bar.set_prefix(short(diff_id));
+        bar.set_prefix(layer.to_string());
         self.overall.inc_length(total);
         if let Ok(mut l) = self.layers.lock() {
-            l.insert(diff_id.to_string(), bar);
+            l.insert(layer.clone(), bar);
         }
     }
 
-    fn layer_advanced(&self, diff_id: &str, bytes: u64) {
+    fn layer_advanced(&self, layer: &LayerKey, bytes: u64) {
         if let Ok(l) = self.layers.lock() {
-            if let Some(bar) = l.get(diff_id) {
+            if let Some(bar) = l.get(layer) {
                 bar.inc(bytes);
             }
         }
         self.overall.inc(bytes);
     }
 
-    fn layer_finished(&self, diff_id: &str) {
+    fn layer_finished(&self, layer: &LayerKey) {
         if let Ok(mut l) = self.layers.lock() {
-            if let Some(bar) = l.remove(diff_id) {
+            if let Some(bar) = l.remove(layer) {
                 bar.finish_and_clear();
                 self.multi.remove(&bar);
             }
         }
     }
 
-    fn layer_skipped(&self, _image: &str, diff_id: &str, total: u64) {
+    fn layer_skipped(&self, _image: &str, layer: &LayerKey, total: u64) {
         self.overall.inc_length(total);
         self.overall.inc(total);
-        let _ = self
-            .multi
-            .println(format!("{:>10} already present, skipped", short(diff_id)));
+        let _ = self.multi.println(format!(
+            "{:>10} already present, skipped",
+            layer.to_string()
+        ));
     }
 
     fn stage(&self, message: &str) {
