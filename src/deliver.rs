@@ -2,7 +2,6 @@
 //! deterministic tar of a private layout, and everything else through one
 //! `skopeo copy` from a private layout under `$TMPDIR` (default `/var/tmp`).
 
-use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -18,6 +17,7 @@ use crate::compress::{Compression, CompressionChoice};
 use crate::export::{self, ExportOptions, ExportReport, ImageSelection};
 use crate::host::Host;
 use crate::image::{self, StoredImage};
+use crate::skopeo::CopyOptions;
 use crate::transport::ImageLocation;
 use crate::UsageError;
 
@@ -320,41 +320,27 @@ async fn copy_with_skopeo<ID: FsVerityHashValue>(
     })
     .await?;
 
-    let mut args: Vec<OsString> = vec!["copy".into(), "--quiet".into()];
-    if !storage && !docker_archive {
-        // What lands must be exactly what we wrote (skopeo would otherwise
-        // recompress or substitute cached blobs).
-        args.push("--preserve-digests".into());
-    }
-    if let Some(v) = transfer.dest_tls_verify {
-        args.push(format!("--dest-tls-verify={v}").into());
-    }
-    match (&transfer.creds_file, &transfer.authfile) {
-        (Some(creds), None) => {
+    let dest_authfile = match (&transfer.creds_file, &transfer.authfile) {
+        (Some(creds), _) => {
             let host = registry_host(&reference).ok_or_else(|| {
                 UsageError(format!(
                     "--creds-file is for docker:// destinations, not {reference}"
                 ))
             })?;
-            let auth = write_authfile(tmp.path(), &host, creds)?;
-            args.push("--dest-authfile".into());
-            args.push(auth.into());
+            Some(write_authfile(tmp.path(), &host, creds)?)
         }
-        (None, Some(file)) => {
-            args.push("--dest-authfile".into());
-            args.push(file.into());
-        }
-        _ => {}
-    }
-    let mut source = OsString::from("oci:");
-    source.push(&layout);
-    source.push(format!(":{TEMP_TAG}"));
-    args.push(source);
-    args.push(dest.clone().into());
+        (None, file) => file.clone(),
+    };
+    let copy = CopyOptions {
+        // What lands must be exactly what we wrote.
+        preserve_digests: !storage && !docker_archive,
+        dest_tls_verify: transfer.dest_tls_verify,
+        dest_authfile,
+    };
     opts.progress
         .stage(&format!("Copying to {reference} with skopeo"));
     let started = Instant::now();
-    let copied = crate::skopeo::run(&args).await;
+    let copied = crate::skopeo::copy_from_layout(&layout, TEMP_TAG, &dest, &copy).await;
     opts.progress.stage_finished();
     copied.with_context(|| format!("Copying to {reference}"))?;
     report.transfer_seconds = Some(started.elapsed().as_secs_f64());

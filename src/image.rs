@@ -430,55 +430,92 @@ pub fn load<ID: FsVerityHashValue>(
     entry: &CatalogEntry,
 ) -> Result<StoredImage<ID>> {
     let name = entry.display_name();
-    let config_digest = &entry.config_digest;
     let (manifest, config_verity) = match &entry.manifest_digest {
         Some(digest) => {
-            let (bytes, refs) = read_manifest_stream(repo, digest)
-                .with_context(|| format!("Loading image {name}"))?;
-            let manifest = ImageManifest::from_reader(&bytes[..])
-                .with_context(|| format!("Parsing manifest {digest} of image {name}"))?;
-            let verity = refs.get(&format!("config:{config_digest}")).cloned();
-            (
-                Some(OriginalManifest {
-                    digest: digest.clone(),
-                    bytes,
-                    manifest,
-                }),
-                verity,
-            )
+            let (m, refs) = load_manifest(repo, digest, &name)?;
+            let verity = refs
+                .get(&format!("config:{}", entry.config_digest))
+                .cloned();
+            (Some(m), verity)
         }
         None => (None, None),
     };
+    let (config_bytes, config, layer_refs) =
+        load_config(repo, &entry.config_digest, config_verity, &name)?;
+    let layers = stored_layers(repo, &config, manifest.as_ref(), &layer_refs, entry, &name)?;
+    Ok(StoredImage {
+        entry: entry.clone(),
+        manifest,
+        config_bytes,
+        config,
+        layers,
+        deployment: None,
+    })
+}
+
+/// The stored manifest, checked against its digest, and its named refs.
+fn load_manifest<ID: FsVerityHashValue>(
+    repo: &Repository<ID>,
+    digest: &Digest,
+    name: &str,
+) -> Result<(OriginalManifest, HashMap<String, ID>)> {
+    let (bytes, refs) =
+        read_manifest_stream(repo, digest).with_context(|| format!("Loading image {name}"))?;
+    let manifest = ImageManifest::from_reader(&bytes[..])
+        .with_context(|| format!("Parsing manifest {digest} of image {name}"))?;
+    let original = OriginalManifest {
+        digest: digest.clone(),
+        bytes,
+        manifest,
+    };
+    Ok((original, refs))
+}
+
+/// The config's original bytes (checked against its digest), parsed, and
+/// its refs to the layer streams.
+fn load_config<ID: FsVerityHashValue>(
+    repo: &Repository<ID>,
+    config_digest: &Digest,
+    verity: Option<ID>,
+    name: &str,
+) -> Result<(Vec<u8>, ImageConfiguration, HashMap<String, ID>)> {
     let stream_name = config_stream_id(config_digest);
-    let config_verity = match config_verity {
+    let verity = match verity {
         Some(v) => Some(v),
         None => repo.has_stream(&stream_name)?,
     };
-    let Some(config_verity) = config_verity else {
+    let Some(verity) = verity else {
         bail!(
             "Config {config_digest} of image {name} is missing from the repository (no stream {stream_name}); re-pull the image"
         );
     };
-    let (config_bytes, layer_refs) = read_stream(
-        repo,
-        &stream_name,
-        Some(&config_verity),
-        CONFIG_CONTENT_TYPE,
-    )
-    .with_context(|| {
+    let (bytes, layer_refs) = read_stream(repo, &stream_name, Some(&verity), CONFIG_CONTENT_TYPE)
+        .with_context(|| {
         format!("Reading config {config_digest} of image {name}; re-pull the image")
     })?;
-    let got = sha256(&config_bytes);
+    let got = sha256(&bytes);
     if &got != config_digest {
         bail!(
             "Config {config_digest} of image {name} is damaged in the repository: its stored bytes hash to {got}; re-pull the image"
         );
     }
-    let config = ImageConfiguration::from_reader(&config_bytes[..])
+    let config = ImageConfiguration::from_reader(&bytes[..])
         .with_context(|| format!("Parsing config {config_digest} of image {name}"))?;
+    Ok((bytes, config, layer_refs))
+}
 
+/// Each diff_id of the config with its layer stream and original descriptor.
+fn stored_layers<ID: FsVerityHashValue>(
+    repo: &Repository<ID>,
+    config: &ImageConfiguration,
+    manifest: Option<&OriginalManifest>,
+    layer_refs: &HashMap<String, ID>,
+    entry: &CatalogEntry,
+    name: &str,
+) -> Result<Vec<StoredLayer<ID>>> {
+    let config_digest = &entry.config_digest;
     let diff_ids = config.rootfs().diff_ids();
-    let originals: Vec<Option<Descriptor>> = match &manifest {
+    let originals: Vec<Option<Descriptor>> = match manifest {
         Some(m) => {
             let layers = m.manifest.layers();
             if layers.len() != diff_ids.len() {
@@ -517,14 +554,7 @@ pub fn load<ID: FsVerityHashValue>(
             original,
         });
     }
-    Ok(StoredImage {
-        entry: entry.clone(),
-        manifest,
-        config_bytes,
-        config,
-        layers,
-        deployment: None,
-    })
+    Ok(layers)
 }
 
 /// `os/arch[/variant]` of an image config.

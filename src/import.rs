@@ -193,7 +193,19 @@ fn resolve_manifest<T: OciRead>(
         let bytes = read_verified(oci, chosen, "manifest")?;
         return Ok((chosen.clone(), bytes, name));
     }
-    let nested = ImageIndex::from_reader(&read_verified(oci, chosen, "index")?[..])
+    let pick = pick_from_index(oci, chosen, platform)?;
+    let bytes = read_verified(oci, &pick, "manifest")?;
+    Ok((pick, bytes, name))
+}
+
+/// The image manifest for `platform` in a multi-platform index (the only
+/// image when no platform is asked for).
+fn pick_from_index<T: OciRead>(
+    oci: &T,
+    index: &Descriptor,
+    platform: Option<&PlatformWanted>,
+) -> Result<Descriptor> {
+    let nested = ImageIndex::from_reader(&read_verified(oci, index, "index")?[..])
         .context("Parsing the image index")?;
     let images: Vec<&Descriptor> = nested
         .manifests()
@@ -234,8 +246,7 @@ fn resolve_manifest<T: OciRead>(
             ),
         },
     };
-    let bytes = read_verified(oci, pick, "manifest")?;
-    Ok((pick.clone(), bytes, name))
+    Ok(pick.clone())
 }
 
 /// What the reader thread saw of one layer blob.
@@ -311,13 +322,25 @@ async fn import_layer<ID: FsVerityHashValue, R: Read + Send + 'static>(
     Ok(object_id)
 }
 
-async fn import_from<ID: FsVerityHashValue, T: OciRead>(
-    repo: &Arc<Repository<ID>>,
+/// The image a source names, its blobs read and checked, not yet stored.
+struct SourceImage {
+    manifest_digest: Digest,
+    manifest_bytes: Vec<u8>,
+    manifest: ImageManifest,
+    config_digest: Digest,
+    config_bytes: Vec<u8>,
+    config: ImageConfiguration,
+    diff_ids: Vec<Digest>,
+    tag: String,
+}
+
+/// Resolve the source's image and check manifest and config against their digests.
+fn read_source<T: OciRead>(
     oci: &T,
     source: &str,
     source_tag: Option<&str>,
     opts: &ImportOptions,
-) -> Result<ImportReport> {
+) -> Result<SourceImage> {
     let platform = opts
         .platform
         .as_deref()
@@ -356,12 +379,29 @@ async fn import_from<ID: FsVerityHashValue, T: OciRead>(
             diff_ids.len()
         );
     }
+    Ok(SourceImage {
+        manifest_digest,
+        manifest_bytes,
+        manifest,
+        config_digest,
+        config_bytes,
+        config,
+        diff_ids,
+        tag,
+    })
+}
 
-    // Every layer is stored and verified before any is named: a bad blob
-    // leaves only unreferenced objects, which the repository's GC removes.
+/// Store every layer the repository lacks, verified, then name them all:
+/// a bad blob leaves only unreferenced objects, which the repository's GC removes.
+async fn store_layers<ID: FsVerityHashValue, T: OciRead>(
+    repo: &Arc<Repository<ID>>,
+    oci: &T,
+    source: &str,
+    img: &SourceImage,
+) -> Result<(Vec<ImportedLayer>, Vec<(Digest, ID)>)> {
     let mut verified: Vec<(Digest, ID, bool)> = Vec::new();
     let mut layers = Vec::new();
-    for (i, (desc, diff_id)) in manifest.layers().iter().zip(&diff_ids).enumerate() {
+    for (i, (desc, diff_id)) in img.manifest.layers().iter().zip(&img.diff_ids).enumerate() {
         let (object, new) = match repo.has_stream(&layer_stream_id(diff_id))? {
             Some(existing) => (existing, false),
             None => {
@@ -394,37 +434,67 @@ async fn import_from<ID: FsVerityHashValue, T: OciRead>(
         };
         layer_refs.push((diff_id, verity));
     }
+    Ok((layers, layer_refs))
+}
 
-    let config_verity = match repo.has_stream(&config_stream_id(&config_digest))? {
+/// Store the config (its original bytes) and the manifest with their refs,
+/// as composefs-oci does, unless already there.
+fn store_config_and_manifest<ID: FsVerityHashValue>(
+    repo: &Arc<Repository<ID>>,
+    img: &SourceImage,
+    layer_refs: &[(Digest, ID)],
+) -> Result<()> {
+    let config_digest = &img.config_digest;
+    let config_verity = match repo.has_stream(&config_stream_id(config_digest))? {
         Some(v) => v,
         None => {
             let refs: HashMap<Box<str>, ID> = layer_refs
                 .iter()
                 .map(|(d, v)| (Box::from(d.as_ref()), v.clone()))
                 .collect();
-            composefs_oci::write_config_raw(repo, &config_bytes, refs, None, None, &HashMap::new())
-                .with_context(|| format!("Storing config {config_digest}"))?
-                .1
+            composefs_oci::write_config_raw(
+                repo,
+                &img.config_bytes,
+                refs,
+                None,
+                None,
+                &HashMap::new(),
+            )
+            .with_context(|| format!("Storing config {config_digest}"))?
+            .1
         }
     };
-    let manifest_stream = manifest_stream_id(&manifest_digest);
+    let manifest_stream = manifest_stream_id(&img.manifest_digest);
     if repo.has_stream(&manifest_stream)?.is_none() {
         let mut stream = repo.create_stream(MANIFEST_CONTENT_TYPE)?;
         stream.add_named_stream_ref(&format!("config:{config_digest}"), &config_verity);
-        for (diff_id, verity) in &layer_refs {
+        for (diff_id, verity) in layer_refs {
             stream.add_named_stream_ref(diff_id.as_ref(), verity);
         }
-        stream.write_external(&manifest_bytes)?;
+        stream.write_external(&img.manifest_bytes)?;
         repo.write_stream(stream, &manifest_stream, None)
-            .with_context(|| format!("Storing manifest {manifest_digest}"))?;
+            .with_context(|| format!("Storing manifest {}", img.manifest_digest))?;
     }
-    composefs_oci::tag_image(repo, &manifest_digest, &tag)?;
+    Ok(())
+}
+
+async fn import_from<ID: FsVerityHashValue, T: OciRead>(
+    repo: &Arc<Repository<ID>>,
+    oci: &T,
+    source: &str,
+    source_tag: Option<&str>,
+    opts: &ImportOptions,
+) -> Result<ImportReport> {
+    let img = read_source(oci, source, source_tag, opts)?;
+    let (layers, layer_refs) = store_layers(repo, oci, source, &img).await?;
+    store_config_and_manifest(repo, &img, &layer_refs)?;
+    composefs_oci::tag_image(repo, &img.manifest_digest, &img.tag)?;
     Ok(ImportReport {
         source: source.to_string(),
-        tag,
-        manifest_digest: manifest_digest.to_string(),
-        config_digest: config_digest.to_string(),
-        platform: crate::image::platform_of(&config),
+        tag: img.tag,
+        manifest_digest: img.manifest_digest.to_string(),
+        config_digest: img.config_digest.to_string(),
+        platform: crate::image::platform_of(&img.config),
         layers,
     })
 }

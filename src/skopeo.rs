@@ -2,7 +2,7 @@
 //! error, killed when the export is cancelled, binary from `$SKOPEO` or PATH.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use anyhow::{Context, Result};
@@ -30,6 +30,48 @@ pub fn binary() -> PathBuf {
     std::env::var_os(SKOPEO_ENV)
         .filter(|s| !s.is_empty())
         .map_or_else(|| PathBuf::from("skopeo"), PathBuf::from)
+}
+
+/// How `skopeo copy` treats the destination.
+#[derive(Debug, Clone, Default)]
+pub struct CopyOptions {
+    /// `--preserve-digests`: what lands must be exactly the blobs given
+    /// (else skopeo may recompress or substitute cached blobs).
+    pub preserve_digests: bool,
+    /// `--dest-tls-verify`.
+    pub dest_tls_verify: Option<bool>,
+    /// `--dest-authfile` (a user's auth file, or our 0600 one from a creds file).
+    pub dest_authfile: Option<PathBuf>,
+}
+
+/// `skopeo copy --quiet [options] oci:LAYOUT:TAG DEST`.
+pub async fn copy_from_layout(
+    layout: &Path,
+    tag: &str,
+    dest: &str,
+    options: &CopyOptions,
+) -> Result<()> {
+    run(&copy_args(layout, tag, dest, options)).await
+}
+
+fn copy_args(layout: &Path, tag: &str, dest: &str, options: &CopyOptions) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["copy".into(), "--quiet".into()];
+    if options.preserve_digests {
+        args.push("--preserve-digests".into());
+    }
+    if let Some(v) = options.dest_tls_verify {
+        args.push(format!("--dest-tls-verify={v}").into());
+    }
+    if let Some(file) = &options.dest_authfile {
+        args.push("--dest-authfile".into());
+        args.push(file.into());
+    }
+    let mut source = OsString::from("oci:");
+    source.push(layout);
+    source.push(format!(":{tag}"));
+    args.push(source);
+    args.push(dest.into());
+    args
 }
 
 /// Run `skopeo ARGS…` to completion.
@@ -76,4 +118,41 @@ pub async fn run(args: &[OsString]) -> Result<()> {
         stderr: tail,
     }
     .into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_arguments() {
+        let all = CopyOptions {
+            preserve_digests: true,
+            dest_tls_verify: Some(false),
+            dest_authfile: Some("/run/auth.json".into()),
+        };
+        let args = |o: &CopyOptions| -> Vec<String> {
+            copy_args(Path::new("/tmp/l"), "t", "docker://h/x:1", o)
+                .into_iter()
+                .map(|a| a.into_string().unwrap())
+                .collect()
+        };
+        assert_eq!(
+            args(&all),
+            [
+                "copy",
+                "--quiet",
+                "--preserve-digests",
+                "--dest-tls-verify=false",
+                "--dest-authfile",
+                "/run/auth.json",
+                "oci:/tmp/l:t",
+                "docker://h/x:1"
+            ]
+        );
+        assert_eq!(
+            args(&CopyOptions::default()),
+            ["copy", "--quiet", "oci:/tmp/l:t", "docker://h/x:1"]
+        );
+    }
 }
