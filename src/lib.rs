@@ -39,7 +39,6 @@
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
 pub mod archive;
-pub mod cli;
 pub mod compress;
 pub mod deliver;
 pub mod digest;

@@ -1,5 +1,9 @@
-//! `cfs-export`: see `cfs-export --help`.
+//! `cfs-export`: see `cfs-export --help`. The command line lives here, on
+//! top of the `composefs_export` library, which prints nothing.
+#![forbid(unsafe_code)]
+
+mod cli;
 
 fn main() -> std::process::ExitCode {
-    composefs_export::cli::main()
+    cli::main()
 }

@@ -1,4 +1,4 @@
-//! indicatif rendering of [`Progress`](crate::progress::Progress) events on stderr.
+//! indicatif rendering of [`Progress`](composefs_export::progress::Progress) events on stderr.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::progress::{LayerKey, Progress};
+use composefs_export::progress::{LayerKey, Progress};
 
 /// One bar per layer being rebuilt, an overall line, and a spinner for skopeo.
 pub struct Bars {

@@ -14,16 +14,16 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::compress::CompressionChoice;
-use crate::deliver::{self, StorageOptions, TransferOptions};
-use crate::export::{ExportOptions, ExportReport, ImageSelection};
-use crate::host::{self, Host, HostPaths};
-use crate::image;
-use crate::import::{self, ImportOptions};
-use crate::progress::ProgressHandle;
-use crate::repo::{self, CreateOutcome, RepoLocation};
-use crate::transport::ImageLocation;
-use crate::{with_repo, UsageError};
+use composefs_export::compress::CompressionChoice;
+use composefs_export::deliver::{self, StorageOptions, TransferOptions};
+use composefs_export::export::{ExportOptions, ExportReport, ImageSelection};
+use composefs_export::host::{self, Host, HostPaths};
+use composefs_export::image;
+use composefs_export::import::{self, ImportOptions};
+use composefs_export::progress::ProgressHandle;
+use composefs_export::repo::{self, CreateOutcome, RepoLocation};
+use composefs_export::transport::ImageLocation;
+use composefs_export::{with_repo, UsageError};
 use std::io::Write;
 
 /// Export container images from a composefs repository to bit-exact OCI images.
@@ -422,7 +422,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::List => {
             let source = Source::from_cli(&cli)?;
             let repo = repo::open(&source.location)?;
-            let listing = with_repo!(&repo, r => crate::list::list(r, source.host.as_ref()))?;
+            let listing = with_repo!(&repo, r => composefs_export::list::list(r, source.host.as_ref()))?;
             drop(repo);
             print_list(&listing, cli.json, out)
         }
@@ -436,7 +436,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
 fn export_command(cli: &Cli, args: &ExportArgs, out: &mut dyn Write) -> Result<()> {
     let dest = ImageLocation::parse(&args.to).map_err(|e| UsageError(e.to_string()))?;
     if let Some(t) = &args.tag {
-        crate::transport::validate_tag(t).map_err(|e| UsageError(e.to_string()))?;
+        composefs_export::transport::validate_tag(t).map_err(|e| UsageError(e.to_string()))?;
     }
     let opts = export_options(args.compression, args.jobs, args.tag.clone())
         .with_destination_tag(dest.tag())?;
@@ -468,7 +468,7 @@ fn verify_command(cli: &Cli, args: &VerifyArgs, out: &mut dyn Write) -> Result<(
     let report = with_repo!(&repo, r => {
         let picked = selection.resolve(&image::catalog(r)?, source.host.as_ref())?;
         let entries: Vec<_> = picked.iter().map(|s| s.entry.clone()).collect();
-        crate::verify::verify(r, &entries).map(|mut report| {
+        composefs_export::verify::verify(r, &entries).map(|mut report| {
             report.deployments = picked.into_iter().filter_map(|s| s.deployment).collect();
             report
         })

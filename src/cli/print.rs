@@ -4,12 +4,12 @@ use std::io::Write;
 
 use anyhow::Result;
 
-use crate::export::{self, ExportReport};
-use crate::human_size;
-use crate::list::Listing;
+use composefs_export::export::{self, ExportReport};
+use composefs_export::human_size;
+use composefs_export::list::Listing;
 
 pub(super) fn print_verify(
-    report: &crate::verify::VerifyReport,
+    report: &composefs_export::verify::VerifyReport,
     json: bool,
     quiet: bool,
     out: &mut dyn Write,
