@@ -17,8 +17,9 @@ pub const ZSTD_DEFAULT_LEVEL: i32 = 3;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(tag = "kind", content = "level", rename_all = "lowercase")]
 pub enum Compression {
-    /// Uncompressed tar (blob digest = diff_id).
-    None,
+    /// Uncompressed tar (blob digest = diff_id); written `none`.
+    #[serde(rename = "none")]
+    Uncompressed,
     /// gzip at the given level (1–9).
     Gzip(u32),
     /// zstd at the given level (1–19).
@@ -60,7 +61,7 @@ impl FromStr for CompressionChoice {
         };
         Ok(match kind {
             "original" if level.is_none() => CompressionChoice::Original,
-            "none" if level.is_none() => CompressionChoice::Fixed(Compression::None),
+            "none" if level.is_none() => CompressionChoice::Fixed(Compression::Uncompressed),
             "gzip" => CompressionChoice::Fixed(Compression::Gzip(
                 parse_level(1..=9)?.map_or(GZIP_DEFAULT_LEVEL, |v| v as u32),
             )),
@@ -75,7 +76,7 @@ impl FromStr for CompressionChoice {
 impl fmt::Display for Compression {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Compression::None => write!(f, "none"),
+            Compression::Uncompressed => write!(f, "none"),
             Compression::Gzip(l) => write!(f, "gzip:{l}"),
             Compression::Zstd(l) => write!(f, "zstd:{l}"),
         }
@@ -86,7 +87,7 @@ impl Compression {
     /// The OCI layer media type for blobs of this compression.
     pub fn media_type(&self) -> MediaType {
         match self {
-            Compression::None => MediaType::ImageLayer,
+            Compression::Uncompressed => MediaType::ImageLayer,
             Compression::Gzip(_) => MediaType::ImageLayerGzip,
             Compression::Zstd(_) => MediaType::ImageLayerZstd,
         }
@@ -107,7 +108,7 @@ impl Compression {
         } else if s.ends_with("zstd") {
             Compression::Zstd(ZSTD_DEFAULT_LEVEL)
         } else {
-            Compression::None
+            Compression::Uncompressed
         })
     }
 
@@ -117,7 +118,7 @@ impl Compression {
     /// mtime 0 and no file name.
     pub fn encoder<W: Write>(&self, inner: W) -> io::Result<Encoder<W>> {
         Ok(match *self {
-            Compression::None => Encoder::None(inner),
+            Compression::Uncompressed => Encoder::None(inner),
             // Blocks are cut by size, not by worker count: same bytes for any count.
             Compression::Gzip(level) => {
                 Encoder::Gzip(ParGzEncoder::new(inner, level, crate::cores())?)
@@ -196,7 +197,7 @@ pub fn decoder<'a, R: io::BufRead + 'a>(
     reader: R,
 ) -> io::Result<Box<dyn io::Read + 'a>> {
     Ok(match Compression::from_media_type(media_type) {
-        Some(Compression::None) => Box::new(reader),
+        Some(Compression::Uncompressed) => Box::new(reader),
         // Multi-member gzip and multi-frame zstd (zstd:chunked) both decode fully.
         Some(Compression::Gzip(_)) => Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
         Some(Compression::Zstd(_)) => Box::new(zstd::Decoder::with_buffer(reader)?),
@@ -219,7 +220,7 @@ mod tests {
         use Compression::*;
         let table: &[(&str, Option<CompressionChoice>)] = &[
             ("original", Some(CompressionChoice::Original)),
-            ("none", Some(CompressionChoice::Fixed(None))),
+            ("none", Some(CompressionChoice::Fixed(Uncompressed))),
             ("gzip", Some(CompressionChoice::Fixed(Gzip(6)))),
             ("gzip:1", Some(CompressionChoice::Fixed(Gzip(1)))),
             ("gzip:9", Some(CompressionChoice::Fixed(Gzip(9)))),
@@ -243,7 +244,7 @@ mod tests {
     #[test]
     fn media_types_round_trip() {
         for c in [
-            Compression::None,
+            Compression::Uncompressed,
             Compression::Gzip(6),
             Compression::Zstd(3),
         ] {
@@ -277,7 +278,7 @@ mod tests {
     fn encode_decode_deterministic() {
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         for c in [
-            Compression::None,
+            Compression::Uncompressed,
             Compression::Gzip(6),
             Compression::Zstd(3),
         ] {

@@ -304,7 +304,7 @@ async fn copy_with_skopeo<ID: FsVerityHashValue>(
     if (storage || docker_archive) && opts.compression == CompressionChoice::Original {
         // Storage unpacks layers anyway and `docker save` archives hold plain
         // tars: compressing would be wasted work.
-        opts.compression = CompressionChoice::Fixed(Compression::None);
+        opts.compression = CompressionChoice::Fixed(Compression::Uncompressed);
     }
     let tmp = temp_dir(&transfer)?;
     let needed = space_needed(&repo, &images, &opts);

@@ -31,7 +31,7 @@ pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 pub enum ImageSelection {
     /// These selectors: tag, digest or ID prefix; on a bootc host also an
     /// image name from a deployment's origin or `booted` / `staged` / `rollback`.
-    Some(Vec<String>),
+    Named(Vec<String>),
     /// Every image in the repository.
     All,
     /// The image of one deployment (`--deployment booted|staged|rollback|ID`).
@@ -167,7 +167,7 @@ impl ImageSelection {
         if all {
             ImageSelection::All
         } else {
-            ImageSelection::Some(images.to_vec())
+            ImageSelection::Named(images.to_vec())
         }
     }
 
@@ -186,7 +186,7 @@ impl ImageSelection {
                     deployment: None,
                 })
                 .collect(),
-            ImageSelection::Some(selectors) => selectors
+            ImageSelection::Named(selectors) => selectors
                 .iter()
                 .map(|s| select_one(catalog, host, s))
                 .collect::<Result<_>>()?,
@@ -342,7 +342,9 @@ struct Job<ID> {
 #[derive(Debug, Clone)]
 struct BlobOutcome {
     digest: Digest,
-    size: u64,
+    /// Size of the blob (compressed, if it is).
+    blob_size: u64,
+    /// Size of the uncompressed tar.
     tar_size: u64,
     status: LayerStatus,
     seconds: f64,
@@ -356,7 +358,7 @@ fn layer_compression<ID>(choice: CompressionChoice, layer: &StoredLayer<ID>) -> 
             .original
             .as_ref()
             .and_then(|d| Compression::from_media_type(d.media_type()))
-            .unwrap_or(Compression::None),
+            .unwrap_or(Compression::Uncompressed),
     }
 }
 
@@ -371,7 +373,7 @@ fn existing_blob(
     compression: Compression,
 ) -> Result<Option<(Digest, u64)>> {
     let known = match compression {
-        Compression::None => Some((diff_id.clone(), tar_size)),
+        Compression::Uncompressed => Some((diff_id.clone(), tar_size)),
         c => record.get(diff_id, &c.to_string()),
     };
     Ok(match known {
@@ -393,7 +395,7 @@ fn run_job<'a, ID: FsVerityHashValue>(
         // Uncompressed, the blob is the tar that `rebuild` hashes and proves:
         // one hash per byte is enough.
         let writer = match compression {
-            Compression::None => layout.create_trusted_blob()?,
+            Compression::Uncompressed => layout.create_trusted_blob()?,
             _ => layout.create_blob()?,
         };
         let encoder = compression.encoder(writer)?;
@@ -405,14 +407,14 @@ fn run_job<'a, ID: FsVerityHashValue>(
                 job.layer.diff_id, job.image
             )
         })?;
-        let expected = (compression == Compression::None).then_some(&job.layer.diff_id);
+        let expected = (compression == Compression::Uncompressed).then_some(&job.layer.diff_id);
         let blob = writer.finish(expected).with_context(|| {
             format!("Writing layer {} of image {}", job.layer.diff_id, job.image)
         })?;
         Ok((
             BlobOutcome {
                 digest: blob.digest.clone(),
-                size: blob.size,
+                blob_size: blob.size,
                 tar_size,
                 status: LayerStatus::Written,
                 seconds: start.elapsed().as_secs_f64(),
@@ -605,13 +607,13 @@ fn export_locked<ID: FsVerityHashValue>(
     let Plan { mut outcomes, work } = plan(repo, layout, &record, images, opts)?;
     let written = run_jobs(repo, layout, &work, opts, created)?;
     for (job, outcome) in work.into_iter().zip(written) {
-        if job.key.compression != Compression::None {
+        if job.key.compression != Compression::Uncompressed {
             let compression = job.key.compression.to_string();
             record.insert(
                 &job.key.diff_id,
                 &compression,
                 &outcome.digest,
-                outcome.size,
+                outcome.blob_size,
             );
         }
         outcomes.insert(job.key, outcome);
@@ -669,11 +671,11 @@ fn plan<ID: FsVerityHashValue>(
             }
             let tar_size = image::layer_size(repo, l).unwrap_or(0);
             match existing_blob(layout, record, &l.diff_id, tar_size, key.compression)? {
-                Some((digest, size)) => {
+                Some((digest, blob_size)) => {
                     opts.progress.layer_skipped(&img.name(), &key, tar_size);
                     let skipped = BlobOutcome {
                         digest,
-                        size,
+                        blob_size,
                         tar_size,
                         status: LayerStatus::Skipped,
                         seconds: 0.0,
@@ -733,7 +735,7 @@ fn write_image<ID>(
         let desc = DescriptorBuilder::default()
             .media_type(compression.media_type())
             .digest(outcome.digest.clone())
-            .size(outcome.size)
+            .size(outcome.blob_size)
             .build()?;
         layer_reports.push(LayerReport {
             diff_id: l.diff_id.to_string(),
@@ -741,7 +743,7 @@ fn write_image<ID>(
             media_type: compression.media_type().to_string(),
             compression,
             size: outcome.tar_size,
-            blob_size: outcome.size,
+            blob_size: outcome.blob_size,
             status: outcome.status,
             seconds: outcome.seconds,
         });

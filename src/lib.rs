@@ -13,7 +13,7 @@
 //! use composefs_export::with_repo;
 //!
 //! let repo = repo::open(&RepoLocation::System)?;
-//! let wanted = ImageSelection::Some(vec!["quay.io/fedora/fedora-bootc:42".into()]);
+//! let wanted = ImageSelection::Named(vec!["quay.io/fedora/fedora-bootc:42".into()]);
 //! let report = with_repo!(&repo, r => {
 //!     let images = export::load_images(r, &wanted, None)?;
 //!     export::export_to_oci_dir(r, &images, "/var/tmp/out".as_ref(), &ExportOptions::default())

@@ -25,7 +25,7 @@ impl fmt::Display for LayerKey {
         let hex = self.diff_id.digest();
         f.write_str(&hex[..hex.len().min(12)])?;
         match self.compression {
-            Compression::None => Ok(()),
+            Compression::Uncompressed => Ok(()),
             c => write!(f, " {c}"),
         }
     }

@@ -382,7 +382,7 @@ impl Source {
             }
         }
         match only_image(&self.location) {
-            Ok(one) => Ok(ImageSelection::Some(vec![one])),
+            Ok(one) => Ok(ImageSelection::Named(vec![one])),
             // On a host that did not boot from composefs this is its state,
             // not a mistake in the call: exit 1, with the deployments named.
             Err(e) => match &self.host {
@@ -422,7 +422,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::List => {
             let source = Source::from_cli(&cli)?;
             let repo = repo::open(&source.location)?;
-            let listing = with_repo!(&repo, r => composefs_export::list::list(r, source.host.as_ref()))?;
+            let listing =
+                with_repo!(&repo, r => composefs_export::list::list(r, source.host.as_ref()))?;
             drop(repo);
             print_list(&listing, cli.json, out)
         }
@@ -453,7 +454,7 @@ fn copy_to_storage_command(cli: &Cli, args: &CopyToStorageArgs, out: &mut dyn Wr
     transfer.validate(&dest)?;
     let source = Source::from_cli(cli)?;
     let selection = match (&args.image, &args.source, &args.deployment) {
-        (Some(i), _, _) | (None, Some(i), _) => ImageSelection::Some(vec![i.clone()]),
+        (Some(i), _, _) | (None, Some(i), _) => ImageSelection::Named(vec![i.clone()]),
         (None, None, Some(d)) => ImageSelection::Deployment(d.clone()),
         (None, None, None) => source.default_image()?,
     };

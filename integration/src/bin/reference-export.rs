@@ -31,7 +31,7 @@ fn put(out: &Path, data: &[u8]) -> Result<String> {
 }
 
 fn run<ID: FsVerityHashValue>(repo: &Repository<ID>, image: &str, out: &Path) -> Result<()> {
-    let images = export::load_images(repo, &ImageSelection::Some(vec![image.to_string()]), None)?;
+    let images = export::load_images(repo, &ImageSelection::Named(vec![image.to_string()]), None)?;
     let img = &images[0];
     std::fs::create_dir_all(out.join("blobs/sha256"))?;
     std::fs::write(out.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)?;
