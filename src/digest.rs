@@ -21,6 +21,13 @@ pub fn sha256(bytes: &[u8]) -> Digest {
     finish(hasher)
 }
 
+/// The first 12 hex digits of a digest or ID, as podman and docker show
+/// them (`sha256:` or any other algorithm prefix dropped).
+pub fn short_hex(digest: &str) -> &str {
+    let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
+    hex.get(..12).unwrap_or(hex)
+}
+
 /// Parse a digest string, requiring the sha256 algorithm (the only one OCI layouts here use).
 pub fn parse_sha256(s: &str) -> Result<Digest> {
     let digest = Digest::from_str(s).with_context(|| format!("Invalid digest {s:?}"))?;
@@ -119,6 +126,15 @@ impl<R: Read> Read for HashingReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_forms() {
+        let hex = "0123456789abcdef".repeat(4);
+        assert_eq!(short_hex(&format!("sha256:{hex}")), "0123456789ab");
+        assert_eq!(short_hex(&format!("sha512:{hex}")), "0123456789ab");
+        assert_eq!(short_hex(&hex), "0123456789ab");
+        assert_eq!(short_hex("abc"), "abc");
+    }
 
     #[test]
     fn known_digests() {

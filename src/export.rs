@@ -23,8 +23,7 @@ use crate::layer;
 use crate::layout::{BlobRecord, OciLayout, PendingBlob};
 use crate::progress::{LayerKey, ProgressHandle, ProgressWriter};
 
-/// The annotation OCI layouts name images by.
-pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+pub use oci_spec::image::ANNOTATION_REF_NAME;
 
 /// Which images to export.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -773,7 +772,7 @@ fn write_image<ID>(
         .platform(platform.build()?);
     if let Some(t) = &tag {
         desc = desc.annotations(HashMap::from([(
-            REF_NAME_ANNOTATION.to_string(),
+            ANNOTATION_REF_NAME.to_string(),
             t.clone(),
         )]));
     }
@@ -803,7 +802,7 @@ fn update_index(layout: &OciLayout, images: Vec<WrittenImage>) -> Result<Vec<Ima
             let ref_name = d
                 .annotations()
                 .as_ref()
-                .and_then(|a| a.get(REF_NAME_ANNOTATION));
+                .and_then(|a| a.get(ANNOTATION_REF_NAME));
             match &report.tag {
                 Some(t) => ref_name != Some(t),
                 None => !(ref_name.is_none() && d.digest() == desc.digest()),

@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use oci_spec::image::Digest;
 use serde::Serialize;
 
-use crate::digest::parse_sha256;
+use crate::digest::{parse_sha256, short_hex};
 
 /// Where the host's state is read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,7 +129,7 @@ impl Deployment {
             .as_ref()
             .map(|i| format!(" ({})", i.name))
             .unwrap_or_default();
-        format!("{} deployment {}{name}", self.role, short_id(&self.id))
+        format!("{} deployment {}{name}", self.role, short_hex(&self.id))
     }
 
     /// The image, or an error saying why the origin names none.
@@ -140,10 +140,6 @@ impl Deployment {
             (None, None) => bail!("The {} has no image reference", self.describe()),
         }
     }
-}
-
-fn short_id(id: &str) -> &str {
-    &id[..id.len().min(12)]
 }
 
 /// Which deployment an IMAGE selector picked, and what else matched.
@@ -168,7 +164,7 @@ impl fmt::Display for DeploymentChoice {
             "{} is the {} deployment {} ({})",
             self.selector,
             self.role,
-            short_id(&self.id),
+            short_hex(&self.id),
             self.image
         )?;
         if !self.also_matched.is_empty() {
@@ -245,7 +241,7 @@ impl Host {
             )),
             (Some(b), None) => Some(format!(
                 "the booted composefs image {} is not a deployment of {}",
-                short_id(b),
+                short_hex(b),
                 sysroot.display()
             )),
         };
@@ -353,7 +349,7 @@ impl Host {
             image: image.name.clone(),
             also_matched: others
                 .iter()
-                .map(|d| format!("{} {}", d.role, short_id(&d.id)))
+                .map(|d| format!("{} {}", d.role, short_hex(&d.id)))
                 .collect(),
         }))
     }
@@ -382,7 +378,7 @@ impl Host {
                 format!(
                     "{} {} {}",
                     d.role,
-                    short_id(&d.id),
+                    short_hex(&d.id),
                     d.image.as_ref().map_or("(no image)", |i| i.name.as_str())
                 )
             })

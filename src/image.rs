@@ -287,12 +287,11 @@ fn close_names(catalog: &[CatalogEntry], selector: &str) -> Vec<String> {
 
 impl fmt::Display for CatalogEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let id = self.config_digest.digest();
         write!(
             f,
             "{} (ID {})",
             self.display_name(),
-            &id[..id.len().min(12)]
+            crate::digest::short_hex(self.config_digest.digest())
         )
     }
 }
@@ -559,12 +558,23 @@ fn stored_layers<ID: FsVerityHashValue>(
 
 /// `os/arch[/variant]` of an image config.
 pub fn platform_of(config: &ImageConfiguration) -> String {
-    let mut s = format!("{}/{}", config.os(), config.architecture());
-    if let Some(v) = config.variant() {
-        s.push('/');
-        s.push_str(v);
+    platform_string(
+        config.os(),
+        config.architecture(),
+        config.variant().as_deref(),
+    )
+}
+
+/// `os/arch[/variant]`.
+pub fn platform_string(
+    os: &impl fmt::Display,
+    arch: &impl fmt::Display,
+    variant: Option<&str>,
+) -> String {
+    match variant {
+        Some(v) => format!("{os}/{arch}/{v}"),
+        None => format!("{os}/{arch}"),
     }
-    s
 }
 
 /// Uncompressed size of a stored layer, from its split-stream header.

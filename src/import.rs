@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::compress;
 use crate::digest::{parse_sha256, sha256, HashingReader};
-use crate::export::REF_NAME_ANNOTATION;
+use crate::export::ANNOTATION_REF_NAME;
 use crate::image::{config_stream_id, layer_stream_id, manifest_stream_id, MANIFEST_CONTENT_TYPE};
 use crate::transport::{validate_tag, ImageLocation};
 
@@ -98,14 +98,7 @@ impl PlatformWanted {
 
 fn platform_of(d: &Descriptor) -> String {
     match d.platform() {
-        Some(p) => {
-            let mut s = format!("{}/{}", p.os(), p.architecture());
-            if let Some(v) = p.variant() {
-                s.push('/');
-                s.push_str(v);
-            }
-            s
-        }
+        Some(p) => crate::image::platform_string(p.os(), p.architecture(), p.variant().as_deref()),
         None => "unknown platform".to_string(),
     }
 }
@@ -146,7 +139,7 @@ fn resolve_manifest<T: OciRead>(
     let ref_name = |d: &Descriptor| {
         d.annotations()
             .as_ref()
-            .and_then(|a| a.get(REF_NAME_ANNOTATION))
+            .and_then(|a| a.get(ANNOTATION_REF_NAME))
             .cloned()
     };
     let all = index.manifests();

@@ -22,8 +22,7 @@ pub struct LayerKey {
 impl fmt::Display for LayerKey {
     /// `8c3c37c51679` for uncompressed blobs, `8c3c37c51679 zstd:3` otherwise.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hex = self.diff_id.digest();
-        f.write_str(&hex[..hex.len().min(12)])?;
+        f.write_str(crate::digest::short_hex(self.diff_id.digest()))?;
         match self.compression {
             Compression::Uncompressed => Ok(()),
             c => write!(f, " {c}"),

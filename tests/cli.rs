@@ -173,7 +173,7 @@ fn man_pages_render() {
     ] {
         let path = t.path().join(format!("{page}.1"));
         assert!(path.exists(), "{page}.1");
-        if which("man") {
+        if have_tool("man") {
             let out = Command::new("man")
                 .arg("-l")
                 .arg(&path)
@@ -194,13 +194,6 @@ fn man_pages_render() {
     }
     let out = Command::new(bin()).arg("man").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains(".TH cfs-export"));
-}
-
-fn which(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 #[test]

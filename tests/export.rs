@@ -157,33 +157,6 @@ fn exports_are_reproducible_and_incremental() {
     }
 }
 
-/// The biggest object in the repository: the 2 MiB file of layer 1.
-fn biggest_object(repo: &Path) -> std::path::PathBuf {
-    let mut best = (0, None);
-    for d in std::fs::read_dir(repo.join("objects")).unwrap() {
-        let d = d.unwrap().path();
-        if !d.is_dir() {
-            continue;
-        }
-        for f in std::fs::read_dir(&d).unwrap() {
-            let p = f.unwrap().path();
-            let len = std::fs::metadata(&p).unwrap().len();
-            if len > best.0 {
-                best = (len, Some(p));
-            }
-        }
-    }
-    best.1.unwrap()
-}
-
-fn flip_byte(path: &Path, offset: usize) {
-    use std::os::unix::fs::PermissionsExt;
-    let mut data = std::fs::read(path).unwrap();
-    data[offset] ^= 0x01;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::write(path, data).unwrap();
-}
-
 #[test]
 fn damaged_object_fails_and_leaves_destination_unchanged() {
     let t = tmp();
@@ -200,7 +173,7 @@ fn damaged_object_fails_and_leaves_destination_unchanged() {
     let before = snapshot(&out);
 
     let object = biggest_object(&repo);
-    flip_byte(&object, 1000);
+    rewrite(&object, |d| d[1000] ^= 0x01);
     let res = cfs(
         &repo,
         &[

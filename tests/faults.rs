@@ -46,29 +46,6 @@ fn stream_object(repo: &Path, stream: &str) -> PathBuf {
     repo.join("streams").join(target)
 }
 
-fn biggest_object(repo: &Path) -> PathBuf {
-    let mut all: Vec<(u64, PathBuf)> = Vec::new();
-    for d in std::fs::read_dir(repo.join("objects")).unwrap() {
-        let d = d.unwrap().path();
-        if d.is_dir() {
-            for f in std::fs::read_dir(&d).unwrap() {
-                let p = f.unwrap().path();
-                all.push((std::fs::metadata(&p).unwrap().len(), p));
-            }
-        }
-    }
-    all.sort();
-    all.pop().unwrap().1
-}
-
-fn rewrite(path: &Path, edit: impl FnOnce(&mut Vec<u8>)) {
-    use std::os::unix::fs::PermissionsExt;
-    let mut data = std::fs::read(path).unwrap();
-    edit(&mut data);
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::write(path, data).unwrap();
-}
-
 fn rel(repo: &Path, p: &Path) -> String {
     std::fs::canonicalize(p)
         .unwrap_or(p.to_path_buf())

@@ -10,11 +10,7 @@ use anyhow::{bail, Context, Result};
 #[path = "../../tests/common/mod.rs"]
 pub mod fixture;
 
-/// Is `name` on PATH?
-pub fn have_tool(name: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(name).is_file()))
-}
+pub use fixture::have_tool;
 
 /// Under `CI=true` a missing tool is a failure, elsewhere a skip.
 pub fn strict() -> bool {

@@ -4,6 +4,7 @@ use std::io::Write;
 
 use anyhow::Result;
 
+use composefs_export::digest::short_hex;
 use composefs_export::export::{self, ExportReport};
 use composefs_export::human_size;
 use composefs_export::list::Listing;
@@ -49,11 +50,6 @@ pub(super) fn print_verify(
     Ok(())
 }
 
-fn short(d: &str) -> &str {
-    let hex = d.strip_prefix("sha256:").unwrap_or(d);
-    &hex[..hex.len().min(12)]
-}
-
 /// The `list` table: columns as wide as their widest cell, so bootc's long
 /// tags (`localhost/bootc-sha256:<64 hex>`) keep everything aligned.
 pub(super) fn list_table(listing: &Listing) -> Vec<String> {
@@ -79,7 +75,7 @@ pub(super) fn list_table(listing: &Listing) -> Vec<String> {
         let deployments = r
             .deployments
             .iter()
-            .map(|d| format!("{} {} {}", d.role, short(&d.id), d.image))
+            .map(|d| format!("{} {} {}", d.role, short_hex(&d.id), d.image))
             .collect::<Vec<_>>()
             .join("; ");
         // One line per tag; the image's columns on the first.
@@ -87,10 +83,10 @@ pub(super) fn list_table(listing: &Listing) -> Vec<String> {
             let mut row = vec![tag];
             if i == 0 {
                 row.extend([
-                    short(&r.image_id).to_string(),
+                    short_hex(&r.image_id).to_string(),
                     r.manifest_digest
                         .as_deref()
-                        .map_or("<none>", short)
+                        .map_or("<none>", short_hex)
                         .to_string(),
                     r.platform.clone(),
                     r.layers.to_string(),
@@ -172,7 +168,7 @@ pub(super) fn print_export(
                 "  layer {}/{} {} {:<8} {:>10} -> {:>10} {}",
                 i + 1,
                 img.layers.len(),
-                short(&l.diff_id),
+                short_hex(&l.diff_id),
                 l.compression.to_string(),
                 human_size(l.size),
                 human_size(l.blob_size),

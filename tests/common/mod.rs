@@ -585,3 +585,34 @@ impl HostTree {
         ids
     }
 }
+
+/// The biggest object file in a repository (the 2 MiB file of the standard layers).
+pub fn biggest_object(repo: &Path) -> PathBuf {
+    let mut all: Vec<(u64, PathBuf)> = Vec::new();
+    for d in std::fs::read_dir(repo.join("objects")).unwrap() {
+        let d = d.unwrap().path();
+        if d.is_dir() {
+            for f in std::fs::read_dir(&d).unwrap() {
+                let p = f.unwrap().path();
+                all.push((std::fs::metadata(&p).unwrap().len(), p));
+            }
+        }
+    }
+    all.sort();
+    all.pop().unwrap().1
+}
+
+/// Edit a (possibly read-only) repository file in place.
+pub fn rewrite(path: &Path, edit: impl FnOnce(&mut Vec<u8>)) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut data = std::fs::read(path).unwrap();
+    edit(&mut data);
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(path, data).unwrap();
+}
+
+/// Is `name` on PATH?
+pub fn have_tool(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(name).is_file()))
+}
