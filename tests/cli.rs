@@ -2,11 +2,9 @@
 //! help with examples, man pages, completions, quiet stderr when piped.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use fixtures::*;
 
 fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("not one JSON document ({e}): {out}"))

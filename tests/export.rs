@@ -2,11 +2,9 @@
 //! fixtures built in code and digests computed independently.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use fixtures::*;
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()

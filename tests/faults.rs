@@ -2,12 +2,10 @@
 //! with exit 1 and leave the destination exactly as it was.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use fixtures::*;
 
 struct Setup {
     _t: tempfile::TempDir,

@@ -3,12 +3,10 @@
 //! bootc finds them; every bad input a clear error with nothing written.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::*;
+use fixtures::*;
 
 /// The image name all three deployments were made from.
 const NAME: &str = "quay.io/example/os:latest";

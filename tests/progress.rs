@@ -3,15 +3,13 @@
 //! separate, complete event sequences.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 
-use common::*;
 use composefs_export::export::{self, ExportOptions, ImageSelection};
 use composefs_export::progress::{LayerKey, Progress, ProgressHandle};
 use composefs_export::repo::{self, RepoLocation};
 use composefs_export::with_repo;
+use fixtures::*;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Event {

@@ -2,11 +2,9 @@
 //! same diff_ids and config digest, bit for bit.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::*;
+use fixtures::*;
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]

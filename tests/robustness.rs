@@ -2,13 +2,11 @@
 //! is complete and proven, or it changed nothing.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use fixtures::*;
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()

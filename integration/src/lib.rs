@@ -7,8 +7,7 @@ use std::process::{Command, Output};
 
 use anyhow::{bail, Context, Result};
 
-#[path = "../../tests/common/mod.rs"]
-pub mod fixture;
+pub use fixtures as fixture;
 
 pub use fixture::have_tool;
 
