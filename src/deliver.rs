@@ -50,44 +50,39 @@ pub struct TransferOptions {
 impl TransferOptions {
     /// Check these options fit `dest`, before any work is done.
     pub fn validate(&self, dest: &ImageLocation) -> Result<(), UsageError> {
-        let reference = match dest {
-            ImageLocation::Skopeo(r) => r.as_str(),
-            other => {
-                let skopeo_only = [
-                    ("--authfile", self.authfile.is_some()),
-                    ("--dest-tls-verify", self.dest_tls_verify.is_some()),
-                    ("--creds-file", self.creds_file.is_some()),
-                    ("--storage-driver", self.storage.driver.is_some()),
-                    ("--storage-root", self.storage.root.is_some()),
-                    ("--storage-runroot", self.storage.runroot.is_some()),
-                ];
-                return match skopeo_only.iter().find(|(_, given)| *given) {
-                    Some((flag, _)) => Err(UsageError(format!(
-                        "{flag} does not apply to {other}: it is for registry and containers-storage destinations"
-                    ))),
-                    None => Ok(()),
-                };
-            }
-        };
+        if !dest.via_skopeo() {
+            let skopeo_only = [
+                ("--authfile", self.authfile.is_some()),
+                ("--dest-tls-verify", self.dest_tls_verify.is_some()),
+                ("--creds-file", self.creds_file.is_some()),
+                ("--storage-driver", self.storage.driver.is_some()),
+                ("--storage-root", self.storage.root.is_some()),
+                ("--storage-runroot", self.storage.runroot.is_some()),
+            ];
+            return match skopeo_only.iter().find(|(_, given)| *given) {
+                Some((flag, _)) => Err(UsageError(format!(
+                    "{flag} does not apply to {dest}: it is for registry and containers-storage destinations"
+                ))),
+                None => Ok(()),
+            };
+        }
         if self.creds_file.is_some() && self.authfile.is_some() {
             return Err(UsageError(
                 "give --creds-file or --authfile, not both".into(),
             ));
         }
-        if self.creds_file.is_some() && registry_host(reference).is_none() {
+        if self.creds_file.is_some() && !matches!(dest, ImageLocation::Docker(_)) {
             return Err(UsageError(format!(
-                "--creds-file is for docker:// destinations, not {reference}"
+                "--creds-file is for docker:// destinations, not {dest}"
             )));
         }
-        let storage_given = self.storage != StorageOptions::default();
-        if storage_given && !is_containers_storage(reference) {
-            return Err(UsageError(format!(
-                "--storage-driver/--storage-root/--storage-runroot are for containers-storage: destinations, not {reference}"
-            )));
+        match dest {
+            ImageLocation::ContainersStorage(r) => storage_reference(r, &self.storage).map(|_| ()),
+            _ if self.storage != StorageOptions::default() => Err(UsageError(format!(
+                "--storage-driver/--storage-root/--storage-runroot are for containers-storage: destinations, not {dest}"
+            ))),
+            _ => Ok(()),
         }
-        storage_reference(reference, &self.storage)
-            .map(|_| ())
-            .map_err(|e| UsageError(format!("{e:#}")))
     }
 }
 
@@ -142,9 +137,7 @@ pub async fn export<ID: FsVerityHashValue>(
             drop(tmp);
             Ok(report)
         }
-        ImageLocation::Skopeo(reference) => {
-            copy_with_skopeo(repo, images, reference, opts, transfer).await
-        }
+        dest => copy_with_skopeo(repo, images, dest, opts, transfer).await,
     }
 }
 
@@ -167,28 +160,20 @@ fn temp_dir(transfer: &TransferOptions) -> Result<tempfile::TempDir> {
         })
 }
 
-/// containers-storage, a registry, or an archive/dir format skopeo writes.
-fn is_containers_storage(reference: &str) -> bool {
-    reference.starts_with("containers-storage:")
-}
-
-/// Put the storage options into a `containers-storage:` reference as skopeo's
-/// `[driver@root+runroot]` specifier.
-pub fn storage_reference(reference: &str, storage: &StorageOptions) -> Result<String> {
-    let Some(rest) = reference.strip_prefix("containers-storage:") else {
-        return Ok(reference.to_string());
-    };
+/// The `containers-storage:` reference for skopeo, with the storage options
+/// as its `[driver@root+runroot]` specifier.
+pub fn storage_reference(reference: &str, storage: &StorageOptions) -> Result<String, UsageError> {
     let Some(root) = &storage.root else {
         if storage.driver.is_some() || storage.runroot.is_some() {
-            bail!(UsageError(
-                "--storage-driver and --storage-runroot need --storage-root".into()
+            return Err(UsageError(
+                "--storage-driver and --storage-runroot need --storage-root".into(),
             ));
         }
-        return Ok(reference.to_string());
+        return Ok(format!("containers-storage:{reference}"));
     };
-    if rest.starts_with('[') {
-        bail!(UsageError(format!(
-            "{reference} already names a storage location; drop --storage-root or the [..] part"
+    if reference.starts_with('[') {
+        return Err(UsageError(format!(
+            "containers-storage:{reference} already names a storage location; drop --storage-root or the [..] part"
         )));
     }
     let mut spec = String::from("[");
@@ -202,17 +187,19 @@ pub fn storage_reference(reference: &str, storage: &StorageOptions) -> Result<St
         spec.push_str(&r.to_string_lossy());
     }
     spec.push(']');
-    Ok(format!("containers-storage:{spec}{rest}"))
+    Ok(format!("containers-storage:{spec}{reference}"))
 }
 
-/// The registry host a `docker://` reference names (Docker Hub for bare names).
-pub fn registry_host(reference: &str) -> Option<String> {
-    let rest = reference.strip_prefix("docker://")?;
-    let first = rest.split('/').next()?;
-    if rest.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost") {
-        Some(first.to_string())
+/// The registry host a `docker://` reference (given without `docker://`)
+/// names: Docker Hub for bare names.
+pub fn registry_host(reference: &str) -> String {
+    let first = reference.split('/').next().unwrap_or(reference);
+    if reference.contains('/')
+        && (first.contains('.') || first.contains(':') || first == "localhost")
+    {
+        first.to_string()
     } else {
-        Some("docker.io".to_string())
+        "docker.io".to_string()
     }
 }
 
@@ -286,21 +273,25 @@ fn check_space(dir: &Path, needed: u64) -> Result<()> {
 async fn copy_with_skopeo<ID: FsVerityHashValue>(
     repo: Arc<Repository<ID>>,
     images: Vec<StoredImage<ID>>,
-    reference: String,
+    location: ImageLocation,
     mut opts: ExportOptions,
     transfer: TransferOptions,
 ) -> Result<ExportReport> {
+    let reference = location.to_string();
     if images.len() != 1 {
         bail!(UsageError(format!(
             "{reference} takes one image; got {}",
             images.len()
         )));
     }
-    let storage = is_containers_storage(&reference);
+    let storage = matches!(location, ImageLocation::ContainersStorage(_));
     // docker-archive holds a Docker schema2 manifest, which skopeo converts
     // ours to: digests cannot be preserved there.
-    let docker_archive = reference.starts_with("docker-archive:");
-    let dest = storage_reference(&reference, &transfer.storage)?;
+    let docker_archive = matches!(location, ImageLocation::DockerArchive(_));
+    let dest = match &location {
+        ImageLocation::ContainersStorage(r) => storage_reference(r, &transfer.storage)?,
+        _ => reference.clone(),
+    };
     if (storage || docker_archive) && opts.compression == CompressionChoice::Original {
         // Storage unpacks layers anyway and `docker save` archives hold plain
         // tars: compressing would be wasted work.
@@ -320,16 +311,14 @@ async fn copy_with_skopeo<ID: FsVerityHashValue>(
     })
     .await?;
 
-    let dest_authfile = match (&transfer.creds_file, &transfer.authfile) {
-        (Some(creds), _) => {
-            let host = registry_host(&reference).ok_or_else(|| {
-                UsageError(format!(
-                    "--creds-file is for docker:// destinations, not {reference}"
-                ))
-            })?;
-            Some(write_authfile(tmp.path(), &host, creds)?)
+    let dest_authfile = match (&transfer.creds_file, &location) {
+        (Some(creds), ImageLocation::Docker(r)) => {
+            Some(write_authfile(tmp.path(), &registry_host(r), creds)?)
         }
-        (None, file) => file.clone(),
+        (Some(_), _) => bail!(UsageError(format!(
+            "--creds-file is for docker:// destinations, not {reference}"
+        ))),
+        (None, _) => transfer.authfile.clone(),
     };
     let copy = CopyOptions {
         // What lands must be exactly what we wrote.
@@ -364,7 +353,7 @@ mod tests {
             runroot: Some("/rr".into()),
         };
         assert_eq!(
-            storage_reference("containers-storage:localhost/bootc", &s).unwrap(),
+            storage_reference("localhost/bootc", &s).unwrap(),
             "containers-storage:[vfs@/r+/rr]localhost/bootc"
         );
         let root_only = StorageOptions {
@@ -372,31 +361,31 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            storage_reference("containers-storage:x", &root_only).unwrap(),
+            storage_reference("x", &root_only).unwrap(),
             "containers-storage:[/r]x"
         );
+        assert!(storage_reference("[/a]x", &s).is_err());
         assert_eq!(
-            storage_reference("docker://h/x", &s).unwrap(),
-            "docker://h/x"
-        );
-        assert!(storage_reference("containers-storage:[/a]x", &s).is_err());
-        assert_eq!(
-            storage_reference("containers-storage:x", &Default::default()).unwrap(),
+            storage_reference("x", &Default::default()).unwrap(),
             "containers-storage:x"
         );
+        let runroot_only = StorageOptions {
+            runroot: Some("/rr".into()),
+            ..Default::default()
+        };
+        assert!(storage_reference("x", &runroot_only).is_err());
     }
 
     #[test]
     fn registry_hosts() {
         for (r, h) in [
-            ("docker://127.0.0.1:5000/app:1", Some("127.0.0.1:5000")),
-            ("docker://quay.io/fedora/fedora:42", Some("quay.io")),
-            ("docker://localhost/x", Some("localhost")),
-            ("docker://fedora", Some("docker.io")),
-            ("docker://library/fedora", Some("docker.io")),
-            ("dir:/x", None),
+            ("127.0.0.1:5000/app:1", "127.0.0.1:5000"),
+            ("quay.io/fedora/fedora:42", "quay.io"),
+            ("localhost/x", "localhost"),
+            ("fedora", "docker.io"),
+            ("library/fedora", "docker.io"),
         ] {
-            assert_eq!(registry_host(r).as_deref(), h, "{r}");
+            assert_eq!(registry_host(r), h, "{r}");
         }
     }
 

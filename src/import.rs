@@ -514,8 +514,8 @@ pub async fn import<ID: FsVerityHashValue>(
                 .with_context(|| format!("Opening OCI archive {}", path.display()))?;
             import_from(repo, &oci, &name, tag.as_deref(), opts).await
         }
-        ImageLocation::Skopeo(s) => bail!(crate::UsageError(format!(
-            "import reads oci:DIR[:TAG] or oci-archive:FILE[:TAG], not {s}"
+        other => bail!(crate::UsageError(format!(
+            "import reads oci:DIR[:TAG] or oci-archive:FILE[:TAG], not {other}"
         ))),
     }
     .with_context(|| format!("Importing {name}"))

@@ -23,8 +23,16 @@ pub enum ImageLocation {
         /// The `org.opencontainers.image.ref.name` to read or write.
         tag: Option<String>,
     },
-    /// Any other skopeo transport (`containers-storage:`, `docker://`, `dir:`, …), kept verbatim.
-    Skopeo(String),
+    /// `containers-storage:[[driver@]root[+runroot]]REF`: podman's storage, through skopeo.
+    ContainersStorage(String),
+    /// `docker://REF`: a registry, through skopeo.
+    Docker(String),
+    /// `docker-archive:FILE[:REF]`: a `docker save` tar, through skopeo.
+    DockerArchive(String),
+    /// `docker-daemon:REF`: a Docker engine, through skopeo.
+    DockerDaemon(String),
+    /// `dir:DIR`: skopeo's directory format, through skopeo.
+    Dir(String),
 }
 
 impl ImageLocation {
@@ -34,8 +42,16 @@ impl ImageLocation {
             ImageLocation::OciDir { tag, .. } | ImageLocation::OciArchive { tag, .. } => {
                 tag.as_deref()
             }
-            ImageLocation::Skopeo(_) => None,
+            _ => None,
         }
+    }
+
+    /// True for destinations written through `skopeo copy` (all but `oci:` and `oci-archive:`).
+    pub fn via_skopeo(&self) -> bool {
+        !matches!(
+            self,
+            ImageLocation::OciDir { .. } | ImageLocation::OciArchive { .. }
+        )
     }
 }
 
@@ -65,15 +81,6 @@ pub enum ReferenceError {
         why: &'static str,
     },
 }
-
-/// Transports handed to skopeo unchanged.
-const SKOPEO_TRANSPORTS: &[&str] = &[
-    "containers-storage",
-    "docker",
-    "docker-archive",
-    "docker-daemon",
-    "dir",
-];
 
 /// Check a tag / `org.opencontainers.image.ref.name` value.
 ///
@@ -140,26 +147,58 @@ impl ImageLocation {
                     ImageLocation::OciArchive { path, tag }
                 })
             }
-            t if SKOPEO_TRANSPORTS.contains(&t) => {
-                if rest.is_empty() || rest.contains('\0') {
+            _ => {
+                let rest = match transport {
+                    "docker" => rest.strip_prefix("//").unwrap_or(rest),
+                    _ => rest,
+                };
+                let rest = rest.to_string();
+                let location = match transport {
+                    "containers-storage" => ImageLocation::ContainersStorage(rest),
+                    "docker" => ImageLocation::Docker(rest),
+                    "docker-archive" => ImageLocation::DockerArchive(rest),
+                    "docker-daemon" => ImageLocation::DockerDaemon(rest),
+                    "dir" => ImageLocation::Dir(rest),
+                    _ => {
+                        return Err(ReferenceError::UnknownTransport {
+                            transport: transport.to_string(),
+                            reference: s.to_string(),
+                        })
+                    }
+                };
+                let (_, reference) = location.skopeo_parts().unwrap_or_default();
+                if reference.is_empty() || reference.contains('\0') {
                     return Err(ReferenceError::EmptyPath(s.to_string()));
                 }
-                Ok(ImageLocation::Skopeo(s.to_string()))
+                Ok(location)
             }
-            _ => Err(ReferenceError::UnknownTransport {
-                transport: transport.to_string(),
-                reference: s.to_string(),
-            }),
         }
+    }
+}
+
+impl ImageLocation {
+    /// skopeo's transport prefix and the reference after it.
+    fn skopeo_parts(&self) -> Option<(&'static str, &str)> {
+        Some(match self {
+            ImageLocation::ContainersStorage(r) => ("containers-storage:", r),
+            ImageLocation::Docker(r) => ("docker://", r),
+            ImageLocation::DockerArchive(r) => ("docker-archive:", r),
+            ImageLocation::DockerDaemon(r) => ("docker-daemon:", r),
+            ImageLocation::Dir(r) => ("dir:", r),
+            ImageLocation::OciDir { .. } | ImageLocation::OciArchive { .. } => return None,
+        })
     }
 }
 
 impl fmt::Display for ImageLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((transport, reference)) = self.skopeo_parts() {
+            return write!(f, "{transport}{reference}");
+        }
         let (transport, path, tag) = match self {
             ImageLocation::OciDir { path, tag } => ("oci", path, tag),
             ImageLocation::OciArchive { path, tag } => ("oci-archive", path, tag),
-            ImageLocation::Skopeo(s) => return f.write_str(s),
+            _ => return Ok(()),
         };
         write!(f, "{transport}:{}", path.display())?;
         if let Some(tag) = tag {
@@ -200,13 +239,20 @@ mod tests {
             ),
             (
                 "containers-storage:localhost/bootc",
-                Ok(ImageLocation::Skopeo(
-                    "containers-storage:localhost/bootc".into(),
-                )),
+                Ok(ImageLocation::ContainersStorage("localhost/bootc".into())),
             ),
             (
                 "docker://127.0.0.1:5000/x:y",
-                Ok(ImageLocation::Skopeo("docker://127.0.0.1:5000/x:y".into())),
+                Ok(ImageLocation::Docker("127.0.0.1:5000/x:y".into())),
+            ),
+            (
+                "docker-archive:/tmp/d.tar:x:1",
+                Ok(ImageLocation::DockerArchive("/tmp/d.tar:x:1".into())),
+            ),
+            ("dir:/tmp/d", Ok(ImageLocation::Dir("/tmp/d".into()))),
+            (
+                "docker-daemon:x:1",
+                Ok(ImageLocation::DockerDaemon("x:1".into())),
             ),
             ("oci:", Err(())),
             ("oci::tag", Err(())),
@@ -217,6 +263,8 @@ mod tests {
             ("/tmp/x", Err(())),
             ("ftp:/x", Err(())),
             ("docker:", Err(())),
+            ("docker://", Err(())),
+            ("dir:", Err(())),
         ];
         for (input, want) in table {
             let got = ImageLocation::parse(input).map_err(|_| ());
