@@ -759,25 +759,9 @@ fn write_image<ID>(
     let tag = tag_override
         .map(str::to_string)
         .or_else(|| img.entry.tags.first().cloned());
-    let mut platform = PlatformBuilder::default()
-        .os(img.config.os().clone())
-        .architecture(img.config.architecture().clone());
-    if let Some(v) = img.config.variant() {
-        platform = platform.variant(v.clone());
-    }
-    let mut desc = DescriptorBuilder::default()
-        .media_type(MediaType::ImageManifest)
-        .digest(manifest_digest.clone())
-        .size(manifest_bytes.len() as u64)
-        .platform(platform.build()?);
-    if let Some(t) = &tag {
-        desc = desc.annotations(HashMap::from([(
-            ANNOTATION_REF_NAME.to_string(),
-            t.clone(),
-        )]));
-    }
+    let desc = index_descriptor(img, &manifest_digest, manifest_bytes.len(), tag.as_deref())?;
     Ok(WrittenImage {
-        desc: desc.build()?,
+        desc,
         report: ImageReport {
             image: name,
             tag,
@@ -789,6 +773,34 @@ fn write_image<ID>(
             layers: layer_reports,
         },
     })
+}
+
+/// The image's `index.json` entry: its manifest, the platform from its
+/// config (not the host's), and its ref name.
+fn index_descriptor<ID>(
+    img: &StoredImage<ID>,
+    manifest_digest: &Digest,
+    manifest_len: usize,
+    tag: Option<&str>,
+) -> Result<Descriptor> {
+    let mut platform = PlatformBuilder::default()
+        .os(img.config.os().clone())
+        .architecture(img.config.architecture().clone());
+    if let Some(v) = img.config.variant() {
+        platform = platform.variant(v.clone());
+    }
+    let mut desc = DescriptorBuilder::default()
+        .media_type(MediaType::ImageManifest)
+        .digest(manifest_digest.clone())
+        .size(manifest_len as u64)
+        .platform(platform.build()?);
+    if let Some(t) = tag {
+        desc = desc.annotations(HashMap::from([(
+            ANNOTATION_REF_NAME.to_string(),
+            t.to_string(),
+        )]));
+    }
+    Ok(desc.build()?)
 }
 
 /// Add the images to `index.json` in one atomic replace: each replaces the
