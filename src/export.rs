@@ -58,7 +58,7 @@ pub struct ExportOptions {
     /// Where progress goes.
     pub progress: ProgressHandle,
     /// Sync blobs to disk before naming them. Off only for private staging
-    /// layouts that are deleted after a hand-off (see [`OciLayout::scratch`]).
+    /// layouts that are deleted after a hand-off.
     pub durable: bool,
 }
 

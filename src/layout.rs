@@ -2,7 +2,7 @@
 //! and an `index.json` replaced atomically, last.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -367,16 +367,6 @@ impl OciLayout {
             .remove_file_optional(digest.digest())
             .with_context(|| format!("Removing blob {digest}"))?;
         Ok(())
-    }
-
-    /// Read a whole blob (for small JSON blobs).
-    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
-        let mut data = Vec::new();
-        self.blobs
-            .open(digest.digest())
-            .with_context(|| format!("Opening blob {digest}"))?
-            .read_to_end(&mut data)?;
-        Ok(data)
     }
 
     /// The current `index.json`, if any.

@@ -38,7 +38,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
-pub mod archive;
+mod archive;
 pub mod compress;
 pub mod deliver;
 pub mod digest;
@@ -47,9 +47,9 @@ pub mod host;
 pub mod image;
 pub mod import;
 pub mod layer;
-pub mod layout;
+mod layout;
 pub mod list;
-pub mod pgzip;
+mod pgzip;
 pub mod progress;
 pub mod repo;
 pub mod skopeo;
