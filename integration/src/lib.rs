@@ -104,6 +104,25 @@ impl Storage {
         ]
     }
 
+    /// `podman run` a command in `image` (no network, runc, modest limits); its stdout.
+    pub fn podman_run(&self, image: &str, argv: &[&str]) -> Result<String> {
+        let mut args = vec![
+            "--runtime",
+            "runc",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=4096:4096",
+            image,
+        ];
+        args.extend_from_slice(argv);
+        self.podman(&args)
+    }
+
     /// Run podman against this storage.
     pub fn podman(&self, args: &[&str]) -> Result<String> {
         let out = run(Command::new("podman")
@@ -273,15 +292,7 @@ impl BootcHost {
 
     /// Run `cfs-export --sysroot SYSROOT ARGS…` on this host, requiring success; returns (stdout, stderr).
     pub fn cfs(&self, sysroot: &Path, args: &[&str]) -> Result<(String, String)> {
-        let out = self.tree.cfs(sysroot, args);
-        if !out.status.success() {
-            bail!(
-                "cfs-export {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        let out = run(&mut self.tree.command(sysroot, args))?;
         Ok((
             String::from_utf8(out.stdout)?,
             String::from_utf8(out.stderr)?,

@@ -252,21 +252,7 @@ fn copy_to_storage_keeps_image_id_and_runs() -> Result<()> {
         "diff_ids changed"
     );
     // It runs.
-    let out = storage.podman(&[
-        "--runtime",
-        "runc",
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=4096:4096",
-        "localhost/bootc",
-        "/bin/cat",
-        "/etc/motd",
-    ])?;
+    let out = storage.podman_run("localhost/bootc", &["/bin/cat", "/etc/motd"])?;
     ensure!(
         out.contains("exported bit-exact by cfs-export"),
         "podman run printed {out:?}"

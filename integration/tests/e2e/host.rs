@@ -40,21 +40,7 @@ fn podman_id(storage: &Storage, name: &str) -> Result<String> {
 }
 
 fn os_version(storage: &Storage, name: &str) -> Result<String> {
-    storage.podman(&[
-        "--runtime",
-        "runc",
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=4096:4096",
-        name,
-        "/bin/cat",
-        "/etc/os-version",
-    ])
+    storage.podman_run(name, &["/bin/cat", "/etc/os-version"])
 }
 
 fn with_storage<'a>(args: &[&'a str], flags: &'a [String]) -> Vec<&'a str> {
