@@ -10,6 +10,7 @@ use composefs::repository::Repository;
 use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageManifest, MediaType};
 
 use crate::digest::{parse_sha256, sha256};
+use crate::stream_check::{open_stream, Check};
 
 /// Content type of config split-streams (`"ociconfg"`, as composefs-oci writes them).
 pub(crate) const CONFIG_CONTENT_TYPE: u64 = u64::from_le_bytes(*b"ociconfg");
@@ -42,7 +43,7 @@ pub(crate) fn read_stream<ID: FsVerityHashValue>(
     verity: Option<&ID>,
     content_type: u64,
 ) -> Result<(Vec<u8>, HashMap<String, ID>)> {
-    let mut reader = repo.open_stream(content_id, verity, Some(content_type))?;
+    let mut reader = open_stream(repo, content_id, verity, Some(content_type), Check::Content)?;
     let refs = reader
         .iter_named_refs()
         .map(|(k, v)| (k.to_string(), v.clone()))
@@ -582,10 +583,12 @@ pub fn layer_size<ID: FsVerityHashValue>(
     repo: &Repository<ID>,
     layer: &StoredLayer<ID>,
 ) -> Result<u64> {
-    let reader = repo.open_stream(
+    let reader = open_stream(
+        repo,
         &layer_stream_id(&layer.diff_id),
         Some(&layer.stream),
         Some(composefs_oci::LAYER_CONTENT_TYPE),
+        Check::Header,
     )?;
     Ok(reader.total_size)
 }

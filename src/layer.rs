@@ -13,6 +13,7 @@ use oci_spec::image::Digest;
 
 use crate::digest::HashingWriter;
 use crate::image::{layer_stream_id, StoredLayer};
+use crate::stream_check::{open_stream, Check};
 
 /// Read buffer for object contents.
 const OBJECT_BUF_SIZE: usize = 1 << 20;
@@ -153,7 +154,9 @@ pub fn find_damaged_objects<ID: FsVerityHashValue>(
     let mut damaged: Vec<DamagedObject> = check_object(repo, &layer.stream).into_iter().collect();
     let stream_name = layer_stream_id(&layer.diff_id);
     // Reading the object list needs a parseable stream header; a garbled one was reported above.
-    if let Ok(mut reader) = repo.open_stream(&stream_name, Some(&layer.stream), None) {
+    if let Ok(mut reader) =
+        open_stream(repo, &stream_name, Some(&layer.stream), None, Check::Header)
+    {
         let mut ids = Vec::new();
         let _ = reader.get_object_refs(|id| ids.push(id.clone()));
         damaged.extend(ids.iter().filter_map(|id| check_object(repo, id)));
@@ -183,10 +186,12 @@ pub fn rebuild<ID: FsVerityHashValue, W: Write>(
         .into()
     };
     let stream_name = layer_stream_id(&layer.diff_id);
-    let mut reader = match repo.open_stream(
+    let mut reader = match open_stream(
+        repo,
         &stream_name,
         Some(&layer.stream),
         Some(composefs_oci::LAYER_CONTENT_TYPE),
+        Check::Content,
     ) {
         Ok(r) => r,
         Err(e) => return Err(damaged(format!("{e:#}"))),

@@ -53,6 +53,7 @@ mod pgzip;
 pub mod progress;
 pub mod repo;
 pub mod skopeo;
+mod stream_check;
 pub mod transport;
 pub mod verify;
 
