@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::compress::{Compression, CompressionChoice};
 use crate::host::{Deployment, DeploymentChoice, Host};
-use crate::image::{self, StoredImage, StoredLayer};
+use crate::image::{self, Catalog, StoredImage, StoredLayer};
 use crate::layer;
 use crate::layout::{BlobRecord, OciLayout, PendingBlob};
 use crate::progress::{LayerKey, ProgressHandle, ProgressWriter};
@@ -172,19 +172,21 @@ impl ImageSelection {
 
     /// The images this selection names, each once. `host` (a bootc host's
     /// deployments) lets image names and role keywords select too.
-    pub fn resolve(
-        &self,
-        catalog: &[image::CatalogEntry],
-        host: Option<&Host>,
-    ) -> Result<Vec<Selected>> {
+    pub fn resolve(&self, catalog: &Catalog, host: Option<&Host>) -> Result<Vec<Selected>> {
         let picked: Vec<Selected> = match self {
-            ImageSelection::All => catalog
-                .iter()
-                .map(|e| Selected {
-                    entry: e.clone(),
-                    deployment: None,
-                })
-                .collect(),
+            ImageSelection::All => {
+                if let Some(d) = catalog.damaged.first() {
+                    bail!("{d} (`verify --all` lists every damaged image)");
+                }
+                catalog
+                    .images
+                    .iter()
+                    .map(|e| Selected {
+                        entry: e.clone(),
+                        deployment: None,
+                    })
+                    .collect()
+            }
             ImageSelection::Named(selectors) => selectors
                 .iter()
                 .map(|s| select_one(catalog, host, s))
@@ -219,11 +221,7 @@ fn require_host<'a>(host: Option<&'a Host>, what: &str) -> Result<&'a Host> {
 
 /// One selector: a deployment (role keyword, or image name from an origin)
 /// first on a bootc host, then tags, digests and ID prefixes.
-fn select_one(
-    catalog: &[image::CatalogEntry],
-    host: Option<&Host>,
-    selector: &str,
-) -> Result<Selected> {
+fn select_one(catalog: &Catalog, host: Option<&Host>, selector: &str) -> Result<Selected> {
     if Host::is_host_selector(selector) {
         let host = require_host(host, selector)?;
         return match host.choose(selector)? {
@@ -239,7 +237,10 @@ fn select_one(
             return deployment_choice(catalog, host, choice);
         }
     }
-    match image::select(catalog, selector) {
+    if let Some(d) = catalog.damaged_match(selector) {
+        bail!("{d}");
+    }
+    match image::select(&catalog.images, selector) {
         Ok(entry) => Ok(Selected {
             entry: entry.clone(),
             deployment: None,
@@ -252,11 +253,7 @@ fn select_one(
     }
 }
 
-fn deployment_choice(
-    catalog: &[image::CatalogEntry],
-    host: &Host,
-    choice: DeploymentChoice,
-) -> Result<Selected> {
+fn deployment_choice(catalog: &Catalog, host: &Host, choice: DeploymentChoice) -> Result<Selected> {
     let d = host
         .get(&choice.id)
         .context("the chosen deployment vanished")?;
@@ -266,18 +263,30 @@ fn deployment_choice(
 /// The catalogue entry of a deployment's image: by the manifest digest its
 /// origin records, else by the config digest of its (older) image info.
 fn deployment_image(
-    catalog: &[image::CatalogEntry],
+    catalog: &Catalog,
     host: &Host,
     d: &Deployment,
     selector: &str,
     also_matched: Vec<String>,
 ) -> Result<Selected> {
     let img = d.require_image()?;
+    if let Some(damaged) = img
+        .manifest_digest
+        .as_ref()
+        .and_then(|m| catalog.damaged_match(m.as_ref()))
+    {
+        bail!(
+            "The {} was made from an image whose {damaged}",
+            d.describe()
+        );
+    }
     let found = match (&img.manifest_digest, &img.config_digest) {
         (Some(m), _) => catalog
+            .images
             .iter()
             .find(|e| e.manifest_digest.as_ref() == Some(m)),
         (None, Some(c)) => catalog
+            .images
             .iter()
             .filter(|e| &e.config_digest == c)
             .min_by_key(|e| e.manifest_digest.is_none()),

@@ -10,6 +10,7 @@ use composefs::repository::Repository;
 use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageManifest, MediaType};
 
 use crate::digest::{parse_sha256, sha256};
+use crate::layer::DamagedObject;
 use crate::stream_check::{open_stream, Check};
 
 /// Content type of config split-streams (`"ociconfg"`, as composefs-oci writes them).
@@ -96,9 +97,76 @@ fn stream_names(repo_fd: impl rustix::fd::AsFd) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// A stored manifest that does not read back intact: its image cannot be
+/// exported as it was, and must be named (never skipped quietly).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedManifest {
+    /// Tags pointing at it.
+    pub tags: Vec<String>,
+    /// Its digest.
+    pub digest: Digest,
+    /// Its config digest, when the manifest's split-stream still names it.
+    pub config_digest: Option<Digest>,
+    /// What reading it said.
+    pub problem: String,
+    /// The damaged objects found: the manifest's split-stream object and the objects it references.
+    pub objects: Vec<DamagedObject>,
+}
+
+impl DamagedManifest {
+    /// A name for messages: the first tag, else the digest.
+    pub fn display_name(&self) -> String {
+        self.tags
+            .first()
+            .cloned()
+            .unwrap_or_else(|| self.digest.to_string())
+    }
+}
+
+impl fmt::Display for DamagedManifest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the manifest of {} ({}) is damaged in the repository: ",
+            self.display_name(),
+            self.digest
+        )?;
+        if self.objects.is_empty() {
+            f.write_str(&self.problem)?;
+        } else {
+            let list: Vec<String> = self.objects.iter().map(|o| o.to_string()).collect();
+            f.write_str(&list.join(", "))?;
+        }
+        f.write_str("; re-pull the image")
+    }
+}
+
+/// What the repository holds: the images, and the manifests that are damaged.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// Images whose manifest (if any) reads back intact.
+    pub images: Vec<CatalogEntry>,
+    /// Stored manifests that do not.
+    pub damaged: Vec<DamagedManifest>,
+}
+
+impl Catalog {
+    /// The damaged manifest `selector` names (tag, `tag:latest`, or digest), if any.
+    pub fn damaged_match(&self, selector: &str) -> Option<&DamagedManifest> {
+        let hex = selector.strip_prefix("sha256:").unwrap_or(selector);
+        self.damaged.iter().find(|d| {
+            d.tags
+                .iter()
+                .any(|t| t == selector || *t == format!("{selector}:latest"))
+                || d.digest.digest() == hex
+        })
+    }
+}
+
 /// Every container image in the repository: tagged and untagged manifests, and
-/// configs stored without a manifest (by older composefs-oci and bootc).
-pub fn catalog<ID: FsVerityHashValue>(repo: &Repository<ID>) -> Result<Vec<CatalogEntry>> {
+/// configs stored without a manifest (by older composefs-oci and bootc);
+/// manifests that do not read back intact are listed as damaged.
+pub fn catalog<ID: FsVerityHashValue>(repo: &Repository<ID>) -> Result<Catalog> {
     // Keyed by digest string: oci-spec digests are not `Ord`.
     let mut manifests: BTreeMap<String, Digest> = BTreeMap::new();
     let mut configs: BTreeMap<String, Digest> = BTreeMap::new();
@@ -134,12 +202,19 @@ pub fn catalog<ID: FsVerityHashValue>(repo: &Repository<ID>) -> Result<Vec<Catal
     }
 
     let mut entries = Vec::new();
+    let mut damaged = Vec::new();
     let mut configs_with_manifest = BTreeSet::new();
     for (key, digest) in manifests {
         let manifest = match read_manifest(repo, &digest) {
             Ok((_, m)) => m,
             Err(e) => {
-                tracing::warn!("skipping manifest {digest}: {e:#}");
+                let mut tags = manifest_tags.remove(&key).unwrap_or_default();
+                tags.sort();
+                let d = damaged_manifest(repo, digest, tags, &e);
+                if let Some(c) = &d.config_digest {
+                    configs_with_manifest.insert(c.to_string());
+                }
+                damaged.push(d);
                 continue;
             }
         };
@@ -175,7 +250,40 @@ pub fn catalog<ID: FsVerityHashValue>(repo: &Repository<ID>) -> Result<Vec<Catal
             e.manifest_digest.as_ref().map(|d| d.to_string()),
         )
     });
-    Ok(entries)
+    Ok(Catalog {
+        images: entries,
+        damaged,
+    })
+}
+
+/// What is known of a manifest that failed to read: its config (from the
+/// stream's named refs, if they still parse) and the damaged objects.
+fn damaged_manifest<ID: FsVerityHashValue>(
+    repo: &Repository<ID>,
+    digest: Digest,
+    tags: Vec<String>,
+    error: &anyhow::Error,
+) -> DamagedManifest {
+    let stream_name = manifest_stream_id(&digest);
+    let stream = repo.has_stream(&stream_name).ok().flatten();
+    let config_digest = stream.as_ref().and_then(|id| {
+        let reader = open_stream(repo, &stream_name, Some(id), None, Check::Header).ok()?;
+        let config = reader
+            .iter_named_refs()
+            .find_map(|(k, _)| parse_sha256(k.strip_prefix("config:")?).ok());
+        config
+    });
+    let objects = match &stream {
+        Some(id) => crate::layer::damaged_objects(repo, &stream_name, id),
+        None => Vec::new(),
+    };
+    DamagedManifest {
+        tags,
+        digest,
+        config_digest,
+        problem: format!("{error:#}"),
+        objects,
+    }
 }
 
 fn is_image_config(media_type: &MediaType) -> bool {

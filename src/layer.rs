@@ -151,12 +151,19 @@ pub fn find_damaged_objects<ID: FsVerityHashValue>(
     repo: &Repository<ID>,
     layer: &StoredLayer<ID>,
 ) -> Vec<DamagedObject> {
-    let mut damaged: Vec<DamagedObject> = check_object(repo, &layer.stream).into_iter().collect();
-    let stream_name = layer_stream_id(&layer.diff_id);
+    damaged_objects(repo, &layer_stream_id(&layer.diff_id), &layer.stream)
+}
+
+/// Every damaged object of a split-stream: the stream object itself and the
+/// objects it references.
+pub fn damaged_objects<ID: FsVerityHashValue>(
+    repo: &Repository<ID>,
+    stream_name: &str,
+    stream: &ID,
+) -> Vec<DamagedObject> {
+    let mut damaged: Vec<DamagedObject> = check_object(repo, stream).into_iter().collect();
     // Reading the object list needs a parseable stream header; a garbled one was reported above.
-    if let Ok(mut reader) =
-        open_stream(repo, &stream_name, Some(&layer.stream), None, Check::Header)
-    {
+    if let Ok(mut reader) = open_stream(repo, stream_name, Some(stream), None, Check::Header) {
         let mut ids = Vec::new();
         let _ = reader.get_object_refs(|id| ids.push(id.clone()));
         damaged.extend(ids.iter().filter_map(|id| check_object(repo, id)));

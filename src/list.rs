@@ -27,8 +27,8 @@ pub struct ListRow {
     pub tags: Vec<String>,
     /// Manifest digest, when the repository stores the manifest.
     pub manifest_digest: Option<String>,
-    /// Image ID: the config digest.
-    pub image_id: String,
+    /// Image ID: the config digest (`null` only for a damaged manifest that no longer names it).
+    pub image_id: Option<String>,
     /// `os/arch[/variant]`.
     pub platform: String,
     /// Number of layers.
@@ -37,6 +37,8 @@ pub struct ListRow {
     pub size: u64,
     /// bootc deployments made from this image, in bootc's order.
     pub deployments: Vec<ListedDeployment>,
+    /// Why the image cannot be exported as stored (its manifest is damaged); `null` when intact.
+    pub damaged: Option<String>,
 }
 
 /// What `list` found: the rows, and deployments whose image is not in the repository.
@@ -44,8 +46,9 @@ pub struct ListRow {
 pub struct Listing {
     /// One per image.
     pub rows: Vec<ListRow>,
-    /// Deployments whose image could not be found (origin problems or garbage-collected), with why.
-    pub unmatched: Vec<String>,
+    /// Problems to tell: damaged manifests, and deployments whose image could
+    /// not be found (origin problems or garbage-collected), with why.
+    pub problems: Vec<String>,
 }
 
 /// Is `d`'s image this catalogue entry?
@@ -64,7 +67,7 @@ pub fn list<ID: FsVerityHashValue>(repo: &Repository<ID>, host: Option<&Host>) -
     let deployments = host.map_or(&[][..], |h| &h.deployments[..]);
     let catalog = image::catalog(repo)?;
     let mut rows = Vec::new();
-    for entry in &catalog {
+    for entry in &catalog.images {
         let img = image::load(repo, entry)?;
         let mut size = 0;
         for l in &img.layers {
@@ -74,7 +77,7 @@ pub fn list<ID: FsVerityHashValue>(repo: &Repository<ID>, host: Option<&Host>) -
         rows.push(ListRow {
             tags: entry.tags.clone(),
             manifest_digest: entry.manifest_digest.as_ref().map(|d| d.to_string()),
-            image_id: entry.config_digest.to_string(),
+            image_id: Some(entry.config_digest.to_string()),
             platform: image::platform_of(&img.config),
             layers: img.layers.len(),
             size,
@@ -87,6 +90,35 @@ pub fn list<ID: FsVerityHashValue>(repo: &Repository<ID>, host: Option<&Host>) -
                     image: d.image.as_ref().map(|i| i.name.clone()).unwrap_or_default(),
                 })
                 .collect(),
+            damaged: None,
+        });
+    }
+    for d in &catalog.damaged {
+        rows.push(ListRow {
+            tags: d.tags.clone(),
+            manifest_digest: Some(d.digest.to_string()),
+            image_id: d.config_digest.as_ref().map(|c| c.to_string()),
+            platform: "unknown".into(),
+            layers: 0,
+            size: 0,
+            deployments: deployments
+                .iter()
+                .filter(|dep| {
+                    dep.image
+                        .as_ref()
+                        .is_some_and(|i| i.manifest_digest.as_ref() == Some(&d.digest))
+                })
+                .map(|dep| ListedDeployment {
+                    id: dep.id.clone(),
+                    role: dep.role,
+                    image: dep
+                        .image
+                        .as_ref()
+                        .map(|i| i.name.clone())
+                        .unwrap_or_default(),
+                })
+                .collect(),
+            damaged: Some(d.to_string()),
         });
     }
     // On a host: staged, booted, rollback first (bootc's order); stable otherwise.
@@ -97,9 +129,15 @@ pub fn list<ID: FsVerityHashValue>(repo: &Repository<ID>, host: Option<&Host>) -
             .min()
             .unwrap_or(Role::Other)
     });
+    let mut problems: Vec<String> = catalog.damaged.iter().map(|d| d.to_string()).collect();
     let unmatched = deployments
         .iter()
-        .filter(|d| !catalog.iter().any(|e| made_from(d, e)))
+        .filter(|d| {
+            !catalog.images.iter().any(|e| made_from(d, e))
+                && !rows
+                    .iter()
+                    .any(|r| r.deployments.iter().any(|l| l.id == d.id))
+        })
         .map(|d| match d.require_image() {
             Err(e) => format!("{e:#}"),
             Ok(_) => format!(
@@ -107,6 +145,7 @@ pub fn list<ID: FsVerityHashValue>(repo: &Repository<ID>, host: Option<&Host>) -
                 d.describe()
             ),
         })
-        .collect();
-    Ok(Listing { rows, unmatched })
+        .collect::<Vec<_>>();
+    problems.extend(unmatched);
+    Ok(Listing { rows, problems })
 }

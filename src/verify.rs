@@ -8,7 +8,7 @@ use composefs::fsverity::FsVerityHashValue;
 use composefs::repository::Repository;
 use serde::Serialize;
 
-use crate::image::{self, CatalogEntry, StoredLayer};
+use crate::image::{self, CatalogEntry, DamagedManifest, StoredLayer};
 use crate::layer::{self, DamagedObject, LayerDamaged};
 
 /// One problem found.
@@ -47,10 +47,16 @@ impl VerifyReport {
     }
 }
 
-/// Verify the given catalogue entries.
+/// Verify the given catalogue entries (and report the damaged manifests given).
+///
+/// Every object an export of an image reads is checked: the manifest's and
+/// config's split-stream objects and the objects they reference (by their
+/// fs-verity digests, recomputed here), each layer rebuilt against its
+/// diff_id, and each layer's split-stream object by its digest too.
 pub fn verify<ID: FsVerityHashValue>(
     repo: &Repository<ID>,
     entries: &[CatalogEntry],
+    damaged: &[DamagedManifest],
 ) -> Result<VerifyReport> {
     let mut report = VerifyReport {
         images_checked: 0,
@@ -62,9 +68,32 @@ pub fn verify<ID: FsVerityHashValue>(
     // Each distinct layer stream is rebuilt once; findings name every image using it.
     let mut checks: Vec<(StoredLayer<ID>, Vec<String>)> = Vec::new();
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
+    for d in damaged {
+        report.images_checked += 1;
+        report.findings.push(Finding {
+            images: vec![d.display_name()],
+            layer: None,
+            problem: d.to_string(),
+            objects: d.objects.clone(),
+        });
+    }
     for entry in entries {
         report.images_checked += 1;
         let name = entry.display_name();
+        let damaged = metadata_damage(repo, entry)?;
+        if !damaged.is_empty() {
+            for (what, objects) in damaged {
+                report.findings.push(Finding {
+                    images: vec![name.clone()],
+                    layer: None,
+                    problem: format!(
+                        "the {what} of {name} is damaged in the repository; re-pull the image"
+                    ),
+                    objects,
+                });
+            }
+            continue;
+        }
         let img = match image::load(repo, entry) {
             Ok(img) => img,
             Err(e) => {
@@ -91,7 +120,19 @@ pub fn verify<ID: FsVerityHashValue>(
     for (l, users) in checks {
         report.layers_checked += 1;
         match layer::rebuild(repo, &users[0], &l, std::io::sink()) {
-            Ok((_, size)) => report.bytes_checked += size,
+            Ok((_, size)) => {
+                report.bytes_checked += size;
+                // The tar can come out right from a stream object with a flipped
+                // bit in a part that is not read: still damage.
+                if let Some(o) = layer::check_object(repo, &l.stream) {
+                    report.findings.push(Finding {
+                        images: users,
+                        layer: Some((l.index + 1, l.diff_id.to_string())),
+                        problem: "its split-stream object is damaged (the rebuilt tar still matches the diff_id)".into(),
+                        objects: vec![o],
+                    });
+                }
+            }
             Err(e) => {
                 let (problem, objects) = match e.downcast_ref::<LayerDamaged>() {
                     Some(d) => (d.cause.clone(), d.objects.clone()),
@@ -107,4 +148,29 @@ pub fn verify<ID: FsVerityHashValue>(
         }
     }
     Ok(report)
+}
+
+/// Damaged objects of an image's manifest and config split-streams, by
+/// which of the two (`manifest sha256:…`, `config sha256:…`) they belong to.
+fn metadata_damage<ID: FsVerityHashValue>(
+    repo: &Repository<ID>,
+    entry: &CatalogEntry,
+) -> Result<Vec<(String, Vec<DamagedObject>)>> {
+    let mut streams = vec![(
+        format!("config {}", entry.config_digest),
+        image::config_stream_id(&entry.config_digest),
+    )];
+    if let Some(m) = &entry.manifest_digest {
+        streams.push((format!("manifest {m}"), image::manifest_stream_id(m)));
+    }
+    let mut damaged = Vec::new();
+    for (what, name) in streams {
+        if let Some(id) = repo.has_stream(&name)? {
+            let objects = layer::damaged_objects(repo, &name, &id);
+            if !objects.is_empty() {
+                damaged.push((what, objects));
+            }
+        }
+    }
+    Ok(damaged)
 }

@@ -233,3 +233,84 @@ fn repository_locked_by_another_process() {
     holder.wait().unwrap();
     cfs_ok(&s.repo, &["list"]);
 }
+
+/// The object file whose content is exactly `bytes`.
+fn object_holding(repo: &Path, bytes: &[u8]) -> PathBuf {
+    for d in std::fs::read_dir(repo.join("objects")).unwrap() {
+        let d = d.unwrap().path();
+        if !d.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(&d).unwrap() {
+            let p = f.unwrap().path();
+            if std::fs::read(&p).unwrap() == bytes {
+                return p;
+            }
+        }
+    }
+    panic!("no object holds those bytes");
+}
+
+/// Issue 14: a damaged manifest does not make the image vanish: `list` marks
+/// it, `export` and `verify` name the tag and the damaged object.
+#[test]
+fn damaged_manifest_is_named_not_hidden() {
+    let s = setup();
+    let obj = object_holding(&s.repo, &s.f.manifest_bytes);
+    rewrite(&obj, |d| d[10] ^= 0x01);
+    let path = rel(&s.repo, &obj);
+    assert_fails(&s, &["the manifest of app", &path, "re-pull the image"]);
+
+    let list = cfs(&s.repo, &["list"]);
+    let (out, err) = (
+        String::from_utf8_lossy(&list.stdout),
+        String::from_utf8_lossy(&list.stderr),
+    );
+    assert!(list.status.success(), "{err}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("app "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        row.contains("DAMAGED") && row.contains(&s.f.config_digest[7..19]),
+        "{out}"
+    );
+    assert!(
+        err.contains("the manifest of app") && err.contains(&path),
+        "{err}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&cfs_ok(&s.repo, &["--json", "list"])).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 1, "no <none> row: {json}");
+    assert!(
+        json[0]["damaged"].as_str().unwrap().contains(&path),
+        "{json}"
+    );
+
+    let x = cfs(
+        &s.repo,
+        &["export", "app", "--to", &format!("oci:{}", s.out.display())],
+    );
+    let err = String::from_utf8_lossy(&x.stderr);
+    assert!(
+        err.contains("the manifest of app") && !err.contains("not found"),
+        "{err}"
+    );
+}
+
+/// Issue 14: a bit flipped where a layer's split-stream is not read still
+/// makes `verify` fail, naming the stream object.
+#[test]
+fn damaged_layer_stream_object_is_found_by_verify() {
+    let s = setup();
+    let stream = stream_object(&s.repo, &format!("oci-layer-{}", s.f.diff_ids[2]));
+    // Byte 13 is the header's flags field, which readers ignore.
+    rewrite(&stream, |d| d[13] ^= 0x01);
+    let v = cfs(&s.repo, &["verify", "--all"]);
+    let err = String::from_utf8_lossy(&v.stderr);
+    assert_eq!(v.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("layer 3") && err.contains(&rel(&s.repo, &stream)),
+        "{err}"
+    );
+}

@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
 
 use composefs_export::compress::CompressionChoice;
 use composefs_export::deliver::{self, StorageOptions, TransferOptions};
-use composefs_export::export::{ExportOptions, ExportReport, ImageSelection};
+use composefs_export::export::{ExportOptions, ExportReport, ImageSelection, Selected};
 use composefs_export::host::{self, Host, HostPaths};
 use composefs_export::image;
 use composefs_export::import::{self, ImportOptions};
@@ -238,6 +238,11 @@ struct ImportArgs {
 
 /// Parse arguments, run, print; returns the process exit code.
 pub fn main() -> ExitCode {
+    // Error messages are for users: composefs formats some inner errors with
+    // `{:?}`, which would carry a backtrace when RUST_BACKTRACE is set.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => return usage_failure(&e),
@@ -467,9 +472,17 @@ fn verify_command(cli: &Cli, args: &VerifyArgs, out: &mut dyn Write) -> Result<(
     let repo = repo::open(&source.location)?;
     let selection = selection(args.all, &args.deployment, &args.images);
     let report = with_repo!(&repo, r => {
-        let picked = selection.resolve(&image::catalog(r)?, source.host.as_ref())?;
-        let entries: Vec<_> = picked.iter().map(|s| s.entry.clone()).collect();
-        composefs_export::verify::verify(r, &entries).map(|mut report| {
+        let catalog = image::catalog(r)?;
+        // --all also reports the images whose manifest no longer reads back.
+        let (picked, damaged) = match &selection {
+            ImageSelection::All => (
+                catalog.images.iter().map(|e| Selected { entry: e.clone(), deployment: None }).collect(),
+                &catalog.damaged[..],
+            ),
+            _ => (selection.resolve(&catalog, source.host.as_ref())?, &[][..]),
+        };
+        let entries: Vec<_> = picked.iter().map(|s: &Selected| s.entry.clone()).collect();
+        composefs_export::verify::verify(r, &entries, damaged).map(|mut report| {
             report.deployments = picked.into_iter().filter_map(|s| s.deployment).collect();
             report
         })
@@ -574,18 +587,24 @@ fn write_man_pages(dir: Option<&std::path::Path>, out: &mut dyn Write) -> Result
 fn only_image(location: &RepoLocation) -> Result<String> {
     let repo = repo::open(location)?;
     let catalog = with_repo!(&repo, r => image::catalog(r))?;
-    match catalog.as_slice() {
-        [one] => Ok(one
+    match (catalog.images.as_slice(), catalog.damaged.as_slice()) {
+        ([], [damaged]) => bail!("{damaged}"),
+        ([one], []) => Ok(one
             .manifest_digest
             .as_ref()
             .unwrap_or(&one.config_digest)
             .to_string()),
-        [] => bail!("The repository holds no container images"),
-        many => bail!(UsageError(format!(
+        ([], []) => bail!("The repository holds no container images"),
+        (many, damaged) => bail!(UsageError(format!(
             "The repository holds {} images; name one: {}",
-            many.len(),
+            many.len() + damaged.len(),
             many.iter()
                 .map(|e| e.to_string())
+                .chain(
+                    damaged
+                        .iter()
+                        .map(|d| format!("{} (damaged)", d.display_name()))
+                )
                 .collect::<Vec<_>>()
                 .join(", ")
         ))),

@@ -83,12 +83,18 @@ pub(super) fn list_table(listing: &Listing) -> Vec<String> {
             let mut row = vec![tag];
             if i == 0 {
                 row.extend([
-                    short_hex(&r.image_id).to_string(),
+                    r.image_id
+                        .as_deref()
+                        .map_or("<unknown>", short_hex)
+                        .to_string(),
                     r.manifest_digest
                         .as_deref()
                         .map_or("<none>", short_hex)
                         .to_string(),
-                    r.platform.clone(),
+                    match r.damaged {
+                        Some(_) => "DAMAGED".to_string(),
+                        None => r.platform.clone(),
+                    },
                     r.layers.to_string(),
                     human_size(r.size),
                     deployments.clone(),
@@ -125,7 +131,7 @@ pub(super) fn list_table(listing: &Listing) -> Vec<String> {
 }
 
 pub(super) fn print_list(listing: &Listing, json: bool, out: &mut dyn Write) -> Result<()> {
-    for problem in &listing.unmatched {
+    for problem in &listing.problems {
         eprintln!("warning: {problem}");
     }
     if json {
