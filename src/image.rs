@@ -597,14 +597,27 @@ fn load_config<ID: FsVerityHashValue>(
             "Config {config_digest} of image {name} is missing from the repository (no stream {stream_name}); re-pull the image"
         );
     };
+    // What to say when it does not read back: which objects are damaged.
+    let damaged = || {
+        let objects = crate::layer::damaged_objects(repo, &stream_name, &verity);
+        let list: Vec<String> = objects.iter().map(|o| o.to_string()).collect();
+        match list.is_empty() {
+            true => String::new(),
+            false => format!(": {}", list.join(", ")),
+        }
+    };
     let (bytes, layer_refs) = read_stream(repo, &stream_name, Some(&verity), CONFIG_CONTENT_TYPE)
         .with_context(|| {
-        format!("Reading config {config_digest} of image {name}; re-pull the image")
-    })?;
+            format!(
+                "The config {config_digest} of image {name} is damaged in the repository{}; re-pull the image",
+                damaged()
+            )
+        })?;
     let got = sha256(&bytes);
     if &got != config_digest {
         bail!(
-            "Config {config_digest} of image {name} is damaged in the repository: its stored bytes hash to {got}; re-pull the image"
+            "The config {config_digest} of image {name} is damaged in the repository{}: its stored bytes hash to {got}; re-pull the image",
+            damaged()
         );
     }
     let config = ImageConfiguration::from_reader(&bytes[..])

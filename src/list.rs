@@ -62,24 +62,37 @@ fn made_from(d: &Deployment, entry: &CatalogEntry) -> bool {
         })
 }
 
+/// Platform, layer count and uncompressed size of an image.
+fn image_summary<ID: FsVerityHashValue>(
+    repo: &Repository<ID>,
+    entry: &CatalogEntry,
+) -> Result<(String, usize, u64)> {
+    let img = image::load(repo, entry)?;
+    let mut size = 0;
+    for l in &img.layers {
+        size += image::layer_size(repo, l)
+            .with_context(|| format!("Layer {} of {}", l.diff_id, img.name()))?;
+    }
+    Ok((image::platform_of(&img.config), img.layers.len(), size))
+}
+
 /// Every image in the repository, with sizes and the deployments made from it.
 pub fn list<ID: FsVerityHashValue>(repo: &Repository<ID>, host: Option<&Host>) -> Result<Listing> {
     let deployments = host.map_or(&[][..], |h| &h.deployments[..]);
     let catalog = image::catalog(repo)?;
     let mut rows = Vec::new();
     for entry in &catalog.images {
-        let img = image::load(repo, entry)?;
-        let mut size = 0;
-        for l in &img.layers {
-            size += image::layer_size(repo, l)
-                .with_context(|| format!("Layer {} of {}", l.diff_id, img.name()))?;
-        }
+        // One damaged image must not hide the others: its row says what is wrong.
+        let (platform, layers, size, damaged) = match image_summary(repo, entry) {
+            Ok((platform, layers, size)) => (platform, layers, size, None),
+            Err(e) => ("unknown".to_string(), 0, 0, Some(format!("{e:#}"))),
+        };
         rows.push(ListRow {
             tags: entry.tags.clone(),
             manifest_digest: entry.manifest_digest.as_ref().map(|d| d.to_string()),
             image_id: Some(entry.config_digest.to_string()),
-            platform: image::platform_of(&img.config),
-            layers: img.layers.len(),
+            platform,
+            layers,
             size,
             deployments: deployments
                 .iter()
@@ -90,7 +103,7 @@ pub fn list<ID: FsVerityHashValue>(repo: &Repository<ID>, host: Option<&Host>) -
                     image: d.image.as_ref().map(|i| i.name.clone()).unwrap_or_default(),
                 })
                 .collect(),
-            damaged: None,
+            damaged,
         });
     }
     for d in &catalog.damaged {
@@ -129,7 +142,7 @@ pub fn list<ID: FsVerityHashValue>(repo: &Repository<ID>, host: Option<&Host>) -
             .min()
             .unwrap_or(Role::Other)
     });
-    let mut problems: Vec<String> = catalog.damaged.iter().map(|d| d.to_string()).collect();
+    let mut problems: Vec<String> = rows.iter().filter_map(|r| r.damaged.clone()).collect();
     let unmatched = deployments
         .iter()
         .filter(|d| {

@@ -150,19 +150,32 @@ fn flip(target: Target, path: &Path, rng: &mut Rng) {
     });
 }
 
-/// Exit 1 with a clean error: `error: …` lines only, no panic, no backtrace.
-fn clean_failure(out: &Output) -> Result<(), String> {
+/// Exit 1 with a clean report: for an export one `error: …` line, for
+/// `verify` only `DAMAGED …` lines, their indented objects and one `error: …`
+/// line; never a panic or a backtrace.
+fn clean_failure(out: &Output, verify: bool) -> Result<(), String> {
     let err = String::from_utf8_lossy(&out.stderr);
     if out.status.code() != Some(1) {
         return Err(format!("exit {:?}: {err}", out.status));
     }
-    if !err.starts_with("error: ") && !err.starts_with("DAMAGED ") {
-        return Err(format!("unexpected stderr: {err}"));
-    }
     if err.contains("panicked") || err.contains("backtrace") {
         return Err(format!("panic or backtrace: {err}"));
     }
-    Ok(())
+    let lines: Vec<&str> = err.lines().collect();
+    let errors = lines.iter().filter(|l| l.starts_with("error: ")).count();
+    let clean = match verify {
+        false => lines.len() == 1 && errors == 1,
+        true => {
+            errors == 1
+                && lines.iter().all(|l| {
+                    l.starts_with("error: ") || l.starts_with("DAMAGED ") || l.starts_with("  ")
+                })
+        }
+    };
+    match clean {
+        true => Ok(()),
+        false => Err(format!("unexpected stderr: {err}")),
+    }
 }
 
 /// The export in `layout` is exactly the fixture: config bytes and every
@@ -228,7 +241,7 @@ fn run_case(base: &Path, f: &Fixture, seed: u64, scratch: &Path, counts: &mut Co
         },
         Some(1) => {
             counts.refused += 1;
-            if let Err(e) = clean_failure(&export) {
+            if let Err(e) = clean_failure(&export, false) {
                 counts.failures.push(format!("{what}: export: {e}"));
             }
         }
@@ -255,7 +268,7 @@ fn run_case(base: &Path, f: &Fixture, seed: u64, scratch: &Path, counts: &mut Co
         }
         Some(0) => {}
         Some(1) => {
-            if let Err(e) = clean_failure(&verify) {
+            if let Err(e) = clean_failure(&verify, true) {
                 counts.failures.push(format!("{what}: verify: {e}"));
             }
         }

@@ -263,10 +263,10 @@ pub fn main() -> ExitCode {
     if e.downcast_ref::<VerifyFailed>().is_some() && json {
         // The report on stdout already is the one JSON document.
     } else if json {
-        let doc = serde_json::json!({ "error": format!("{e:#}") });
+        let doc = serde_json::json!({ "error": print::one_line(&format!("{e:#}")) });
         let _ = writeln!(stdout, "{doc}");
     } else {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", print::one_line(&format!("{e:#}")));
     }
     match (interrupted, usage) {
         (Some(code), _) => ExitCode::from(code as u8),

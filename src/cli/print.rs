@@ -9,6 +9,21 @@ use composefs_export::export::{self, ExportReport};
 use composefs_export::human_size;
 use composefs_export::list::Listing;
 
+/// A message on one line: composefs formats some inner errors with `{:?}`,
+/// which spreads their causes over several (`Caused by:` and a numbered list).
+pub(super) fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != "Caused by:")
+        .map(|l| match l.split_once(": ") {
+            Some((n, rest)) if n.chars().all(|c| c.is_ascii_digit()) => rest,
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
 pub(super) fn print_verify(
     report: &composefs_export::verify::VerifyReport,
     json: bool,
@@ -25,7 +40,11 @@ pub(super) fn print_verify(
             .as_ref()
             .map(|(n, d)| format!(" layer {n} ({d})"))
             .unwrap_or_default();
-        eprintln!("DAMAGED {}{layer}: {}", f.images.join(", "), f.problem);
+        eprintln!(
+            "DAMAGED {}{layer}: {}",
+            f.images.join(", "),
+            one_line(&f.problem)
+        );
         for o in &f.objects {
             eprintln!("  {o}");
         }
@@ -132,7 +151,7 @@ pub(super) fn list_table(listing: &Listing) -> Vec<String> {
 
 pub(super) fn print_list(listing: &Listing, json: bool, out: &mut dyn Write) -> Result<()> {
     for problem in &listing.problems {
-        eprintln!("warning: {problem}");
+        eprintln!("warning: {}", one_line(problem));
     }
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&listing.rows)?)?;
@@ -207,4 +226,22 @@ pub(super) fn print_export(
         None => writeln!(out, "  took {:.1}s", report.export_seconds)?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn messages_fit_on_one_line() {
+        assert_eq!(one_line("a: b"), "a: b");
+        assert_eq!(
+            one_line("Reading x: bad\n\nCaused by:\n    0: inner\n    1: innermost"),
+            "Reading x: bad: inner: innermost"
+        );
+        assert_eq!(
+            one_line("a\nCaused by:\n    invalid digit"),
+            "a: invalid digit"
+        );
+    }
 }
