@@ -409,7 +409,7 @@ fn tell_deployment_choices<'a>(
 ) {
     for c in choices {
         if !quiet || !c.also_matched.is_empty() {
-            eprintln!("Using {c}");
+            eprintln!("note: {c}");
         }
     }
 }
