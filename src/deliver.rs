@@ -43,8 +43,13 @@ pub struct TransferOptions {
     pub creds_file: Option<PathBuf>,
     /// containers-storage location.
     pub storage: StorageOptions,
-    /// Where the private temp layout goes (default `$TMPDIR`, else `/var/tmp`).
+    /// Where temporary data goes: the private layout (default `$TMPDIR`, else
+    /// `/var/tmp`), or, when streaming into containers-storage, skopeo's own
+    /// copies of the blobs (default: the storage's `tmp/`).
     pub tmpdir: Option<PathBuf>,
+    /// Export to a private OCI layout and copy from it, even where the image
+    /// could be streamed to skopeo.
+    pub via_layout: bool,
 }
 
 impl TransferOptions {
@@ -136,6 +141,9 @@ pub async fn export<ID: FsVerityHashValue>(
             report.destination = format!("oci-archive:{}", path.display());
             drop(tmp);
             Ok(report)
+        }
+        ImageLocation::ContainersStorage(r) if !transfer.via_layout => {
+            crate::stream::stream_to_storage(repo, images, &r, opts, &transfer).await
         }
         dest => copy_with_skopeo(repo, images, dest, opts, transfer).await,
     }
@@ -255,13 +263,13 @@ fn space_needed<ID: FsVerityHashValue>(
     total
 }
 
-fn check_space(dir: &Path, needed: u64) -> Result<()> {
+pub(crate) fn check_space(dir: &Path, needed: u64, hint: &str) -> Result<()> {
     let st = rustix::fs::statvfs(dir)
         .with_context(|| format!("Checking free space in {}", dir.display()))?;
     let free = st.f_bavail.saturating_mul(st.f_frsize);
     if free < needed {
         bail!(
-            "Not enough space in {}: the export needs about {} but only {} are free; set TMPDIR to a larger filesystem",
+            "Not enough space in {}: the export needs about {} but only {} are free; {hint}",
             dir.display(),
             crate::human_size(needed),
             crate::human_size(free)
@@ -299,7 +307,7 @@ async fn copy_with_skopeo<ID: FsVerityHashValue>(
     }
     let tmp = temp_dir(&transfer)?;
     let needed = space_needed(&repo, &images, &opts);
-    check_space(tmp.path(), needed)?;
+    check_space(tmp.path(), needed, "set TMPDIR to a larger filesystem")?;
     let layout = tmp.path().join("layout");
     let mut export_opts = opts.clone();
     export_opts.tag = Some(TEMP_TAG.to_string());
@@ -325,6 +333,7 @@ async fn copy_with_skopeo<ID: FsVerityHashValue>(
         preserve_digests: !storage && !docker_archive,
         dest_tls_verify: transfer.dest_tls_verify,
         dest_authfile,
+        ..CopyOptions::default()
     };
     opts.progress
         .stage(&format!("Copying to {reference} with skopeo"));

@@ -510,9 +510,9 @@ pub(crate) fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
 
 /// The manifest to write: the original bytes when every blob is identical to
 /// the original's, else a new OCI manifest with the same config.
-fn build_manifest<ID>(
+pub(crate) fn build_manifest<ID>(
     img: &StoredImage<ID>,
-    layers: &[(Descriptor, &BlobOutcome)],
+    layers: &[Descriptor],
 ) -> Result<(Vec<u8>, bool)> {
     if let Some(orig) = &img.manifest {
         let same = orig.is_oci()
@@ -522,7 +522,7 @@ fn build_manifest<ID>(
                 .layers()
                 .iter()
                 .zip(layers)
-                .all(|(o, (n, _))| o.digest() == n.digest() && o.size() == n.size());
+                .all(|(o, n)| o.digest() == n.digest() && o.size() == n.size());
         if same {
             return Ok((orig.bytes.clone(), true));
         }
@@ -543,7 +543,7 @@ fn build_manifest<ID>(
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
         .config(config)
-        .layers(layers.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>());
+        .layers(layers.to_vec());
     if let Some(a) = annotations {
         builder = builder.annotations(a);
     }
@@ -755,7 +755,7 @@ fn write_image<ID>(
             status: outcome.status,
             seconds: outcome.seconds,
         });
-        layer_descs.push((desc, outcome));
+        layer_descs.push(desc);
     }
     let (manifest_bytes, original) = build_manifest(img, &layer_descs)?;
     let manifest_digest = crate::digest::sha256(&manifest_bytes);

@@ -52,7 +52,9 @@ pub mod list;
 mod pgzip;
 pub mod progress;
 pub mod repo;
+pub(crate) mod serve;
 pub mod skopeo;
+mod stream;
 mod stream_check;
 pub mod transport;
 pub mod verify;
@@ -81,4 +83,16 @@ pub fn human_size(n: u64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[u])
     }
+}
+
+/// The topmost directory of `path` that does not exist yet (`None` when `path` exists).
+pub fn first_missing_ancestor(path: &std::path::Path) -> Option<std::path::PathBuf> {
+    let mut missing = None;
+    for p in path.ancestors().filter(|p| !p.as_os_str().is_empty()) {
+        if p.symlink_metadata().is_ok() {
+            break;
+        }
+        missing = Some(p.to_path_buf());
+    }
+    missing
 }

@@ -42,6 +42,10 @@ pub struct CopyOptions {
     pub dest_tls_verify: Option<bool>,
     /// `--dest-authfile` (a user's auth file, or our 0600 one from a creds file).
     pub dest_authfile: Option<PathBuf>,
+    /// `--src-tls-verify` (false for our own server on 127.0.0.1).
+    pub src_tls_verify: Option<bool>,
+    /// skopeo's `--tmpdir`: where it keeps its copy of each blob until the copy ends.
+    pub tmpdir: Option<PathBuf>,
 }
 
 /// `skopeo copy --quiet [options] oci:LAYOUT:TAG DEST`.
@@ -51,11 +55,27 @@ pub async fn copy_from_layout(
     dest: &str,
     options: &CopyOptions,
 ) -> Result<()> {
-    run(&copy_args(layout, tag, dest, options)).await
+    let mut source = OsString::from("oci:");
+    source.push(layout);
+    source.push(format!(":{tag}"));
+    run(&copy_args(&source, dest, options)).await
 }
 
-fn copy_args(layout: &Path, tag: &str, dest: &str, options: &CopyOptions) -> Vec<OsString> {
-    let mut args: Vec<OsString> = vec!["copy".into(), "--quiet".into()];
+/// `skopeo copy --quiet [options] SOURCE DEST` for any source reference.
+pub async fn copy(source: &str, dest: &str, options: &CopyOptions) -> Result<()> {
+    run(&copy_args(source.as_ref(), dest, options)).await
+}
+
+fn copy_args(source: &std::ffi::OsStr, dest: &str, options: &CopyOptions) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::new();
+    if let Some(dir) = &options.tmpdir {
+        args.push("--tmpdir".into());
+        args.push(dir.into());
+    }
+    args.extend(["copy".into(), "--quiet".into()]);
+    if let Some(v) = options.src_tls_verify {
+        args.push(format!("--src-tls-verify={v}").into());
+    }
     if options.preserve_digests {
         args.push("--preserve-digests".into());
     }
@@ -66,10 +86,7 @@ fn copy_args(layout: &Path, tag: &str, dest: &str, options: &CopyOptions) -> Vec
         args.push("--dest-authfile".into());
         args.push(file.into());
     }
-    let mut source = OsString::from("oci:");
-    source.push(layout);
-    source.push(format!(":{tag}"));
-    args.push(source);
+    args.push(source.into());
     args.push(dest.into());
     args
 }
@@ -130,9 +147,11 @@ mod tests {
             preserve_digests: true,
             dest_tls_verify: Some(false),
             dest_authfile: Some("/run/auth.json".into()),
+            src_tls_verify: Some(false),
+            tmpdir: Some("/s/tmp".into()),
         };
         let args = |o: &CopyOptions| -> Vec<String> {
-            copy_args(Path::new("/tmp/l"), "t", "docker://h/x:1", o)
+            copy_args("oci:/tmp/l:t".as_ref(), "docker://h/x:1", o)
                 .into_iter()
                 .map(|a| a.into_string().unwrap())
                 .collect()
@@ -140,8 +159,11 @@ mod tests {
         assert_eq!(
             args(&all),
             [
+                "--tmpdir",
+                "/s/tmp",
                 "copy",
                 "--quiet",
+                "--src-tls-verify=false",
                 "--preserve-digests",
                 "--dest-tls-verify=false",
                 "--dest-authfile",

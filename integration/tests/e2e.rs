@@ -11,6 +11,8 @@ use std::path::Path;
 
 #[path = "e2e/host.rs"]
 mod host;
+#[path = "e2e/stream.rs"]
+mod stream;
 
 type TestFn = fn() -> Result<()>;
 
@@ -55,6 +57,21 @@ fn main() {
             registry_push_with_credentials,
         ),
         trial("archives_and_dir", &["skopeo", "podman"], archives_and_dir),
+        trial(
+            "copy_to_storage_streams_without_temp_layout",
+            &["skopeo", "podman"],
+            stream::copy_to_storage_streams_without_temp_layout,
+        ),
+        trial(
+            "server_answers_only_the_expected_requests",
+            &["python3"],
+            stream::server_answers_only_the_expected_requests,
+        ),
+        trial(
+            "sigint_mid_stream_leaves_nothing",
+            &[],
+            stream::sigint_mid_stream_leaves_nothing,
+        ),
         trial(
             "bootc_host_copy_to_storage",
             &["skopeo", "podman", "runc"],
@@ -474,13 +491,29 @@ fn dir_is_empty(p: &Path) -> Result<bool> {
 }
 
 /// Export `small` to containers-storage with `$SKOPEO` and `$TMPDIR` set.
-fn export_with_skopeo(dir: &Path, repo: &Path, skopeo: &Path) -> Result<std::process::Output> {
+/// Export `small` to containers-storage with `$SKOPEO`, `$TMPDIR` and `--tmpdir`
+/// set to `dir/tmp` (so neither the layout path nor the streaming path
+/// touches the machine's storage), plus `extra` flags.
+fn export_with_skopeo(
+    dir: &Path,
+    repo: &Path,
+    skopeo: &Path,
+    extra: &[&str],
+) -> Result<std::process::Output> {
     Ok(Command::new(fixture::bin())
         .env("SKOPEO", skopeo)
         .env("TMPDIR", dir.join("tmp"))
         .arg("--repo")
         .arg(repo)
-        .args(["export", "small", "--to", "containers-storage:localhost/x"])
+        .args([
+            "export",
+            "small",
+            "--to",
+            "containers-storage:localhost/x",
+            "--tmpdir",
+        ])
+        .arg(dir.join("tmp"))
+        .args(extra)
         .output()?)
 }
 
@@ -488,17 +521,23 @@ fn export_with_skopeo(dir: &Path, repo: &Path, skopeo: &Path) -> Result<std::pro
 fn fake_skopeo_failure_carries_stderr() -> Result<()> {
     let (t, repo) = small_repo()?;
     let fake = fake_skopeo(t.path(), "echo \"fake skopeo exploded on $*\" >&2\nexit 3")?;
-    let out = export_with_skopeo(t.path(), &repo, &fake)?;
-    let err = String::from_utf8_lossy(&out.stderr);
-    ensure!(
-        out.status.code() == Some(1),
-        "exit {:?}: {err}",
-        out.status.code()
-    );
-    ensure!(err.contains("fake skopeo exploded on copy"), "{err}");
-    ensure!(dir_is_empty(&t.path().join("tmp"))?, "temp dir left behind");
+    // Streaming (the default) and through a layout.
+    for extra in [&[][..], &["--via-layout"][..]] {
+        let out = export_with_skopeo(t.path(), &repo, &fake, extra)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            out.status.code() == Some(1),
+            "exit {:?}: {err}",
+            out.status.code()
+        );
+        ensure!(
+            err.contains("fake skopeo exploded on") && err.contains(" copy "),
+            "{err}"
+        );
+        ensure!(dir_is_empty(&t.path().join("tmp"))?, "temp dir left behind");
+    }
     // And a missing skopeo says how to get one.
-    let out = export_with_skopeo(t.path(), &repo, &t.path().join("no-such-skopeo"))?;
+    let out = export_with_skopeo(t.path(), &repo, &t.path().join("no-such-skopeo"), &[])?;
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(
         out.status.code() == Some(1) && err.contains("install skopeo"),
@@ -508,8 +547,10 @@ fn fake_skopeo_failure_carries_stderr() -> Result<()> {
     Ok(())
 }
 
-/// Issue 11: the repository's shared lock is not held while skopeo copies,
-/// so bootc's garbage collection (an exclusive flock) is not stalled by it.
+/// Issue 11: through a layout, the repository's shared lock is not held
+/// while skopeo copies, so bootc's garbage collection (an exclusive flock) is
+/// not stalled by it. (Streaming reads the repository during the copy, so it
+/// holds the lock until the copy ends.)
 fn repository_unlocked_while_skopeo_copies() -> Result<()> {
     let (t, repo) = small_repo()?;
     let fake = fake_skopeo(
@@ -519,7 +560,7 @@ fn repository_unlocked_while_skopeo_copies() -> Result<()> {
             repo.display()
         ),
     )?;
-    let out = export_with_skopeo(t.path(), &repo, &fake)?;
+    let out = export_with_skopeo(t.path(), &repo, &fake, &["--via-layout"])?;
     ensure!(
         out.status.success(),
         "{}",

@@ -164,6 +164,15 @@ struct TransferArgs {
     /// containers-storage run root.
     #[arg(long, value_name = "DIR")]
     storage_runroot: Option<PathBuf>,
+    /// Temporary data: skopeo's copies of the blobs when streaming into
+    /// containers-storage (default: the storage's tmp/), else the private
+    /// layout (default: $TMPDIR, else /var/tmp).
+    #[arg(long, value_name = "DIR")]
+    tmpdir: Option<PathBuf>,
+    /// Export to a private OCI layout and copy from it, instead of streaming
+    /// the image to skopeo.
+    #[arg(long)]
+    via_layout: bool,
 }
 
 impl TransferArgs {
@@ -177,7 +186,8 @@ impl TransferArgs {
                 root: self.storage_root.clone(),
                 runroot: self.storage_runroot.clone(),
             },
-            tmpdir: None,
+            tmpdir: self.tmpdir.clone(),
+            via_layout: self.via_layout,
         }
     }
 }
@@ -510,7 +520,7 @@ fn import_command(cli: &Cli, args: &ImportArgs, out: &mut dyn Write) -> Result<(
         platform: args.platform.clone(),
     };
     // What this import creates (the repository and missing parents) goes again if it fails.
-    let created = first_missing_ancestor(&location.path()?);
+    let created = composefs_export::first_missing_ancestor(&location.path()?);
     let (repo, outcome) = repo::open_or_create(&location)?;
     let rt = runtime()?;
     let result = with_repo!(&repo, r => rt.block_on(import::import(r, &source, &opts)));
@@ -546,18 +556,6 @@ fn import_command(cli: &Cli, args: &ImportArgs, out: &mut dyn Write) -> Result<(
         )?;
     }
     Ok(())
-}
-
-/// The topmost directory of `path` that does not exist yet (`None` when `path` exists).
-fn first_missing_ancestor(path: &std::path::Path) -> Option<PathBuf> {
-    let mut missing = None;
-    for p in path.ancestors().filter(|p| !p.as_os_str().is_empty()) {
-        if p.symlink_metadata().is_ok() {
-            break;
-        }
-        missing = Some(p.to_path_buf());
-    }
-    missing
 }
 
 /// The man pages: on stdout the main page; with `dir`, every page as a file.

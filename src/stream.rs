@@ -1,0 +1,245 @@
+//! containers-storage without a temporary layout: the image is served from
+//! the repository to one `skopeo copy` ([`crate::serve`]), and skopeo keeps
+//! its copies of the blobs in the storage's own `tmp/` (like podman's
+//! `image_copy_tmp_dir = "storage"`), so nothing lands in `$TMPDIR`.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use composefs::fsverity::FsVerityHashValue;
+use composefs::repository::Repository;
+use oci_spec::image::MediaType;
+
+use crate::compress::Compression;
+use crate::deliver::{check_space, storage_reference, StorageOptions, TransferOptions};
+use crate::export::{ExportOptions, ExportReport, ImageReport, LayerReport, LayerStatus};
+use crate::image::{self, StoredImage};
+use crate::serve::Served;
+use crate::skopeo::CopyOptions;
+use crate::UsageError;
+
+/// The graph root a containers-storage destination uses: `--storage-root`,
+/// the `[driver@ROOT+runroot]` in the reference, else containers' default
+/// (`/var/lib/containers/storage` for root, `~/.local/share/containers/storage` otherwise).
+pub fn graph_root(reference: &str, storage: &StorageOptions) -> Result<PathBuf> {
+    if let Some(root) = &storage.root {
+        return Ok(root.clone());
+    }
+    if let Some(spec) = reference
+        .strip_prefix('[')
+        .and_then(|r| r.split_once(']'))
+        .map(|(spec, _)| spec)
+    {
+        let root = spec.split_once('@').map_or(spec, |(_, r)| r);
+        let root = root.split_once('+').map_or(root, |(r, _)| r);
+        return Ok(PathBuf::from(root));
+    }
+    if rustix::process::geteuid().is_root() {
+        return Ok(PathBuf::from("/var/lib/containers/storage"));
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .context("Finding the containers-storage graph root: set HOME or --storage-root")?;
+    Ok(data.join("containers/storage"))
+}
+
+/// Uncompressed digests of the layers a graph root already has (from each
+/// driver's `layers.json`); empty when it cannot be read.
+fn present_layers(root: &Path) -> HashSet<String> {
+    #[derive(serde::Deserialize)]
+    struct StoredLayerEntry {
+        #[serde(rename = "diff-digest")]
+        diff_digest: Option<String>,
+    }
+    let mut present = HashSet::new();
+    let Ok(dirs) = std::fs::read_dir(root) else {
+        return present;
+    };
+    for d in dirs.flatten() {
+        if !d.file_name().to_string_lossy().ends_with("-layers") {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(d.path().join("layers.json")) else {
+            continue;
+        };
+        if let Ok(layers) = serde_json::from_slice::<Vec<StoredLayerEntry>>(&bytes) {
+            present.extend(layers.into_iter().filter_map(|l| l.diff_digest));
+        }
+    }
+    present
+}
+
+/// Copy one image into containers-storage, streaming it to skopeo.
+pub(crate) async fn stream_to_storage<ID: FsVerityHashValue>(
+    repo: Arc<Repository<ID>>,
+    images: Vec<StoredImage<ID>>,
+    reference: &str,
+    opts: ExportOptions,
+    transfer: &TransferOptions,
+) -> Result<ExportReport> {
+    let destination = format!("containers-storage:{reference}");
+    let [img] = images.as_slice() else {
+        bail!(UsageError(format!(
+            "{destination} takes one image; got {}",
+            images.len()
+        )));
+    };
+    let root = graph_root(reference, &transfer.storage)?;
+    let (tmp_base, hint) = match &transfer.tmpdir {
+        Some(dir) => (dir.clone(), "choose another with --tmpdir"),
+        None => (
+            root.join("tmp"),
+            "free some space there or choose another directory with --tmpdir",
+        ),
+    };
+    let target = Target {
+        skopeo_dest: storage_reference(reference, &transfer.storage)?,
+        destination,
+        root,
+        tmp_base,
+        hint,
+    };
+    // Directories made here go again if the copy fails (a storage created
+    // by the copy itself stays).
+    let created = crate::first_missing_ancestor(&target.tmp_base);
+    std::fs::create_dir_all(&target.tmp_base)
+        .with_context(|| format!("Creating {}", target.tmp_base.display()))?;
+    let result = copy_streaming(repo, img, &target, opts).await;
+    if let (Err(_), Some(top)) = (&result, created) {
+        remove_empty_dirs(&target.tmp_base, &top);
+    }
+    result
+}
+
+/// Where a streamed copy goes and keeps its temporary data.
+struct Target {
+    /// The destination as skopeo takes it (with the storage specifier).
+    skopeo_dest: String,
+    /// The destination as the user named it.
+    destination: String,
+    /// The storage's graph root.
+    root: PathBuf,
+    /// Where skopeo's private temp directory is made.
+    tmp_base: PathBuf,
+    /// What to do when it is full.
+    hint: &'static str,
+}
+
+/// Remove `from` and its parents up to `top`, as long as they are empty.
+fn remove_empty_dirs(from: &Path, top: &Path) {
+    for dir in from.ancestors() {
+        if std::fs::remove_dir(dir).is_err() || dir == top {
+            break;
+        }
+    }
+}
+
+async fn copy_streaming<ID: FsVerityHashValue>(
+    repo: Arc<Repository<ID>>,
+    img: &StoredImage<ID>,
+    target: &Target,
+    opts: ExportOptions,
+) -> Result<ExportReport> {
+    let destination = &target.destination;
+    let tmp = tempfile::Builder::new()
+        .prefix("cfs-export-")
+        .tempdir_in(&target.tmp_base)
+        .with_context(|| format!("Creating a temp directory in {}", target.tmp_base.display()))?;
+    // skopeo keeps a copy of each blob it receives until the copy ends; only
+    // the layers the storage lacks are sent.
+    let present = present_layers(&target.root);
+    let mut needed = img.config_bytes.len() as u64;
+    for l in img
+        .layers
+        .iter()
+        .filter(|l| !present.contains(l.diff_id.as_ref()))
+    {
+        needed += image::layer_size(&repo, l)?;
+    }
+    check_space(tmp.path(), needed, target.hint)?;
+
+    let started = Instant::now();
+    let served = Served::start(repo, img, opts.progress.clone()).await?;
+    let copy = CopyOptions {
+        src_tls_verify: Some(false),
+        tmpdir: Some(tmp.path().to_path_buf()),
+        ..CopyOptions::default()
+    };
+    opts.progress
+        .stage(&format!("Copying to {destination} with skopeo"));
+    let copied = crate::skopeo::copy(&served.source(), &target.skopeo_dest, &copy).await;
+    opts.progress.stage_finished();
+    let manifest_digest = served.manifest_digest.to_string();
+    let original_manifest = served.original_manifest;
+    let descriptors = served.layers.clone();
+    let (log, layer_error) = served.stop().await;
+    drop(tmp);
+    // A damaged layer is the cause; skopeo only saw its response cut short.
+    if let Some(e) = layer_error {
+        return Err(e.context(format!("Copying to {destination}")));
+    }
+    copied.with_context(|| format!("Copying to {destination}"))?;
+
+    let layers: Vec<LayerReport> = img
+        .layers
+        .iter()
+        .zip(&descriptors)
+        .map(|(l, d)| {
+            let served = log.get(l.diff_id.as_ref());
+            LayerReport {
+                diff_id: l.diff_id.to_string(),
+                blob_digest: l.diff_id.to_string(),
+                media_type: MediaType::ImageLayer.to_string(),
+                compression: Compression::Uncompressed,
+                size: d.size(),
+                blob_size: d.size(),
+                status: match served {
+                    Some(_) => LayerStatus::Written,
+                    None => LayerStatus::Skipped,
+                },
+                seconds: served.map_or(0.0, |s| s.seconds),
+            }
+        })
+        .collect();
+    let export_seconds = layers.iter().map(|l| l.seconds).sum();
+    Ok(ExportReport {
+        destination: destination.clone(),
+        images: vec![ImageReport {
+            image: img.name(),
+            tag: None,
+            manifest_digest,
+            config_digest: img.config_digest().to_string(),
+            original_manifest,
+            platform: image::platform_of(&img.config),
+            deployment: img.deployment.clone(),
+            layers,
+        }],
+        export_seconds,
+        transfer_seconds: Some(started.elapsed().as_secs_f64()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graph_roots() {
+        let none = StorageOptions::default();
+        let root = StorageOptions {
+            root: Some("/r".into()),
+            ..Default::default()
+        };
+        assert_eq!(graph_root("x", &root).unwrap(), Path::new("/r"));
+        assert_eq!(
+            graph_root("[vfs@/a/b+/run/c]x", &none).unwrap(),
+            Path::new("/a/b")
+        );
+        assert_eq!(graph_root("[/a]x", &none).unwrap(), Path::new("/a"));
+    }
+}
