@@ -209,27 +209,37 @@ fn full_disk_fails_cleanly() {
         "partial blob"
     );
 
-    // The skopeo hand-off checks the temp dir's space before writing anything.
-    let r = Command::new(bin())
-        .env("TMPDIR", &mnt.0)
-        .env("SKOPEO", "/bin/false")
-        .arg("--repo")
-        .arg(&repo)
-        .args(["export", "app", "--to", "containers-storage:localhost/x"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&r.stderr);
-    assert_eq!(r.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("Not enough space") && err.contains("set TMPDIR"),
-        "{err}"
-    );
-    let left: Vec<_> = std::fs::read_dir(&mnt.0)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .filter(|n| n != "out")
-        .collect();
-    assert!(left.is_empty(), "temp files left: {left:?}");
+    // The skopeo hand-off checks the temp dir's space before writing anything:
+    // through a layout ($TMPDIR), and streaming (skopeo's --tmpdir).
+    for (extra, hint) in [
+        (vec!["--via-layout"], "set TMPDIR"),
+        (
+            vec!["--tmpdir", mnt.0.to_str().unwrap()],
+            "choose another with --tmpdir",
+        ),
+    ] {
+        let r = Command::new(bin())
+            .env("TMPDIR", &mnt.0)
+            .env("SKOPEO", "/bin/false")
+            .arg("--repo")
+            .arg(&repo)
+            .args(["export", "app", "--to", "containers-storage:localhost/x"])
+            .args(&extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("Not enough space") && err.contains(hint),
+            "{extra:?}: {err}"
+        );
+        let left: Vec<_> = std::fs::read_dir(&mnt.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n != "out")
+            .collect();
+        assert!(left.is_empty(), "temp files left: {left:?}");
+    }
 }
 
 #[test]
