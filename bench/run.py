@@ -66,7 +66,14 @@ def fresh(*paths):
 
 
 def du(path):
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+    total = 0
+    for d, _, fs in os.walk(path):
+        for f in fs:
+            try:
+                total += os.lstat(os.path.join(d, f)).st_size
+            except OSError:  # removed while we looked
+                pass
+    return total
 
 
 def peak_rss_kib(cmd):
@@ -111,24 +118,73 @@ size = next(r["size"] for r in listing if "bench" in r["tags"])
 print(f"image: {size / 2**20:.0f} MiB uncompressed", flush=True)
 X = f"{BIN} --repo {repo} -q"
 
-# 1. copy-to-storage vs the reference algorithm (+ the same skopeo copy).
-c2s_reports = []
-ours_c2s = timed(f"{X} --json copy-to-storage bench --storage-driver {DRIVER} --storage-root {WORK}/cs{{i}}/root --storage-runroot {WORK}/cs{{i}}/run",
-                 prep=lambda i: fresh(f"{WORK}/cs{i}"), outputs=c2s_reports)
-c2s_reports = [json.loads(r) for r in c2s_reports]
+# 1. copy-to-storage (streamed, the default) vs the reference algorithm (+ the same skopeo copy).
+C2S = f"{X} --json copy-to-storage bench --storage-driver {DRIVER} --storage-root {WORK}/{{d}}{{{{i}}}}/root --storage-runroot {WORK}/{{d}}{{{{i}}}}/run"
+ours_c2s = timed(C2S.format(d="cs"), prep=lambda i: fresh(f"{WORK}/cs{i}"))
 ref = timed(f"{REF} {repo} bench {WORK}/ref{{i}} && skopeo copy -q oci:{WORK}/ref{{i}}:ref 'containers-storage:{storage('rs{i}')}localhost/ref'",
             prep=lambda i: fresh(f"{WORK}/ref{i}", f"{WORK}/rs{i}"))
 for i in range(REPEATS):
-    fresh(f"{WORK}/cs{i}", f"{WORK}/ref{i}", f"{WORK}/rs{i}")
+    fresh(f"{WORK}/ref{i}", f"{WORK}/rs{i}")
 row("copy-to-storage: reference / ours", fmt(ours_c2s), fmt(ref), f"{ref[0] / ours_c2s[0]:.1f}x", ">=4x", ref[0] / ours_c2s[0] >= 4)
 
-# 2. our share of copy-to-storage: its export stage / its skopeo stage, from the
-# timings copy-to-storage reports for each run above.
+# 2. our share of copy-to-storage through a layout: its export stage / its
+# skopeo stage, from the timings it reports for each run.
+c2s_reports = []
+layout_c2s = timed(C2S.format(d="cl") + " --via-layout", prep=lambda i: fresh(f"{WORK}/cl{i}"), outputs=c2s_reports)
+c2s_reports = [json.loads(r) for r in c2s_reports]
 export_stage = med([r["export_seconds"] for r in c2s_reports])
 skopeo_stage = med([r["transfer_seconds"] for r in c2s_reports])
 share = export_stage[0] / skopeo_stage[0]
-row("copy-to-storage: export / skopeo stage", fmt(export_stage), fmt(skopeo_stage), f"{share:.2f}", "<=0.1", share <= 0.1,
-    "stages timed inside the runs above")
+row("copy-to-storage (layout): export / skopeo stage", fmt(export_stage), fmt(skopeo_stage), f"{share:.2f}", "<=0.1", share <= 0.1,
+    "stages timed inside the --via-layout runs")
+r = ours_c2s[0] / layout_c2s[0]
+row("copy-to-storage: streamed / via layout (wall)", fmt(ours_c2s), fmt(layout_c2s), f"{r:.2f}", "<=1.0", r <= 1.0)
+
+
+def disk_used(path):
+    st = os.statvfs(path)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+def peak_extra_disk(cmd, tmpdir):
+    """Run `cmd`, sampling the filesystem's used bytes every 20 ms: the peak
+    beyond what is used once it is done (the final image), and the most
+    bytes seen in `tmpdir` ($TMPDIR) at once."""
+    sh("sync")
+    before = disk_used(WORK)
+    proc = subprocess.Popen(cmd, shell=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "TMPDIR": tmpdir})
+    peak, tmp_peak = before, 0
+    while proc.poll() is None:
+        peak = max(peak, disk_used(WORK))
+        tmp_peak = max(tmp_peak, du(tmpdir))
+        time.sleep(0.02)
+    if proc.returncode != 0:
+        sys.exit(f"failed: {cmd}\n{proc.stderr.read().decode()}")
+    sh("sync")
+    return peak - disk_used(WORK), tmp_peak
+
+
+os.makedirs(f"{WORK}/tmpdir", exist_ok=True)
+fresh(f"{WORK}/cs0", f"{WORK}/cl0")
+extra, in_tmp = peak_extra_disk(C2S.format(d="cs").format(i=0), f"{WORK}/tmpdir")
+fresh(f"{WORK}/cs0")
+extra_l, in_tmp_l = peak_extra_disk(C2S.format(d="cl").format(i=0) + " --via-layout", f"{WORK}/tmpdir")
+fresh(f"{WORK}/cl0")
+row("copy-to-storage: peak extra disk / image size", f"{extra / size:.2f}x", f"{extra_l / size:.2f}x", "-", "<=1.1x", extra / size <= 1.1,
+    f"sampled; baseline: via layout; {extra / 2**20:.0f} vs {extra_l / 2**20:.0f} MiB")
+row("copy-to-storage: bytes in $TMPDIR", f"{in_tmp}", f"{in_tmp_l / 2**20:.0f} MiB", "-", "0", in_tmp == 0, "baseline: via layout")
+
+# An update: the bench image plus one small layer, into a storage that has the bench image.
+sh(f"python3 {ROOT}/bench/add_layer.py {src} bench {WORK}/update update")
+sh(f"{BIN} --repo {repo} -q import oci:{WORK}/update:update")
+UPD = f"{X} copy-to-storage update --target localhost/update --storage-driver {DRIVER} --storage-root {WORK}/up{{i}}/root --storage-runroot {WORK}/up{{i}}/run"
+update = timed(UPD, prep=lambda i: (fresh(f"{WORK}/up{i}"), sh(C2S.format(d="up").format(i=i))))
+for i in range(REPEATS):
+    fresh(f"{WORK}/cs{i}", f"{WORK}/cl{i}", f"{WORK}/up{i}")
+r = ours_c2s[0] / update[0]
+row("copy-to-storage: first copy / update (+1 small layer)", fmt(ours_c2s), fmt(update), f"{r:.0f}x", ">=20x", r >= 20,
+    "the update rebuilds only its new layer")
 
 # 3. --compression none to an OCI dir vs cp of the same layer tars.
 export_none = timed(f"{X} export bench --compression none --to oci:{WORK}/none{{i}}", prep=lambda i: fresh(f"{WORK}/none{i}"))
