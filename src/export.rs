@@ -158,6 +158,9 @@ pub struct ExportReport {
     pub export_seconds: f64,
     /// Wall time of the hand-off to skopeo or the archive writer, if any.
     pub transfer_seconds: Option<f64>,
+    /// True when the image was served to skopeo as it read it (no temporary
+    /// layout): `export_seconds` then overlaps `transfer_seconds`.
+    pub streamed: bool,
 }
 
 impl ImageSelection {
@@ -649,6 +652,7 @@ fn export_locked<ID: FsVerityHashValue>(
         images: reports,
         export_seconds: started.elapsed().as_secs_f64(),
         transfer_seconds: None,
+        streamed: false,
     })
 }
 

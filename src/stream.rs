@@ -221,6 +221,7 @@ async fn copy_streaming<ID: FsVerityHashValue>(
         }],
         export_seconds,
         transfer_seconds: Some(started.elapsed().as_secs_f64()),
+        streamed: true,
     })
 }
 

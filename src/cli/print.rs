@@ -216,6 +216,11 @@ pub(super) fn print_export(
         )?;
     }
     match report.transfer_seconds {
+        Some(t) if report.streamed => writeln!(
+            out,
+            "  took {t:.1}s, streamed to skopeo ({:.1}s rebuilding layers while it read them)",
+            report.export_seconds
+        )?,
         Some(t) => writeln!(
             out,
             "  took {:.1}s: export {:.1}s, then {:.1}s to hand it over",
