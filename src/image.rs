@@ -182,24 +182,7 @@ pub fn catalog<ID: FsVerityHashValue>(repo: &Repository<ID>) -> Result<Catalog> 
         }
     }
 
-    let mut manifest_tags: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (tag, digest) in composefs_oci::list_refs(repo)? {
-        manifest_tags
-            .entry(digest.to_string())
-            .or_default()
-            .push(tag);
-    }
-    // Refs outside oci/ that name a config: how config-only repos tag images.
-    let mut config_tags: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (name, target) in repo.list_stream_refs("")? {
-        if name.starts_with("oci/") {
-            continue;
-        }
-        let last = target.rsplit('/').next().unwrap_or(&target);
-        if let Some(d) = last.strip_prefix("oci-config-") {
-            config_tags.entry(d.to_string()).or_default().push(name);
-        }
-    }
+    let (mut manifest_tags, mut config_tags) = tags_by_digest(repo)?;
 
     let mut entries = Vec::new();
     let mut damaged = Vec::new();
@@ -254,6 +237,32 @@ pub fn catalog<ID: FsVerityHashValue>(repo: &Repository<ID>) -> Result<Catalog> 
         images: entries,
         damaged,
     })
+}
+
+/// Tags by the manifest digest they name, and (config-only repositories)
+/// refs outside `oci/` by the config digest they name.
+#[allow(clippy::type_complexity)]
+fn tags_by_digest<ID: FsVerityHashValue>(
+    repo: &Repository<ID>,
+) -> Result<(BTreeMap<String, Vec<String>>, BTreeMap<String, Vec<String>>)> {
+    let mut manifest_tags: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (tag, digest) in composefs_oci::list_refs(repo)? {
+        manifest_tags
+            .entry(digest.to_string())
+            .or_default()
+            .push(tag);
+    }
+    let mut config_tags: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, target) in repo.list_stream_refs("")? {
+        if name.starts_with("oci/") {
+            continue;
+        }
+        let last = target.rsplit('/').next().unwrap_or(&target);
+        if let Some(d) = last.strip_prefix("oci-config-") {
+            config_tags.entry(d.to_string()).or_default().push(name);
+        }
+    }
+    Ok((manifest_tags, config_tags))
 }
 
 /// What is known of a manifest that failed to read: its config (from the

@@ -52,6 +52,7 @@ pub mod list;
 mod pgzip;
 pub mod progress;
 pub mod repo;
+pub mod select;
 pub(crate) mod serve;
 pub mod skopeo;
 mod stream;

@@ -62,6 +62,22 @@ fn made_from(d: &Deployment, entry: &CatalogEntry) -> bool {
         })
 }
 
+/// The deployments made from one image.
+fn listed(
+    deployments: &[Deployment],
+    made_from: impl Fn(&Deployment) -> bool,
+) -> Vec<ListedDeployment> {
+    deployments
+        .iter()
+        .filter(|d| made_from(d))
+        .map(|d| ListedDeployment {
+            id: d.id.clone(),
+            role: d.role,
+            image: d.image.as_ref().map(|i| i.name.clone()).unwrap_or_default(),
+        })
+        .collect()
+}
+
 /// Platform, layer count and uncompressed size of an image.
 fn image_summary<ID: FsVerityHashValue>(
     repo: &Repository<ID>,
@@ -94,15 +110,7 @@ pub fn list<ID: FsVerityHashValue>(repo: &Repository<ID>, host: Option<&Host>) -
             platform,
             layers,
             size,
-            deployments: deployments
-                .iter()
-                .filter(|d| made_from(d, entry))
-                .map(|d| ListedDeployment {
-                    id: d.id.clone(),
-                    role: d.role,
-                    image: d.image.as_ref().map(|i| i.name.clone()).unwrap_or_default(),
-                })
-                .collect(),
+            deployments: listed(deployments, |d| made_from(d, entry)),
             damaged,
         });
     }
@@ -114,23 +122,11 @@ pub fn list<ID: FsVerityHashValue>(repo: &Repository<ID>, host: Option<&Host>) -
             platform: "unknown".into(),
             layers: 0,
             size: 0,
-            deployments: deployments
-                .iter()
-                .filter(|dep| {
-                    dep.image
-                        .as_ref()
-                        .is_some_and(|i| i.manifest_digest.as_ref() == Some(&d.digest))
-                })
-                .map(|dep| ListedDeployment {
-                    id: dep.id.clone(),
-                    role: dep.role,
-                    image: dep
-                        .image
-                        .as_ref()
-                        .map(|i| i.name.clone())
-                        .unwrap_or_default(),
-                })
-                .collect(),
+            deployments: listed(deployments, |dep| {
+                dep.image
+                    .as_ref()
+                    .is_some_and(|i| i.manifest_digest.as_ref() == Some(&d.digest))
+            }),
             damaged: Some(d.to_string()),
         });
     }

@@ -185,10 +185,25 @@ async fn copy_streaming<ID: FsVerityHashValue>(
     }
     copied.with_context(|| format!("Copying to {destination}"))?;
 
+    let manifest = (manifest_digest, original_manifest);
+    let mut report = streamed_report(img, &descriptors, &log, destination, manifest);
+    report.transfer_seconds = Some(started.elapsed().as_secs_f64());
+    Ok(report)
+}
+
+/// The report of a streamed copy: a layer skopeo did not ask for was already
+/// in the storage.
+fn streamed_report<ID>(
+    img: &StoredImage<ID>,
+    descriptors: &[oci_spec::image::Descriptor],
+    log: &std::collections::HashMap<String, crate::serve::LayerServed>,
+    destination: &str,
+    (manifest_digest, original_manifest): (String, bool),
+) -> ExportReport {
     let layers: Vec<LayerReport> = img
         .layers
         .iter()
-        .zip(&descriptors)
+        .zip(descriptors)
         .map(|(l, d)| {
             let served = log.get(l.diff_id.as_ref());
             LayerReport {
@@ -207,8 +222,8 @@ async fn copy_streaming<ID: FsVerityHashValue>(
         })
         .collect();
     let export_seconds = layers.iter().map(|l| l.seconds).sum();
-    Ok(ExportReport {
-        destination: destination.clone(),
+    ExportReport {
+        destination: destination.to_string(),
         images: vec![ImageReport {
             image: img.name(),
             tag: None,
@@ -220,9 +235,9 @@ async fn copy_streaming<ID: FsVerityHashValue>(
             layers,
         }],
         export_seconds,
-        transfer_seconds: Some(started.elapsed().as_secs_f64()),
+        transfer_seconds: None,
         streamed: true,
-    })
+    }
 }
 
 #[cfg(test)]

@@ -59,26 +59,38 @@ pub fn verify<ID: FsVerityHashValue>(
     damaged: &[DamagedManifest],
 ) -> Result<VerifyReport> {
     let mut report = VerifyReport {
-        images_checked: 0,
+        images_checked: entries.len() + damaged.len(),
         layers_checked: 0,
         bytes_checked: 0,
-        findings: Vec::new(),
+        findings: damaged
+            .iter()
+            .map(|d| Finding {
+                images: vec![d.display_name()],
+                layer: None,
+                problem: d.to_string(),
+                objects: d.objects.clone(),
+            })
+            .collect(),
         deployments: Vec::new(),
     };
-    // Each distinct layer stream is rebuilt once; findings name every image using it.
+    let checks = layers_to_check(repo, entries, &mut report)?;
+    for (l, users) in checks {
+        report.layers_checked += 1;
+        check_layer(repo, l, users, &mut report);
+    }
+    Ok(report)
+}
+
+/// Each distinct layer stream of the images whose manifest and config are
+/// intact, with the images using it; findings for the others.
+fn layers_to_check<ID: FsVerityHashValue>(
+    repo: &Repository<ID>,
+    entries: &[CatalogEntry],
+    report: &mut VerifyReport,
+) -> Result<Vec<(StoredLayer<ID>, Vec<String>)>> {
     let mut checks: Vec<(StoredLayer<ID>, Vec<String>)> = Vec::new();
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
-    for d in damaged {
-        report.images_checked += 1;
-        report.findings.push(Finding {
-            images: vec![d.display_name()],
-            layer: None,
-            problem: d.to_string(),
-            objects: d.objects.clone(),
-        });
-    }
     for entry in entries {
-        report.images_checked += 1;
         let name = entry.display_name();
         let damaged = metadata_damage(repo, entry)?;
         if !damaged.is_empty() {
@@ -117,37 +129,44 @@ pub fn verify<ID: FsVerityHashValue>(
             }
         }
     }
-    for (l, users) in checks {
-        report.layers_checked += 1;
-        match layer::rebuild(repo, &users[0], &l, std::io::sink()) {
-            Ok((_, size)) => {
-                report.bytes_checked += size;
-                // The tar can come out right from a stream object with a flipped
-                // bit in a part that is not read: still damage.
-                if let Some(o) = layer::check_object(repo, &l.stream) {
-                    report.findings.push(Finding {
-                        images: users,
-                        layer: Some((l.index + 1, l.diff_id.to_string())),
-                        problem: "its split-stream object is damaged (the rebuilt tar still matches the diff_id)".into(),
-                        objects: vec![o],
-                    });
-                }
-            }
-            Err(e) => {
-                let (problem, objects) = match e.downcast_ref::<LayerDamaged>() {
-                    Some(d) => (d.cause.clone(), d.objects.clone()),
-                    None => (format!("{e:#}"), Vec::new()),
-                };
+    Ok(checks)
+}
+
+/// Rebuild one layer against its diff_id and check its stream object.
+fn check_layer<ID: FsVerityHashValue>(
+    repo: &Repository<ID>,
+    l: StoredLayer<ID>,
+    users: Vec<String>,
+    report: &mut VerifyReport,
+) {
+    let layer = Some((l.index + 1, l.diff_id.to_string()));
+    match layer::rebuild(repo, &users[0], &l, std::io::sink()) {
+        Ok((_, size)) => {
+            report.bytes_checked += size;
+            // The tar can come out right from a stream object with a flipped
+            // bit in a part that is not read: still damage.
+            if let Some(o) = layer::check_object(repo, &l.stream) {
                 report.findings.push(Finding {
                     images: users,
-                    layer: Some((l.index + 1, l.diff_id.to_string())),
-                    problem,
-                    objects,
+                    layer,
+                    problem: "its split-stream object is damaged (the rebuilt tar still matches the diff_id)".into(),
+                    objects: vec![o],
                 });
             }
         }
+        Err(e) => {
+            let (problem, objects) = match e.downcast_ref::<LayerDamaged>() {
+                Some(d) => (d.cause.clone(), d.objects.clone()),
+                None => (format!("{e:#}"), Vec::new()),
+            };
+            report.findings.push(Finding {
+                images: users,
+                layer,
+                problem,
+                objects,
+            });
+        }
     }
-    Ok(report)
 }
 
 /// Damaged objects of an image's manifest and config split-streams, by

@@ -206,6 +206,18 @@ struct Counts {
     failures: Vec<String>,
 }
 
+impl Counts {
+    /// A run that neither succeeded nor failed cleanly: an abort or a panic.
+    fn died(&mut self, what: &str, command: &str, out: &Output) {
+        self.aborts += 1;
+        self.failures.push(format!(
+            "{what}: {command} died ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+}
+
 fn run_case(base: &Path, f: &Fixture, seed: u64, scratch: &Path, counts: &mut Counts) {
     let case = scratch.join(format!("case-{seed}"));
     let repo = case.join("repo");
@@ -245,13 +257,7 @@ fn run_case(base: &Path, f: &Fixture, seed: u64, scratch: &Path, counts: &mut Co
                 counts.failures.push(format!("{what}: export: {e}"));
             }
         }
-        _ => {
-            counts.aborts += 1;
-            counts.failures.push(format!(
-                "{what}: export died: {}",
-                String::from_utf8_lossy(&export.stderr)
-            ));
-        }
+        _ => counts.died(&what, "export", &export),
     }
     let verify = Command::new(bin())
         .arg("--repo")
@@ -272,13 +278,7 @@ fn run_case(base: &Path, f: &Fixture, seed: u64, scratch: &Path, counts: &mut Co
                 counts.failures.push(format!("{what}: verify: {e}"));
             }
         }
-        _ => {
-            counts.aborts += 1;
-            counts.failures.push(format!(
-                "{what}: verify died: {}",
-                String::from_utf8_lossy(&verify.stderr)
-            ));
-        }
+        _ => counts.died(&what, "verify", &verify),
     }
     std::fs::remove_dir_all(&case).unwrap();
 }

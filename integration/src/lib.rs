@@ -125,8 +125,21 @@ impl Storage {
 
     /// Run podman against this storage.
     pub fn podman(&self, args: &[&str]) -> Result<String> {
-        let out = run(Command::new("podman")
-            .arg("--root")
+        let out = run(&mut self.podman_command(args))?;
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// Does this storage hold an image named `name`?
+    pub fn has_image(&self, name: &str) -> Result<bool> {
+        Ok(self
+            .podman_command(&["image", "exists", name])
+            .status()?
+            .success())
+    }
+
+    fn podman_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("podman");
+        cmd.arg("--root")
             .arg(&self.root)
             .arg("--runroot")
             .arg(&self.runroot)
@@ -138,8 +151,8 @@ impl Storage {
                 "--events-backend",
                 "file",
             ])
-            .args(args))?;
-        Ok(String::from_utf8(out.stdout)?)
+            .args(args);
+        cmd
     }
 }
 
