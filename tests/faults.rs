@@ -231,6 +231,22 @@ fn repository_locked_by_another_process() {
         .status()
         .unwrap();
     holder.wait().unwrap();
+    // The `sleep` that inherited the lock may outlive `flock` by a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !Command::new("flock")
+        .args(["-n", "-s"])
+        .arg(&s.repo)
+        .arg("true")
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock was never released"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     cfs_ok(&s.repo, &["list"]);
 }
 

@@ -3,8 +3,10 @@
 
 mod bars;
 mod print;
+mod source;
 
 use print::{print_export, print_list, print_verify};
+use source::{storage_target, tell_deployment_choices, Source};
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -17,7 +19,6 @@ use clap::{Args, Parser, Subcommand};
 use composefs_export::compress::CompressionChoice;
 use composefs_export::deliver::{self, StorageOptions, TransferOptions};
 use composefs_export::export::{ExportOptions, ExportReport, ImageSelection, Selected};
-use composefs_export::host::{self, Host, HostPaths};
 use composefs_export::image;
 use composefs_export::import::{self, ImportOptions};
 use composefs_export::progress::ProgressHandle;
@@ -332,98 +333,6 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("Starting the async runtime")
 }
 
-/// Where the repository is, and the bootc host whose deployments name its images.
-struct Source {
-    location: RepoLocation,
-    host: Option<Host>,
-}
-
-/// Test hook: where the host's kernel command line, mount table and `/run`
-/// are read from (`CFS_EXPORT_CMDLINE`, `CFS_EXPORT_MOUNTINFO`, `CFS_EXPORT_RUN`).
-fn host_paths(sysroot: &std::path::Path) -> HostPaths {
-    let mut paths = HostPaths::running(sysroot);
-    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-    if let Some(p) = var("CFS_EXPORT_CMDLINE") {
-        paths.cmdline = p.into();
-    }
-    if let Some(p) = var("CFS_EXPORT_MOUNTINFO") {
-        paths.mountinfo = p.into();
-    }
-    if let Some(p) = var("CFS_EXPORT_RUN") {
-        paths.run = p.into();
-    }
-    paths
-}
-
-impl Source {
-    /// `--sysroot DIR` must be a bootc sysroot, and its composefs/ is the
-    /// default repository. Without it, /sysroot's deployments count only when
-    /// the repository is /sysroot/composefs.
-    fn from_cli(cli: &Cli) -> Result<Source> {
-        let explicit_repo = cli.repo.repo.is_some() || cli.repo.system || cli.repo.user;
-        if let Some(dir) = &cli.sysroot {
-            let host = Host::load(host_paths(dir))?;
-            let location = if explicit_repo {
-                cli.repo.location()
-            } else {
-                RepoLocation::Path(host.paths.repository())
-            };
-            return Ok(Source {
-                location,
-                host: Some(host),
-            });
-        }
-        let location = cli.repo.location();
-        let default = std::path::Path::new(host::DEFAULT_SYSROOT);
-        let paths = host_paths(default);
-        let is_hosts_repo = match (location.path(), paths.repository().canonicalize()) {
-            (Ok(repo), Ok(hosts)) => repo.canonicalize().is_ok_and(|r| r == hosts),
-            _ => false,
-        };
-        let host = if is_hosts_repo && default.join("state/deploy").is_dir() {
-            Some(Host::load(paths)?)
-        } else {
-            None
-        };
-        Ok(Source { location, host })
-    }
-
-    /// copy-to-storage without an image: the booted deployment's; off a
-    /// composefs boot, the only image (or say which there are).
-    fn default_image(&self) -> Result<ImageSelection> {
-        if let Some(host) = &self.host {
-            if host.booted().is_ok() {
-                return Ok(ImageSelection::Deployment("booted".into()));
-            }
-        }
-        match only_image(&self.location) {
-            Ok(one) => Ok(ImageSelection::Named(vec![one])),
-            // On a host that did not boot from composefs this is its state,
-            // not a mistake in the call: exit 1, with the deployments named.
-            Err(e) => match &self.host {
-                Some(h) if h.not_booted.is_some() => Err(anyhow::anyhow!(
-                    "No image given, and {}: {e:#}; bootc deployments: {}",
-                    h.not_booted.as_deref().unwrap_or_default(),
-                    h.summary()
-                )),
-                _ => Err(e),
-            },
-        }
-    }
-}
-
-/// Say which deployment a selector picked (stderr, so --json stays one document).
-fn tell_deployment_choices<'a>(
-    choices: impl Iterator<Item = &'a host::DeploymentChoice>,
-    quiet: bool,
-) {
-    for c in choices {
-        if !quiet || !c.also_matched.is_empty() {
-            eprintln!("note: {c}");
-        }
-    }
-}
-
 /// Run a parsed command line, printing to `out`.
 pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
     match &cli.command {
@@ -581,34 +490,6 @@ fn write_man_pages(dir: Option<&std::path::Path>, out: &mut dyn Write) -> Result
     Ok(())
 }
 
-/// The one image in the repository, for commands where IMAGE may be omitted.
-fn only_image(location: &RepoLocation) -> Result<String> {
-    let repo = repo::open(location)?;
-    let catalog = with_repo!(&repo, r => image::catalog(r))?;
-    match (catalog.images.as_slice(), catalog.damaged.as_slice()) {
-        ([], [damaged]) => bail!("{damaged}"),
-        ([one], []) => Ok(one
-            .manifest_digest
-            .as_ref()
-            .unwrap_or(&one.config_digest)
-            .to_string()),
-        ([], []) => bail!("The repository holds no container images"),
-        (many, damaged) => bail!(UsageError(format!(
-            "The repository holds {} images; name one: {}",
-            many.len() + damaged.len(),
-            many.iter()
-                .map(|e| e.to_string())
-                .chain(
-                    damaged
-                        .iter()
-                        .map(|d| format!("{} (damaged)", d.display_name()))
-                )
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
-    }
-}
-
 /// Interrupted by a signal; the exit code is 128 + the signal number.
 #[derive(Debug, thiserror::Error)]
 #[error("interrupted by {name}; nothing was left behind")]
@@ -617,19 +498,6 @@ pub struct Interrupted {
     pub name: &'static str,
     /// Its number.
     pub signal: i32,
-}
-
-/// `--target NAME` of copy-to-storage: `containers-storage:` + NAME, as bootc does.
-fn storage_target(target: &str) -> Result<ImageLocation> {
-    let (transport, _) = host::split_transport(target);
-    let reference = match transport {
-        "" => format!("containers-storage:{target}"),
-        "containers-storage:" => target.to_string(),
-        other => bail!(UsageError(format!(
-            "copy-to-storage writes to containers-storage, not {other}; use `cfs-export export IMAGE --to {target}`"
-        ))),
-    };
-    ImageLocation::parse(&reference).map_err(|e| UsageError(e.to_string()).into())
 }
 
 /// Run an export on a runtime, cancelling it (skopeo killed, temp dir removed)
