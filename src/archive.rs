@@ -1,12 +1,23 @@
-//! `oci-archive:` output: a deterministic tar of an OCI layout, written to a
-//! temp file beside the target and renamed into place.
+//! `oci-archive:` output: a deterministic tar of an OCI layout, written
+//! straight from the repository to a temp file beside the target and renamed
+//! into place.
 
-use std::io::{BufWriter, Write};
+use std::collections::{HashMap, HashSet};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use composefs::fsverity::FsVerityHashValue;
+use composefs::repository::Repository;
+use oci_spec::image::{Digest, ImageIndexBuilder, MediaType};
 
-use crate::layout::BLOB_RECORD_FILE;
+use crate::compress::Compression;
+use crate::digest::HashingWriter;
+use crate::export::{self, BlobOutcome, ExportOptions, ExportReport, LayerStatus};
+use crate::image::{StoredImage, StoredLayer};
+use crate::layer;
+use crate::progress::{LayerKey, ProgressWriter};
 
 /// mtime of every entry: `$SOURCE_DATE_EPOCH` when set, else 0.
 fn mtime() -> u64 {
@@ -27,18 +38,31 @@ fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header
     h
 }
 
-/// Write the layout at `layout` as a tar to `out`: sorted names, fixed
-/// owners, modes and mtimes, so the same layout always gives the same bytes.
-pub fn write_archive(layout: &Path, out: &Path) -> Result<()> {
+/// Export images straight into an `oci-archive:` file: no temporary layout.
+///
+/// Uncompressed layers stream into the archive as they are rebuilt (their
+/// name, the diff_id, is known first); a compressed layer is spooled to an
+/// anonymous file beside the archive, one at a time, since its name is its
+/// digest. Entries come in a fixed order (layers as first used, then
+/// configs and manifests, `index.json`, `oci-layout`), so the same images
+/// always give the same bytes. The archive is a temp file renamed into place
+/// once complete and synced.
+pub(crate) fn export_archive<ID: FsVerityHashValue>(
+    repo: &Repository<ID>,
+    images: &[StoredImage<ID>],
+    out: &Path,
+    opts: &ExportOptions,
+) -> Result<ExportReport> {
+    let started = Instant::now();
+    if opts.tag.is_some() && images.len() > 1 {
+        bail!(crate::UsageError(
+            "a tag (--tag or oci-archive:FILE:TAG) names one image; export several images without one so each keeps its repository tag".into()
+        ));
+    }
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut blobs: Vec<String> = std::fs::read_dir(layout.join("blobs/sha256"))
-        .with_context(|| format!("Reading {}", layout.display()))?
-        .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
-        .collect::<std::io::Result<_>>()?;
-    blobs.sort();
     // Created 0666 less the umask, as skopeo and podman create archives.
     let tmp = tempfile::Builder::new()
         .prefix(".cfs-export-")
@@ -52,23 +76,135 @@ pub fn write_archive(layout: &Path, out: &Path) -> Result<()> {
         let mut h = header(tar::EntryType::Directory, 0o755, 0, mtime);
         builder.append_data(&mut h, dir, std::io::empty())?;
     }
-    let mut files: Vec<String> = blobs.iter().map(|b| format!("blobs/sha256/{b}")).collect();
-    files.extend(["index.json".to_string(), "oci-layout".to_string()]);
-    for name in files.iter().filter(|n| n.as_str() != BLOB_RECORD_FILE) {
-        let path = layout.join(name);
-        let file =
-            std::fs::File::open(&path).with_context(|| format!("Opening {}", path.display()))?;
-        let len = file.metadata()?.len();
-        let mut h = header(tar::EntryType::Regular, 0o644, len, mtime);
-        builder
-            .append_data(&mut h, name, file)
-            .with_context(|| format!("Archiving {name}"))?;
+    let mut outcomes: HashMap<LayerKey, BlobOutcome> = HashMap::new();
+    for img in images {
+        for l in &img.layers {
+            let key = LayerKey {
+                diff_id: l.diff_id.clone(),
+                compression: export::layer_compression(opts.compression, l),
+            };
+            if outcomes.contains_key(&key) {
+                continue;
+            }
+            let outcome = append_layer(&mut builder, repo, img, l, &key, parent, opts, mtime)
+                .map_err(|e| e.context(format!("Writing {}", out.display())))?;
+            outcomes.insert(key, outcome);
+        }
     }
+    let mut written = HashSet::new();
+    let mut manifests = Vec::new();
+    let mut reports = Vec::new();
+    for img in images {
+        let parts = export::image_parts(img, &outcomes, opts.tag.as_deref(), opts)?;
+        for (digest, bytes) in [
+            (img.config_digest(), &img.config_bytes),
+            (&parts.manifest_digest, &parts.manifest),
+        ] {
+            if written.insert(digest.to_string()) {
+                append_bytes(
+                    &mut builder,
+                    &format!("blobs/sha256/{}", digest.digest()),
+                    bytes,
+                    mtime,
+                )?;
+            }
+        }
+        manifests.push(parts.desc);
+        reports.push(parts.report);
+    }
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(manifests)
+        .build()?;
+    append_bytes(
+        &mut builder,
+        "index.json",
+        &export::canonical_json(&index)?,
+        mtime,
+    )?;
+    append_bytes(
+        &mut builder,
+        "oci-layout",
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+        mtime,
+    )?;
     let mut w = builder.into_inner().context("Finishing the archive")?;
     w.flush()?;
     drop(w);
     tmp.as_file().sync_all()?;
     tmp.persist(out)
         .with_context(|| format!("Renaming the archive to {}", out.display()))?;
-    Ok(())
+    Ok(ExportReport {
+        destination: format!("oci-archive:{}", out.display()),
+        images: reports,
+        export_seconds: started.elapsed().as_secs_f64(),
+        transfer_seconds: None,
+        streamed: false,
+    })
+}
+
+fn append_bytes<W: Write>(
+    builder: &mut tar::Builder<W>,
+    name: &str,
+    bytes: &[u8],
+    mtime: u64,
+) -> Result<()> {
+    let mut h = header(tar::EntryType::Regular, 0o644, bytes.len() as u64, mtime);
+    builder
+        .append_data(&mut h, name, bytes)
+        .with_context(|| format!("Archiving {name}"))
+}
+
+/// Rebuild one layer into the archive: straight in when uncompressed, else
+/// through a spool file (its name is the compressed digest).
+#[allow(clippy::too_many_arguments)]
+fn append_layer<ID: FsVerityHashValue, W: Write + Seek>(
+    builder: &mut tar::Builder<W>,
+    repo: &Repository<ID>,
+    img: &StoredImage<ID>,
+    layer: &StoredLayer<ID>,
+    key: &LayerKey,
+    spool_dir: &Path,
+    opts: &ExportOptions,
+    mtime: u64,
+) -> Result<BlobOutcome> {
+    let started = Instant::now();
+    let image = img.name();
+    let total = crate::image::layer_size(repo, layer).unwrap_or(0);
+    opts.progress.layer_started(&image, key, total);
+    let result = (|| -> Result<(Digest, u64, u64)> {
+        if key.compression == Compression::Uncompressed {
+            // The rebuild proves the bytes against the diff_id, the entry's name.
+            let mut h = header(tar::EntryType::Regular, 0o644, 0, mtime);
+            let name = format!("blobs/sha256/{}", layer.diff_id.digest());
+            let mut entry = builder.append_writer(&mut h, &name)?;
+            let counted = ProgressWriter::new(&mut entry, &*opts.progress, key);
+            let (counted, size) = layer::rebuild(repo, &image, layer, counted)?;
+            counted.into_inner();
+            entry.finish()?;
+            return Ok((layer.diff_id.clone(), size, size));
+        }
+        let spool = tempfile::tempfile_in(spool_dir)
+            .with_context(|| format!("Creating a spool file in {}", spool_dir.display()))?;
+        let hashed = HashingWriter::new(BufWriter::new(&spool));
+        let counted = ProgressWriter::new(key.compression.encoder(hashed)?, &*opts.progress, key);
+        let (counted, tar_size) = layer::rebuild(repo, &image, layer, counted)?;
+        let (buffered, digest, size) = counted.into_inner().finish()?.finish();
+        buffered.into_inner().map_err(|e| e.into_error())?;
+        let mut spooled = &spool;
+        spooled.seek(SeekFrom::Start(0))?;
+        let mut h = header(tar::EntryType::Regular, 0o644, size, mtime);
+        builder.append_data(&mut h, format!("blobs/sha256/{}", digest.digest()), spooled)?;
+        Ok((digest, size, tar_size))
+    })();
+    opts.progress.layer_finished(key);
+    let (digest, blob_size, tar_size) = result?;
+    Ok(BlobOutcome {
+        digest,
+        blob_size,
+        tar_size,
+        status: LayerStatus::Written,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }

@@ -122,25 +122,8 @@ pub async fn export<ID: FsVerityHashValue>(
             .await
         }
         ImageLocation::OciArchive { path, tag } => {
-            let tmp = temp_dir(&transfer)?;
-            let layout = tmp.path().join("layout");
-            let out = path.clone();
-            // Only the archive must be durable (it is synced before its rename).
-            let opts = ExportOptions {
-                durable: false,
-                ..opts.with_destination_tag(tag.as_deref())?
-            };
-            let mut report = blocking(move || {
-                let mut report = export::export_to_oci_dir(&repo, &images, &layout, &opts)?;
-                let started = Instant::now();
-                crate::archive::write_archive(&layout, &out)?;
-                report.transfer_seconds = Some(started.elapsed().as_secs_f64());
-                Ok(report)
-            })
-            .await?;
-            report.destination = format!("oci-archive:{}", path.display());
-            drop(tmp);
-            Ok(report)
+            let opts = opts.with_destination_tag(tag.as_deref())?;
+            blocking(move || crate::archive::export_archive(&repo, &images, &path, &opts)).await
         }
         ImageLocation::ContainersStorage(r) if !transfer.via_layout => {
             crate::stream::stream_to_storage(repo, images, &r, opts, &transfer).await

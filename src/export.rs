@@ -174,17 +174,20 @@ struct Job<ID> {
 
 /// A layer blob that exists in the destination after the run.
 #[derive(Debug, Clone)]
-struct BlobOutcome {
-    digest: Digest,
+pub(crate) struct BlobOutcome {
+    pub(crate) digest: Digest,
     /// Size of the blob (compressed, if it is).
-    blob_size: u64,
+    pub(crate) blob_size: u64,
     /// Size of the uncompressed tar.
-    tar_size: u64,
-    status: LayerStatus,
-    seconds: f64,
+    pub(crate) tar_size: u64,
+    pub(crate) status: LayerStatus,
+    pub(crate) seconds: f64,
 }
 
-fn layer_compression<ID>(choice: CompressionChoice, layer: &StoredLayer<ID>) -> Compression {
+pub(crate) fn layer_compression<ID>(
+    choice: CompressionChoice,
+    layer: &StoredLayer<ID>,
+) -> Compression {
     match choice {
         CompressionChoice::Fixed(c) => c,
         // Without an original manifest, uncompressed is lossless and cheapest.
@@ -540,22 +543,26 @@ struct WrittenImage {
     report: ImageReport,
 }
 
-/// Write one image's config (original bytes) and manifest.
-fn write_image<ID>(
-    layout: &OciLayout,
+/// What an image becomes in a destination, before anything is written.
+pub(crate) struct ImageParts {
+    /// The manifest's bytes.
+    pub(crate) manifest: Vec<u8>,
+    /// Their digest.
+    pub(crate) manifest_digest: Digest,
+    /// The image's `index.json` entry.
+    pub(crate) desc: Descriptor,
+    /// What the export did with it.
+    pub(crate) report: ImageReport,
+}
+
+/// An image's manifest, index entry and report, from the blobs its layers
+/// became (`outcomes`).
+pub(crate) fn image_parts<ID>(
     img: &StoredImage<ID>,
     outcomes: &HashMap<LayerKey, BlobOutcome>,
     tag_override: Option<&str>,
     opts: &ExportOptions,
-    created: &Mutex<Vec<Digest>>,
-) -> Result<WrittenImage> {
-    let name = img.name();
-    let config = layout
-        .write_blob(&img.config_bytes, img.config_digest())
-        .with_context(|| format!("Writing config of image {name}"))?;
-    if config.created {
-        lock(created).push(config.digest.clone());
-    }
+) -> Result<ImageParts> {
     let mut layer_descs = Vec::new();
     let mut layer_reports = Vec::new();
     for l in &img.layers {
@@ -584,30 +591,56 @@ fn write_image<ID>(
         });
         layer_descs.push(desc);
     }
-    let (manifest_bytes, original) = build_manifest(img, &layer_descs)?;
-    let manifest_digest = crate::digest::sha256(&manifest_bytes);
+    let (manifest, original) = build_manifest(img, &layer_descs)?;
+    let manifest_digest = crate::digest::sha256(&manifest);
+    let tag = tag_override
+        .map(str::to_string)
+        .or_else(|| img.entry.tags.first().cloned());
+    let desc = index_descriptor(img, &manifest_digest, manifest.len(), tag.as_deref())?;
+    let report = ImageReport {
+        image: img.name(),
+        tag,
+        manifest_digest: manifest_digest.to_string(),
+        config_digest: img.config_digest().to_string(),
+        original_manifest: original,
+        platform: image::platform_of(&img.config),
+        deployment: img.deployment.clone(),
+        layers: layer_reports,
+    };
+    Ok(ImageParts {
+        manifest,
+        manifest_digest,
+        desc,
+        report,
+    })
+}
+
+/// Write one image's config (original bytes) and manifest.
+fn write_image<ID>(
+    layout: &OciLayout,
+    img: &StoredImage<ID>,
+    outcomes: &HashMap<LayerKey, BlobOutcome>,
+    tag_override: Option<&str>,
+    opts: &ExportOptions,
+    created: &Mutex<Vec<Digest>>,
+) -> Result<WrittenImage> {
+    let name = img.name();
+    let parts = image_parts(img, outcomes, tag_override, opts)?;
+    let config = layout
+        .write_blob(&img.config_bytes, img.config_digest())
+        .with_context(|| format!("Writing config of image {name}"))?;
+    if config.created {
+        lock(created).push(config.digest.clone());
+    }
     let m = layout
-        .write_blob(&manifest_bytes, &manifest_digest)
+        .write_blob(&parts.manifest, &parts.manifest_digest)
         .with_context(|| format!("Writing manifest of image {name}"))?;
     if m.created {
         lock(created).push(m.digest.clone());
     }
-    let tag = tag_override
-        .map(str::to_string)
-        .or_else(|| img.entry.tags.first().cloned());
-    let desc = index_descriptor(img, &manifest_digest, manifest_bytes.len(), tag.as_deref())?;
     Ok(WrittenImage {
-        desc,
-        report: ImageReport {
-            image: name,
-            tag,
-            manifest_digest: manifest_digest.to_string(),
-            config_digest: img.config_digest().to_string(),
-            original_manifest: original,
-            platform: image::platform_of(&img.config),
-            deployment: img.deployment.clone(),
-            layers: layer_reports,
-        },
+        desc: parts.desc,
+        report: parts.report,
     })
 }
 

@@ -419,3 +419,82 @@ fn archive_mode_and_canonical_index() {
     );
     assert_eq!(value["manifests"].as_array().unwrap().len(), 2);
 }
+
+/// Issue 12: `oci-archive:` is written straight from the repository: no
+/// temporary layout (TMPDIR need not even exist), every entry named by its
+/// content's digest, nothing but the archive left; a damaged layer leaves no
+/// archive and no temp file.
+#[test]
+fn archive_streams_without_temp_layout() {
+    let t = tempfile::tempdir().unwrap();
+    let (repo, f) = imported(t.path(), "app:1", &standard_layers());
+    let out_dir = t.path().join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    for compression in ["original", "none", "zstd"] {
+        let archive = out_dir.join(format!("{compression}.tar"));
+        let out = Command::new(bin())
+            .env("TMPDIR", t.path().join("no-such-dir"))
+            .arg("--repo")
+            .arg(&repo)
+            .args(["export", "app:1", "--compression", compression, "--to"])
+            .arg(format!("oci-archive:{}", archive.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut entries = std::collections::BTreeMap::new();
+        let mut tar = tar::Archive::new(std::fs::File::open(&archive).unwrap());
+        for e in tar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().display().to_string();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+            if let Some(hex) = name.strip_prefix("blobs/sha256/").filter(|h| !h.is_empty()) {
+                assert_eq!(
+                    sha256(&data),
+                    format!("sha256:{hex}"),
+                    "{compression}: {name}"
+                );
+            }
+            entries.insert(name, data);
+        }
+        let index: serde_json::Value = serde_json::from_slice(&entries["index.json"]).unwrap();
+        let mdigest = index["manifests"][0]["digest"].as_str().unwrap();
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&entries[&format!("blobs/sha256/{}", &mdigest[7..])]).unwrap();
+        assert_eq!(manifest["config"]["digest"], f.config_digest.as_str());
+        for (i, l) in manifest["layers"].as_array().unwrap().iter().enumerate() {
+            let blob = &entries[&format!("blobs/sha256/{}", &l["digest"].as_str().unwrap()[7..])];
+            let tar = decompress(l["mediaType"].as_str().unwrap(), blob);
+            assert_eq!(sha256(&tar), f.diff_ids[i], "{compression}: layer {i}");
+        }
+    }
+    let names: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 3, "only the archives: {names:?}");
+
+    rewrite(&biggest_object(&repo), |d| d[100] ^= 1);
+    let bad = out_dir.join("bad.tar");
+    let out = cfs(
+        &repo,
+        &[
+            "export",
+            "app:1",
+            "--to",
+            &format!("oci-archive:{}", bad.display()),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("layer 1") && err.contains("objects/"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&out_dir).unwrap().count(),
+        3,
+        "a partial archive was left"
+    );
+}
