@@ -76,59 +76,9 @@ pub(crate) fn export_archive<ID: FsVerityHashValue>(
         let mut h = header(tar::EntryType::Directory, 0o755, 0, mtime);
         builder.append_data(&mut h, dir, std::io::empty())?;
     }
-    let mut outcomes: HashMap<LayerKey, BlobOutcome> = HashMap::new();
-    for img in images {
-        for l in &img.layers {
-            let key = LayerKey {
-                diff_id: l.diff_id.clone(),
-                compression: export::layer_compression(opts.compression, l),
-            };
-            if outcomes.contains_key(&key) {
-                continue;
-            }
-            let outcome = append_layer(&mut builder, repo, img, l, &key, parent, opts, mtime)
-                .map_err(|e| e.context(format!("Writing {}", out.display())))?;
-            outcomes.insert(key, outcome);
-        }
-    }
-    let mut written = HashSet::new();
-    let mut manifests = Vec::new();
-    let mut reports = Vec::new();
-    for img in images {
-        let parts = export::image_parts(img, &outcomes, opts.tag.as_deref(), opts)?;
-        for (digest, bytes) in [
-            (img.config_digest(), &img.config_bytes),
-            (&parts.manifest_digest, &parts.manifest),
-        ] {
-            if written.insert(digest.to_string()) {
-                append_bytes(
-                    &mut builder,
-                    &format!("blobs/sha256/{}", digest.digest()),
-                    bytes,
-                    mtime,
-                )?;
-            }
-        }
-        manifests.push(parts.desc);
-        reports.push(parts.report);
-    }
-    let index = ImageIndexBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageIndex)
-        .manifests(manifests)
-        .build()?;
-    append_bytes(
-        &mut builder,
-        "index.json",
-        &export::canonical_json(&index)?,
-        mtime,
-    )?;
-    append_bytes(
-        &mut builder,
-        "oci-layout",
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-        mtime,
-    )?;
+    let outcomes = append_layers(&mut builder, repo, images, parent, opts, mtime)
+        .map_err(|e| e.context(format!("Writing {}", out.display())))?;
+    let reports = append_images(&mut builder, images, &outcomes, opts, mtime)?;
     let mut w = builder.into_inner().context("Finishing the archive")?;
     w.flush()?;
     drop(w);
@@ -142,6 +92,77 @@ pub(crate) fn export_archive<ID: FsVerityHashValue>(
         transfer_seconds: None,
         streamed: false,
     })
+}
+
+/// Every distinct layer blob of the images, in the order they are first used.
+fn append_layers<ID: FsVerityHashValue, W: Write + Seek>(
+    builder: &mut tar::Builder<W>,
+    repo: &Repository<ID>,
+    images: &[StoredImage<ID>],
+    spool_dir: &Path,
+    opts: &ExportOptions,
+    mtime: u64,
+) -> Result<HashMap<LayerKey, BlobOutcome>> {
+    let mut outcomes: HashMap<LayerKey, BlobOutcome> = HashMap::new();
+    for img in images {
+        for l in &img.layers {
+            let key = LayerKey {
+                diff_id: l.diff_id.clone(),
+                compression: export::layer_compression(opts.compression, l),
+            };
+            if let std::collections::hash_map::Entry::Vacant(slot) = outcomes.entry(key) {
+                let outcome =
+                    append_layer(builder, repo, img, l, slot.key(), spool_dir, opts, mtime)?;
+                slot.insert(outcome);
+            }
+        }
+    }
+    Ok(outcomes)
+}
+
+/// The configs (original bytes) and manifests, then `index.json` and `oci-layout`.
+fn append_images<ID, W: Write>(
+    builder: &mut tar::Builder<W>,
+    images: &[StoredImage<ID>],
+    outcomes: &HashMap<LayerKey, BlobOutcome>,
+    opts: &ExportOptions,
+    mtime: u64,
+) -> Result<Vec<export::ImageReport>> {
+    let mut written = HashSet::new();
+    let mut manifests = Vec::new();
+    let mut reports = Vec::new();
+    for img in images {
+        let parts = export::image_parts(img, outcomes, opts.tag.as_deref(), opts)?;
+        for (digest, bytes) in [
+            (img.config_digest(), &img.config_bytes),
+            (&parts.manifest_digest, &parts.manifest),
+        ] {
+            if written.insert(digest.to_string()) {
+                let name = format!("blobs/sha256/{}", digest.digest());
+                append_bytes(builder, &name, bytes, mtime)?;
+            }
+        }
+        manifests.push(parts.desc);
+        reports.push(parts.report);
+    }
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(manifests)
+        .build()?;
+    append_bytes(
+        builder,
+        "index.json",
+        &export::canonical_json(&index)?,
+        mtime,
+    )?;
+    append_bytes(
+        builder,
+        "oci-layout",
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+        mtime,
+    )?;
+    Ok(reports)
 }
 
 fn append_bytes<W: Write>(
