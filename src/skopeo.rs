@@ -91,6 +91,31 @@ fn copy_args(source: &std::ffi::OsStr, dest: &str, options: &CopyOptions) -> Vec
     args
 }
 
+/// Find `name` on PATH (or check it, when it is a path).
+fn resolve(name: &Path) -> Option<PathBuf> {
+    if name.components().count() > 1 {
+        return name.is_file().then(|| name.to_path_buf());
+    }
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The command that runs skopeo. Through util-linux's `setpriv
+/// --pdeathsig KILL` when there is one, so that the kernel stops skopeo if
+/// we are killed outright (SIGKILL leaves no chance to do it ourselves).
+fn command(bin: &Path) -> tokio::process::Command {
+    match (resolve(Path::new("setpriv")), resolve(bin)) {
+        (Some(setpriv), Some(skopeo)) => {
+            let mut cmd = tokio::process::Command::new(setpriv);
+            cmd.args(["--pdeathsig", "KILL", "--"]).arg(skopeo);
+            cmd
+        }
+        _ => tokio::process::Command::new(bin),
+    }
+}
+
 /// Run `skopeo ARGS…` to completion.
 ///
 /// Dropping the returned future (cancellation) kills skopeo.
@@ -101,7 +126,7 @@ pub async fn run(args: &[OsString]) -> Result<()> {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     tracing::info!("running {} {}", bin.display(), printable.join(" "));
-    let child = tokio::process::Command::new(&bin)
+    let child = command(&bin)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -130,6 +130,32 @@ struct Target {
     hint: &'static str,
 }
 
+/// Prefix of our private temp directories for skopeo: `cfs-export-<pid>-…`.
+const STALE_PREFIX: &str = "cfs-export-";
+
+/// A run killed with SIGKILL cannot remove its private temp directory (skopeo
+/// removes its own files when its source goes away): remove such directories
+/// when empty and their process is gone. A live run's directory is never
+/// touched.
+fn remove_stale_dirs(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some((pid, _)) = name
+            .strip_prefix(STALE_PREFIX)
+            .and_then(|rest| rest.split_once('-'))
+        else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            // Fails, harmlessly, when not empty.
+            let _ = std::fs::remove_dir(e.path());
+        }
+    }
+}
+
 /// Remove `from` and its parents up to `top`, as long as they are empty.
 fn remove_empty_dirs(from: &Path, top: &Path) {
     for dir in from.ancestors() {
@@ -146,8 +172,10 @@ async fn copy_streaming<ID: FsVerityHashValue>(
     opts: ExportOptions,
 ) -> Result<ExportReport> {
     let destination = &target.destination;
+    remove_stale_dirs(&target.tmp_base);
+    // Named after our PID, so a later run can tell it was left by a dead one.
     let tmp = tempfile::Builder::new()
-        .prefix("cfs-export-")
+        .prefix(&format!("{STALE_PREFIX}{}-", std::process::id()))
         .tempdir_in(&target.tmp_base)
         .with_context(|| format!("Creating a temp directory in {}", target.tmp_base.display()))?;
     // skopeo keeps a copy of each blob it receives until the copy ends; only
@@ -243,6 +271,24 @@ fn streamed_report<ID>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_dirs_of_dead_runs_only() {
+        let t = tempfile::tempdir().unwrap();
+        let dead_empty = t.path().join("cfs-export-999999999-a");
+        let dead_full = t.path().join("cfs-export-999999998-b");
+        let alive = t
+            .path()
+            .join(format!("cfs-export-{}-c", std::process::id()));
+        let other = t.path().join("cfs-export-notapid");
+        for d in [&dead_empty, &dead_full, &alive, &other] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::write(dead_full.join("blob"), b"x").unwrap();
+        remove_stale_dirs(t.path());
+        assert!(!dead_empty.exists());
+        assert!(dead_full.exists() && alive.exists() && other.exists());
+    }
 
     #[test]
     fn graph_roots() {

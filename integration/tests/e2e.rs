@@ -73,6 +73,11 @@ fn main() {
             stream::sigint_mid_stream_leaves_nothing,
         ),
         trial(
+            "kill_mid_stream_leaves_nothing",
+            &["setpriv"],
+            stream::kill_mid_stream_leaves_nothing,
+        ),
+        trial(
             "bootc_host_copy_to_storage",
             &["skopeo", "podman", "runc"],
             host::bootc_host_copy_to_storage,

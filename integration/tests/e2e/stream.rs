@@ -186,6 +186,16 @@ pub fn server_answers_only_the_expected_requests() -> Result<()> {
 
 /// SIGINT mid-copy: skopeo stopped, the port closed, the temp dir empty.
 pub fn sigint_mid_stream_leaves_nothing() -> Result<()> {
+    interrupted_mid_stream("INT")
+}
+
+/// kill -9 mid-copy: the kernel stops skopeo (setpriv --pdeathsig), the port
+/// closes with us; the next run removes our empty private temp dir.
+pub fn kill_mid_stream_leaves_nothing() -> Result<()> {
+    interrupted_mid_stream("KILL")
+}
+
+fn interrupted_mid_stream(signal: &str) -> Result<()> {
     let t = tempfile::tempdir()?;
     let (repo, _) = stream_repo(t.path())?;
     let info = t.path().join("skopeo.info");
@@ -234,9 +244,12 @@ pub fn sigint_mid_stream_leaves_nothing() -> Result<()> {
         !dir_is_empty(&tmp)?,
         "skopeo's temp dir should exist while it runs"
     );
-    run(Command::new("kill").args(["-INT", &child.id().to_string()]))?;
+    run(Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]))?;
     let status = child.wait()?;
-    ensure!(status.code() == Some(130), "exit status {status}");
+    match signal {
+        "INT" => ensure!(status.code() == Some(130), "exit status {status}"),
+        _ => ensure!(status.code().is_none(), "exit status {status}"),
+    }
     let gone = || {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .map_or(true, |s| s.split_whitespace().nth(2) == Some("Z"))
@@ -250,6 +263,20 @@ pub fn sigint_mid_stream_leaves_nothing() -> Result<()> {
         std::net::TcpStream::connect(&addr).is_err(),
         "port {addr} still open"
     );
-    ensure!(dir_is_empty(&tmp)?, "temp dir left behind");
+    if signal == "KILL" {
+        // Nothing could remove our private directory; the next run does.
+        let out = Command::new(fixture::bin())
+            .env("SKOPEO", "/bin/false")
+            .arg("--repo")
+            .arg(&repo)
+            .args(["copy-to-storage", "app:1", "--tmpdir"])
+            .arg(&tmp)
+            .output()?;
+        ensure!(out.status.code() == Some(1), "the next run: {out:?}");
+    }
+    let left: Vec<_> = std::fs::read_dir(&tmp)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<std::io::Result<_>>()?;
+    ensure!(left.is_empty(), "temp dir left behind: {left:?}");
     Ok(())
 }
