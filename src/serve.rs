@@ -252,32 +252,33 @@ async fn get_path<ID: FsVerityHashValue>(
     respond(&s, &path, Method::GET)
 }
 
+/// In-memory bytes as a response body (none for HEAD).
+fn bytes_body(bytes: &Bytes, head: bool) -> Body {
+    match head {
+        true => Body::empty(),
+        false => Body::from(bytes.clone()),
+    }
+}
+
 fn respond<ID: FsVerityHashValue>(s: &Arc<Inner<ID>>, path: &str, method: Method) -> Response {
     let head = method == Method::HEAD;
     match parse(&s.prefix, path) {
         Some(Target::Manifest(r)) if r == TAG || r == s.manifest_digest.as_ref() => {
-            let body = if head {
-                Body::empty()
-            } else {
-                Body::from(s.manifest.clone())
-            };
             let media_type = MediaType::ImageManifest.to_string();
             with_headers(
-                body.into_response(),
+                bytes_body(&s.manifest, head).into_response(),
                 s.manifest.len() as u64,
                 s.manifest_digest.as_ref(),
                 Some(&media_type),
             )
         }
         Some(Target::Blob(digest)) => match s.blobs.get(digest) {
-            Some(Blob::Bytes(b)) => {
-                let body = if head {
-                    Body::empty()
-                } else {
-                    Body::from(b.clone())
-                };
-                with_headers(body.into_response(), b.len() as u64, digest, None)
-            }
+            Some(Blob::Bytes(b)) => with_headers(
+                bytes_body(b, head).into_response(),
+                b.len() as u64,
+                digest,
+                None,
+            ),
             Some(Blob::Layer(l)) if head => {
                 with_headers(Body::empty().into_response(), l.size, digest, None)
             }
