@@ -1,6 +1,7 @@
-//! Every destination: `oci:` written natively, `oci-archive:` as a
-//! deterministic tar of a private layout, and everything else through one
-//! `skopeo copy` from a private layout under `$TMPDIR` (default `/var/tmp`).
+//! Every destination: `oci:` and `oci-archive:` written natively,
+//! containers-storage streamed to one `skopeo copy` (no temporary layout), and
+//! everything else through one `skopeo copy` from a private layout under
+//! `$TMPDIR` (default `/var/tmp`).
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;

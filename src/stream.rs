@@ -178,21 +178,19 @@ async fn copy_streaming<ID: FsVerityHashValue>(
         .prefix(&format!("{STALE_PREFIX}{}-", std::process::id()))
         .tempdir_in(&target.tmp_base)
         .with_context(|| format!("Creating a temp directory in {}", target.tmp_base.display()))?;
-    // skopeo keeps a copy of each blob it receives until the copy ends; only
-    // the layers the storage lacks are sent.
-    let present = present_layers(&target.root);
-    let mut needed = img.config_bytes.len() as u64;
-    for l in img
-        .layers
-        .iter()
-        .filter(|l| !present.contains(l.diff_id.as_ref()))
-    {
-        needed += image::layer_size(&repo, l)?;
-    }
-    check_space(tmp.path(), needed, target.hint)?;
-
     let started = Instant::now();
     let served = Served::start(repo, img, opts.progress.clone()).await?;
+    // skopeo keeps a copy of each blob it receives until the copy ends; only
+    // the layers the storage lacks are sent. Their sizes are the served ones.
+    let present = present_layers(&target.root);
+    let needed = img.config_bytes.len() as u64
+        + served
+            .layers
+            .iter()
+            .filter(|d| !present.contains(d.digest().as_ref()))
+            .map(|d| d.size())
+            .sum::<u64>();
+    check_space(tmp.path(), needed, target.hint)?;
     let copy = CopyOptions {
         src_tls_verify: Some(false),
         tmpdir: Some(tmp.path().to_path_buf()),
