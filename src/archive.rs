@@ -7,7 +7,7 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use composefs::fsverity::FsVerityHashValue;
 use composefs::repository::Repository;
 use oci_spec::image::{Digest, ImageIndexBuilder, MediaType};
@@ -54,11 +54,7 @@ pub(crate) fn export_archive<ID: FsVerityHashValue>(
     opts: &ExportOptions,
 ) -> Result<ExportReport> {
     let started = Instant::now();
-    if opts.tag.is_some() && images.len() > 1 {
-        bail!(crate::UsageError(
-            "a tag (--tag or oci-archive:FILE:TAG) names one image; export several images without one so each keeps its repository tag".into()
-        ));
-    }
+    let tag = opts.single_tag(images.len())?;
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -78,7 +74,7 @@ pub(crate) fn export_archive<ID: FsVerityHashValue>(
     }
     let outcomes = append_layers(&mut builder, repo, images, parent, opts, mtime)
         .map_err(|e| e.context(format!("Writing {}", out.display())))?;
-    let reports = append_images(&mut builder, images, &outcomes, opts, mtime)?;
+    let reports = append_images(&mut builder, images, &outcomes, tag, opts, mtime)?;
     let mut w = builder.into_inner().context("Finishing the archive")?;
     w.flush()?;
     drop(w);
@@ -125,6 +121,7 @@ fn append_images<ID, W: Write>(
     builder: &mut tar::Builder<W>,
     images: &[StoredImage<ID>],
     outcomes: &HashMap<LayerKey, BlobOutcome>,
+    tag: Option<&str>,
     opts: &ExportOptions,
     mtime: u64,
 ) -> Result<Vec<export::ImageReport>> {
@@ -132,7 +129,7 @@ fn append_images<ID, W: Write>(
     let mut manifests = Vec::new();
     let mut reports = Vec::new();
     for img in images {
-        let parts = export::image_parts(img, outcomes, opts.tag.as_deref(), opts)?;
+        let parts = export::image_parts(img, outcomes, tag, opts)?;
         for (digest, bytes) in [
             (img.config_digest(), &img.config_bytes),
             (&parts.manifest_digest, &parts.manifest),

@@ -60,6 +60,16 @@ impl ExportOptions {
             (None, _) => Ok(self),
         }
     }
+
+    /// The tag to give the one image exported; a tag names one image only.
+    pub(crate) fn single_tag(&self, images: usize) -> Result<Option<&str>, crate::UsageError> {
+        match (&self.tag, images) {
+            (Some(_), n) if n > 1 => Err(crate::UsageError(
+                "a tag (--tag or the destination's :TAG) names one image; export several images without one so each keeps its repository tag".into(),
+            )),
+            (tag, _) => Ok(tag.as_deref()),
+        }
+    }
 }
 
 impl Default for ExportOptions {
@@ -391,12 +401,7 @@ pub fn export_to_oci_dir<ID: FsVerityHashValue>(
     dest: &Path,
     opts: &ExportOptions,
 ) -> Result<ExportReport> {
-    let tag_override = opts.tag.as_deref();
-    if tag_override.is_some() && images.len() > 1 {
-        bail!(crate::UsageError(
-            "a tag (--tag or oci:DIR:TAG) names one image; export several images without one so each keeps its repository tag".into()
-        ));
-    }
+    let tag_override = opts.single_tag(images.len())?;
     let mut layout = OciLayout::open_or_create(dest)?;
     if !opts.durable {
         layout = layout.scratch();
