@@ -330,29 +330,17 @@ impl Host {
         Role::from_keyword(selector).is_some() || !split_transport(selector).0.is_empty()
     }
 
-    /// Resolve an IMAGE selector against the deployments: a role keyword, or
-    /// an image name. `Ok(None)` when it names no deployment.
-    pub fn choose(&self, selector: &str) -> Result<Option<DeploymentChoice>> {
-        let (picked, others): (&Deployment, Vec<&Deployment>) =
-            if Role::from_keyword(selector).is_some() {
-                (self.deployment(selector)?, Vec::new())
-            } else {
-                match self.by_name(selector).split_first() {
-                    Some((first, rest)) => (*first, rest.to_vec()),
-                    None => return Ok(None),
-                }
-            };
-        let image = picked.require_image()?;
-        Ok(Some(DeploymentChoice {
-            selector: selector.to_string(),
-            id: picked.id.clone(),
-            role: picked.role,
-            image: image.name.clone(),
-            also_matched: others
-                .iter()
-                .map(|d| format!("{} {}", d.role, short_hex(&d.id)))
-                .collect(),
-        }))
+    /// The deployment an IMAGE selector names (a role keyword, or an image
+    /// name: the first in bootc's order) and the other deployments the name
+    /// also matched. `Ok(None)` when it names no deployment.
+    pub fn choose(&self, selector: &str) -> Result<Option<(&Deployment, Vec<&Deployment>)>> {
+        if Role::from_keyword(selector).is_some() {
+            return Ok(Some((self.deployment(selector)?, Vec::new())));
+        }
+        Ok(self
+            .by_name(selector)
+            .split_first()
+            .map(|(first, rest)| (*first, rest.to_vec())))
     }
 
     /// A deployment's origin file.
@@ -361,11 +349,6 @@ impl Host {
             .deploy_dir()
             .join(id)
             .join(format!("{id}.origin"))
-    }
-
-    /// The deployment a choice names.
-    pub fn get(&self, id: &str) -> Option<&Deployment> {
-        self.deployments.iter().find(|d| d.id == id)
     }
 
     /// `booted 3f2a… quay.io/x:1, staged …` for messages.

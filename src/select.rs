@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use crate::host::{Deployment, DeploymentChoice, Host};
 use crate::image::{self, Catalog};
@@ -63,7 +63,7 @@ impl ImageSelection {
             ImageSelection::Deployment(wanted) => {
                 let host = require_host(host, "--deployment")?;
                 let d = host.deployment(wanted)?;
-                vec![deployment_image(catalog, host, d, wanted, Vec::new())?]
+                vec![deployment_image(catalog, host, d, wanted, &[])?]
             }
         };
         let mut seen = HashSet::new();
@@ -94,7 +94,7 @@ fn select_one(catalog: &Catalog, host: Option<&Host>, selector: &str) -> Result<
     if Host::is_host_selector(selector) {
         let host = require_host(host, selector)?;
         return match host.choose(selector)? {
-            Some(choice) => deployment_choice(catalog, host, choice),
+            Some((d, others)) => deployment_image(catalog, host, d, selector, &others),
             None => bail!(
                 "Image {selector} not found: no deployment has this image name; deployments: {}",
                 host.summary()
@@ -102,8 +102,8 @@ fn select_one(catalog: &Catalog, host: Option<&Host>, selector: &str) -> Result<
         };
     }
     if let Some(host) = host {
-        if let Some(choice) = host.choose(selector)? {
-            return deployment_choice(catalog, host, choice);
+        if let Some((d, others)) = host.choose(selector)? {
+            return deployment_image(catalog, host, d, selector, &others);
         }
     }
     if let Some(d) = catalog.damaged_match(selector) {
@@ -122,13 +122,6 @@ fn select_one(catalog: &Catalog, host: Option<&Host>, selector: &str) -> Result<
     }
 }
 
-fn deployment_choice(catalog: &Catalog, host: &Host, choice: DeploymentChoice) -> Result<Selected> {
-    let d = host
-        .get(&choice.id)
-        .context("the chosen deployment vanished")?;
-    deployment_image(catalog, host, d, &choice.selector, choice.also_matched)
-}
-
 /// The catalogue entry of a deployment's image: by the manifest digest its
 /// origin records, else by the config digest of its (older) image info.
 fn deployment_image(
@@ -136,7 +129,7 @@ fn deployment_image(
     host: &Host,
     d: &Deployment,
     selector: &str,
-    also_matched: Vec<String>,
+    also_matched: &[&Deployment],
 ) -> Result<Selected> {
     let img = d.require_image()?;
     if let Some(damaged) = img
@@ -181,7 +174,10 @@ fn deployment_image(
             id: d.id.clone(),
             role: d.role,
             image: img.name.clone(),
-            also_matched,
+            also_matched: also_matched
+                .iter()
+                .map(|o| format!("{} {}", o.role, crate::digest::short_hex(&o.id)))
+                .collect(),
         }),
     })
 }
