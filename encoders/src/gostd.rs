@@ -1,0 +1,1 @@
+//! Go `compress/gzip` at its default level, bit-exact (being written).
