@@ -1,1 +1,0 @@
-//! Go `compress/gzip` at its default level, bit-exact (being written).
