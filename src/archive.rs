@@ -150,7 +150,7 @@ fn append_images<ID, W: Write>(
     append_bytes(
         builder,
         "index.json",
-        &export::canonical_json(&index)?,
+        &crate::digest::canonical_json(&index)?,
         mtime,
     )?;
     append_bytes(

@@ -14,7 +14,7 @@ use crate::digest::parse_sha256;
 use crate::image::{
     manifest_stream_id, read_manifest_stream, DOCKER_CONFIG_MEDIA_TYPE, MIN_ID_PREFIX,
 };
-use crate::layer::DamagedObject;
+use crate::objects::DamagedObject;
 use crate::stream_check::{open_stream, Check};
 
 /// One image the repository holds, as found by [`catalog`].
@@ -246,7 +246,7 @@ fn damaged_manifest<ID: FsVerityHashValue>(
         config
     });
     let objects = match &stream {
-        Some(id) => crate::layer::damaged_objects(repo, &stream_name, id),
+        Some(id) => crate::objects::damaged_objects(repo, &stream_name, id),
         None => Vec::new(),
     };
     DamagedManifest {

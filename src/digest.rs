@@ -123,6 +123,16 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// JSON with sorted keys and no insignificant whitespace: the same document
+/// always gives the same bytes (manifests, `index.json`).
+pub(crate) fn canonical_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut ser =
+        serde_json::Serializer::with_formatter(&mut out, canon_json::CanonicalFormatter::new());
+    value.serialize(&mut ser)?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -337,16 +337,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// JSON with sorted keys and no insignificant whitespace: the same document
-/// always gives the same bytes (manifests, `index.json`).
-pub(crate) fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut ser =
-        serde_json::Serializer::with_formatter(&mut out, canon_json::CanonicalFormatter::new());
-    value.serialize(&mut ser)?;
-    Ok(out)
-}
-
 /// The manifest to write: the original bytes when every blob is identical to
 /// the original's, else a new OCI manifest with the same config.
 pub(crate) fn build_manifest<ID>(
@@ -387,7 +377,7 @@ pub(crate) fn build_manifest<ID>(
         builder = builder.annotations(a);
     }
     let manifest: ImageManifest = builder.build()?;
-    Ok((canonical_json(&manifest)?, false))
+    Ok((crate::digest::canonical_json(&manifest)?, false))
 }
 
 /// Export images from `repo` into the OCI layout at `dest`.

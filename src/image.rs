@@ -199,7 +199,7 @@ fn load_config<ID: FsVerityHashValue>(
     };
     // What to say when it does not read back: which objects are damaged.
     let damaged = || {
-        let objects = crate::layer::damaged_objects(repo, &stream_name, &verity);
+        let objects = crate::objects::damaged_objects(repo, &stream_name, &verity);
         let list: Vec<String> = objects.iter().map(|o| o.to_string()).collect();
         match list.is_empty() {
             true => String::new(),

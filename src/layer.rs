@@ -6,13 +6,14 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 
 use anyhow::{Context, Result};
-use composefs::fsverity::{FsVerityHashValue, FsVerityHasher};
+use composefs::fsverity::FsVerityHashValue;
 use composefs::repository::Repository;
 use composefs::splitstream::SplitStreamData;
 use oci_spec::image::Digest;
 
 use crate::digest::HashingWriter;
 use crate::image::{layer_stream_id, StoredLayer};
+pub use crate::objects::{check_object, damaged_objects, DamagedObject, ObjectProblem};
 use crate::stream_check::{open_stream, Check};
 
 /// Read buffer for object contents.
@@ -22,48 +23,6 @@ const OBJECT_BUF_SIZE: usize = 1 << 20;
 #[derive(Debug, thiserror::Error)]
 #[error("writing the rebuilt layer failed")]
 pub struct DestinationWriteError(#[source] pub io::Error);
-
-/// What is wrong with one repository object.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "problem", rename_all = "kebab-case")]
-pub enum ObjectProblem {
-    /// The object file is not there.
-    Missing,
-    /// Its content does not hash to its name (fs-verity digest).
-    Corrupt {
-        /// The fs-verity digest its content has.
-        actual: String,
-    },
-    /// Reading it failed (e.g. EIO from kernel fs-verity).
-    Unreadable {
-        /// The error.
-        error: String,
-    },
-}
-
-/// A damaged object and where it lives.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct DamagedObject {
-    /// Path inside the repository, `objects/XX/…`.
-    pub path: String,
-    /// What is wrong.
-    #[serde(flatten)]
-    pub problem: ObjectProblem,
-}
-
-impl fmt::Display for DamagedObject {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.problem {
-            ObjectProblem::Missing => write!(f, "{} is missing", self.path),
-            ObjectProblem::Corrupt { .. } => {
-                write!(f, "{} has content that does not match its name", self.path)
-            }
-            ObjectProblem::Unreadable { error } => {
-                write!(f, "{} cannot be read ({error})", self.path)
-            }
-        }
-    }
-}
 
 /// A layer whose bytes cannot be rebuilt to its diff_id.
 #[derive(Debug, thiserror::Error)]
@@ -95,56 +54,6 @@ impl fmt::Display for LayerDamaged {
     }
 }
 
-fn object_path<ID: FsVerityHashValue>(id: &ID) -> String {
-    format!("objects/{}", id.to_object_pathname())
-}
-
-/// Recompute the fs-verity digest of one object in userspace.
-pub fn check_object<ID: FsVerityHashValue>(
-    repo: &Repository<ID>,
-    id: &ID,
-) -> Option<DamagedObject> {
-    let path = object_path(id);
-    let fd = match rustix::fs::openat(
-        repo.repo_fd(),
-        path.as_str(),
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    ) {
-        Ok(fd) => fd,
-        Err(rustix::io::Errno::NOENT) => {
-            return Some(DamagedObject {
-                path,
-                problem: ObjectProblem::Missing,
-            })
-        }
-        Err(e) => {
-            return Some(DamagedObject {
-                path,
-                problem: ObjectProblem::Unreadable {
-                    error: e.to_string(),
-                },
-            })
-        }
-    };
-    let mut hasher = FsVerityHasher::<ID, 12>::new();
-    if let Err(e) = io::copy(&mut File::from(fd), &mut hasher) {
-        return Some(DamagedObject {
-            path,
-            problem: ObjectProblem::Unreadable {
-                error: e.to_string(),
-            },
-        });
-    }
-    let actual = hasher.digest();
-    (actual != *id).then(|| DamagedObject {
-        path,
-        problem: ObjectProblem::Corrupt {
-            actual: actual.to_hex(),
-        },
-    })
-}
-
 /// Every damaged object a layer uses: its split-stream object and the file
 /// contents it references.
 pub fn find_damaged_objects<ID: FsVerityHashValue>(
@@ -152,23 +61,6 @@ pub fn find_damaged_objects<ID: FsVerityHashValue>(
     layer: &StoredLayer<ID>,
 ) -> Vec<DamagedObject> {
     damaged_objects(repo, &layer_stream_id(&layer.diff_id), &layer.stream)
-}
-
-/// Every damaged object of a split-stream: the stream object itself and the
-/// objects it references.
-pub fn damaged_objects<ID: FsVerityHashValue>(
-    repo: &Repository<ID>,
-    stream_name: &str,
-    stream: &ID,
-) -> Vec<DamagedObject> {
-    let mut damaged: Vec<DamagedObject> = check_object(repo, stream).into_iter().collect();
-    // Reading the object list needs a parseable stream header; a garbled one was reported above.
-    if let Ok(mut reader) = open_stream(repo, stream_name, Some(stream), None, Check::Header) {
-        let mut ids = Vec::new();
-        let _ = reader.get_object_refs(|id| ids.push(id.clone()));
-        damaged.extend(ids.iter().filter_map(|id| check_object(repo, id)));
-    }
-    damaged
 }
 
 /// Rebuild one layer's tar into `out`, returning `out` and the tar's size.
@@ -219,7 +111,9 @@ pub fn rebuild<ID: FsVerityHashValue, W: Write>(
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(e) => {
-                            return Err(e).with_context(|| format!("reading {}", object_path(&id)))
+                            return Err(e).with_context(|| {
+                                format!("reading {}", crate::objects::object_path(&id))
+                            })
                         }
                     };
                     out.write_all(&buf[..n]).map_err(DestinationWriteError)?;

@@ -393,7 +393,7 @@ impl OciLayout {
 
     /// Replace `index.json` atomically (temp file, fsync, rename).
     pub fn write_index(&self, index: &ImageIndex) -> Result<()> {
-        let bytes = crate::export::canonical_json(index)?;
+        let bytes = crate::digest::canonical_json(index)?;
         self.dir
             .atomic_write("index.json", bytes)
             .with_context(|| format!("Writing {}/index.json", self.path.display()))

@@ -50,6 +50,7 @@ pub mod import;
 pub mod layer;
 mod layout;
 pub mod list;
+pub mod objects;
 mod pgzip;
 pub mod progress;
 pub mod repo;
@@ -58,6 +59,7 @@ pub(crate) mod serve;
 pub mod skopeo;
 mod stream;
 mod stream_check;
+pub mod transfer;
 pub mod transport;
 pub mod verify;
 

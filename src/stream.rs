@@ -14,39 +14,12 @@ use composefs::repository::Repository;
 use oci_spec::image::MediaType;
 
 use crate::compress::Compression;
-use crate::deliver::{check_space, storage_reference, StorageOptions, TransferOptions};
 use crate::export::{ExportOptions, ExportReport, ImageReport, LayerReport, LayerStatus};
 use crate::image::{self, StoredImage};
 use crate::serve::Served;
 use crate::skopeo::CopyOptions;
+use crate::transfer::{check_space, graph_root, storage_reference, TransferOptions};
 use crate::UsageError;
-
-/// The graph root a containers-storage destination uses: `--storage-root`,
-/// the `[driver@ROOT+runroot]` in the reference, else containers' default
-/// (`/var/lib/containers/storage` for root, `~/.local/share/containers/storage` otherwise).
-pub fn graph_root(reference: &str, storage: &StorageOptions) -> Result<PathBuf> {
-    if let Some(root) = &storage.root {
-        return Ok(root.clone());
-    }
-    if let Some(spec) = reference
-        .strip_prefix('[')
-        .and_then(|r| r.split_once(']'))
-        .map(|(spec, _)| spec)
-    {
-        let root = spec.split_once('@').map_or(spec, |(_, r)| r);
-        let root = root.split_once('+').map_or(root, |(r, _)| r);
-        return Ok(PathBuf::from(root));
-    }
-    if rustix::process::geteuid().is_root() {
-        return Ok(PathBuf::from("/var/lib/containers/storage"));
-    }
-    let data = std::env::var_os("XDG_DATA_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .context("Finding the containers-storage graph root: set HOME or --storage-root")?;
-    Ok(data.join("containers/storage"))
-}
 
 /// Uncompressed digests of the layers a graph root already has (from each
 /// driver's `layers.json`); empty when it cannot be read.
@@ -286,20 +259,5 @@ mod tests {
         remove_stale_dirs(t.path());
         assert!(!dead_empty.exists());
         assert!(dead_full.exists() && alive.exists() && other.exists());
-    }
-
-    #[test]
-    fn graph_roots() {
-        let none = StorageOptions::default();
-        let root = StorageOptions {
-            root: Some("/r".into()),
-            ..Default::default()
-        };
-        assert_eq!(graph_root("x", &root).unwrap(), Path::new("/r"));
-        assert_eq!(
-            graph_root("[vfs@/a/b+/run/c]x", &none).unwrap(),
-            Path::new("/a/b")
-        );
-        assert_eq!(graph_root("[/a]x", &none).unwrap(), Path::new("/a"));
     }
 }
