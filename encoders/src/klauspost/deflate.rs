@@ -1,0 +1,101 @@
+//! The level-5 compressor glue (klauspost/compress `flate/deflate.go`:
+//! `ResetDict`, `fillWindow`, `write`, `storeFast`, `syncFlush`, `close`) for
+//! the fixed call sequence pgzip makes per block.
+
+use super::bitwriter::BitWriter;
+use super::level5::FastEncL5;
+use super::token::{Tokens, MAX_STORE_BLOCK_SIZE};
+use super::Version;
+
+/// Longest dictionary the fast encoders use (`maxMatchOffset`).
+const MAX_DICT: usize = 1 << 15;
+
+/// One reusable level-5 flate writer (pgzip pools these; reuse does not
+/// change output because `reset` puts every old table entry out of reach).
+pub(super) struct Compressor {
+    enc: FastEncL5,
+    tokens: Tokens,
+    w: BitWriter,
+}
+
+impl Compressor {
+    pub fn new(version: Version) -> Self {
+        Compressor {
+            enc: FastEncL5::new(),
+            tokens: Tokens::new(),
+            w: BitWriter::new(version == Version::V1_18_2),
+        }
+    }
+
+    /// What pgzip's `compressBlock` writes for `data`: `ResetDict(dict)`,
+    /// `Write(data)`, `Flush()`, and `Close()` when `last`. The output is
+    /// appended to `out`, which is returned.
+    pub fn compress_block(
+        &mut self,
+        dict: &[u8],
+        data: &[u8],
+        last: bool,
+        out: Vec<u8>,
+    ) -> Vec<u8> {
+        self.w.reset();
+        self.w.bw.out = out;
+        self.enc.reset();
+        self.tokens.reset();
+
+        let dict = &dict[dict.len().saturating_sub(MAX_DICT)..];
+        self.enc.encode(&mut self.tokens, dict);
+        self.tokens.reset();
+
+        // `write` hands a full 65535-byte window to `storeFast` only when more
+        // input arrives, so every chunk but the last is encoded without sync
+        // and the last one (full or not) by the flush.
+        let mut rest = data;
+        while rest.len() > MAX_STORE_BLOCK_SIZE {
+            let (chunk, tail) = rest.split_at(MAX_STORE_BLOCK_SIZE);
+            self.store_fast(chunk, false);
+            rest = tail;
+        }
+        self.store_fast(rest, true);
+        self.w.write_stored_header(0, false);
+        self.w.flush();
+        if last {
+            self.w.write_stored_header(0, true);
+        }
+        std::mem::take(&mut self.w.bw.out)
+    }
+
+    fn store_fast(&mut self, window: &[u8], sync: bool) {
+        let len = window.len();
+        if len < MAX_STORE_BLOCK_SIZE {
+            if !sync {
+                return;
+            }
+            if len < 128 {
+                if len == 0 {
+                    return;
+                }
+                if len <= 32 {
+                    self.w.write_stored_header(len, false);
+                    self.w.write_bytes(window);
+                } else {
+                    self.w.write_block_huff(false, window, true);
+                }
+                self.tokens.reset();
+                self.enc.reset();
+                return;
+            }
+        }
+        self.enc.encode(&mut self.tokens, window);
+        if self.tokens.n() == 0 {
+            self.w.write_stored_header(len, false);
+            self.w.write_bytes(window);
+        } else if self.tokens.n() > len - (len >> 4) {
+            // Matches removed less than 1/16 of the literals.
+            self.w.write_block_huff(false, window, sync);
+        } else {
+            self.w
+                .write_block_dynamic(&mut self.tokens, false, window, sync);
+        }
+        self.tokens.reset();
+    }
+}

@@ -1,0 +1,351 @@
+//! Level 5 match finder (klauspost/compress `flate/level5.go` `fastEncL5`
+//! and `fast_encoder.go` `fastGen`): one 4-byte hash table and one 7-byte
+//! table with two candidates per slot, over a history buffer that keeps the
+//! last 32 KiB when it is compacted.
+//!
+//! Positions are `i32` offsets biased by `cur`, as in Go, so the same
+//! entries are in and out of reach after `reset` and buffer compaction.
+
+use super::token::{Tokens, MAX_STORE_BLOCK_SIZE};
+
+const TABLE_BITS: u32 = 15;
+const TABLE_SIZE: usize = 1 << TABLE_BITS;
+const MAX_MATCH_OFFSET: i32 = 1 << 15;
+const MAX_MATCH_LENGTH: i32 = 258;
+const ALLOC_HISTORY: usize = MAX_STORE_BLOCK_SIZE * 5;
+const BUFFER_RESET: i32 = i32::MAX - ALLOC_HISTORY as i32 - MAX_STORE_BLOCK_SIZE as i32 - 1;
+const INPUT_MARGIN: i32 = 12 - 1;
+const MIN_NON_LITERAL_BLOCK_SIZE: usize = 1 + 1 + INPUT_MARGIN as usize;
+const PRIME4: u32 = 2654435761;
+const PRIME7: u64 = 58295818150454627;
+
+#[inline(always)]
+fn hash4(u: u64) -> usize {
+    ((u as u32).wrapping_mul(PRIME4) >> (32 - TABLE_BITS)) as usize
+}
+
+#[inline(always)]
+fn hash7(u: u64) -> usize {
+    ((u << 8).wrapping_mul(PRIME7) >> (64 - TABLE_BITS)) as usize
+}
+
+#[inline(always)]
+fn load64(b: &[u8], i: i32) -> u64 {
+    let i = i as usize;
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[i..i + 8]);
+    u64::from_le_bytes(a)
+}
+
+#[inline(always)]
+fn load32(b: &[u8], i: i32) -> u32 {
+    let i = i as usize;
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[i..i + 4]);
+    u32::from_le_bytes(a)
+}
+
+/// Common prefix length of `a` and `b`; `a` is the shorter.
+#[inline(always)]
+fn match_len(a: &[u8], b: &[u8]) -> i32 {
+    let b = &b[..a.len()];
+    let mut n = 0usize;
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        let mut xa = [0u8; 8];
+        let mut ya = [0u8; 8];
+        xa.copy_from_slice(x);
+        ya.copy_from_slice(y);
+        let diff = u64::from_le_bytes(xa) ^ u64::from_le_bytes(ya);
+        if diff != 0 {
+            return (n + (diff.trailing_zeros() >> 3) as usize) as i32;
+        }
+        n += 8;
+    }
+    for (x, y) in a[n..].iter().zip(&b[n..]) {
+        if x != y {
+            break;
+        }
+        n += 1;
+    }
+    n as i32
+}
+
+/// At most 254 bytes from `s` (klauspost `matchlen`).
+#[inline(always)]
+fn matchlen(s: i32, t: i32, src: &[u8]) -> i32 {
+    let s = s as usize;
+    let end = (s + MAX_MATCH_LENGTH as usize - 4).min(src.len());
+    match_len(&src[s..end], &src[t as usize..])
+}
+
+/// Up to the end of `src` (klauspost `matchlenLong`).
+#[inline(always)]
+fn matchlen_long(s: i32, t: i32, src: &[u8]) -> i32 {
+    match_len(&src[s as usize..], &src[t as usize..])
+}
+
+/// klauspost `fastEncL5`.
+pub(super) struct FastEncL5 {
+    hist: Vec<u8>,
+    cur: i32,
+    table: Vec<i32>,
+    /// `[Cur, Prev]` per slot.
+    b_table: Vec<[i32; 2]>,
+}
+
+impl FastEncL5 {
+    pub fn new() -> Self {
+        FastEncL5 {
+            hist: Vec::with_capacity(ALLOC_HISTORY),
+            cur: MAX_STORE_BLOCK_SIZE as i32,
+            table: vec![0; TABLE_SIZE],
+            b_table: vec![[0; 2]; TABLE_SIZE],
+        }
+    }
+
+    /// Moves `cur` past everything stored so old entries are out of reach.
+    pub fn reset(&mut self) {
+        if self.cur <= BUFFER_RESET {
+            self.cur += MAX_MATCH_OFFSET + self.hist.len() as i32;
+        }
+        self.hist.clear();
+    }
+
+    fn add_block(&mut self, src: &[u8]) -> i32 {
+        if self.hist.len() + src.len() > ALLOC_HISTORY {
+            // Keep the last 32 KiB as history.
+            let offset = self.hist.len() - MAX_MATCH_OFFSET as usize;
+            self.hist.copy_within(offset.., 0);
+            self.hist.truncate(MAX_MATCH_OFFSET as usize);
+            self.cur += offset as i32;
+        }
+        let s = self.hist.len() as i32;
+        self.hist.extend_from_slice(src);
+        s
+    }
+
+    /// Rebases the tables before `cur` could overflow (output-neutral).
+    fn protect_wraparound(&mut self) {
+        while self.cur >= BUFFER_RESET {
+            if self.hist.is_empty() {
+                self.table.fill(0);
+                self.b_table.fill([0; 2]);
+                self.cur = MAX_MATCH_OFFSET;
+                break;
+            }
+            let cur = self.cur;
+            let min_off = cur + self.hist.len() as i32 - MAX_MATCH_OFFSET;
+            for v in self.table.iter_mut() {
+                *v = if *v <= min_off {
+                    0
+                } else {
+                    *v - cur + MAX_MATCH_OFFSET
+                };
+            }
+            for v in self.b_table.iter_mut() {
+                if v[0] <= min_off {
+                    *v = [0, 0];
+                } else {
+                    v[0] = v[0] - cur + MAX_MATCH_OFFSET;
+                    v[1] = if v[1] <= min_off {
+                        0
+                    } else {
+                        v[1] - cur + MAX_MATCH_OFFSET
+                    };
+                }
+            }
+            self.cur = MAX_MATCH_OFFSET;
+        }
+    }
+
+    /// Appends the tokens for `src` (at most 64 KiB) to `dst`.
+    pub fn encode(&mut self, dst: &mut Tokens, src: &[u8]) {
+        self.protect_wraparound();
+        let mut s = self.add_block(src);
+        if src.len() < MIN_NON_LITERAL_BLOCK_SIZE {
+            // klauspost sets the token count to len(src) without tokens and lets
+            // the caller store the block; only a tiny preset dictionary gets here,
+            // and its tokens are discarded.
+            return;
+        }
+        let cur = self.cur;
+        let src = &self.hist[..];
+        let table = &mut self.table[..];
+        let b_table = &mut self.b_table[..];
+        let mut next_emit = s;
+        let s_limit = src.len() as i32 - INPUT_MARGIN;
+        let mut cv = load64(src, s);
+
+        'outer: loop {
+            const SKIP_LOG: i32 = 6;
+            let mut next_s = s;
+            let mut l: i32 = 0;
+            let mut t: i32;
+            loop {
+                let next_hash_s = hash4(cv);
+                let next_hash_l = hash7(cv);
+                s = next_s;
+                next_s = s + 1 + ((s - next_emit) >> SKIP_LOG);
+                if next_s > s_limit {
+                    break 'outer;
+                }
+                let s_candidate = table[next_hash_s];
+                let l_candidate = b_table[next_hash_l];
+                let next = load64(src, next_s);
+                let entry = s + cur;
+                table[next_hash_s] = entry;
+                let e = &mut b_table[next_hash_l];
+                *e = [entry, e[0]];
+
+                let next_hash_s = hash4(next);
+                let next_hash_l = hash7(next);
+                let next_entry = next_s + cur;
+
+                t = l_candidate[0] - cur;
+                if s - t < MAX_MATCH_OFFSET {
+                    if cv as u32 == load32(src, t) {
+                        table[next_hash_s] = next_entry;
+                        let e = &mut b_table[next_hash_l];
+                        *e = [next_entry, e[0]];
+                        let t2 = l_candidate[1] - cur;
+                        if s - t2 < MAX_MATCH_OFFSET && cv as u32 == load32(src, t2) {
+                            l = matchlen(s + 4, t + 4, src) + 4;
+                            let ml1 = matchlen(s + 4, t2 + 4, src) + 4;
+                            if ml1 > l {
+                                t = t2;
+                                l = ml1;
+                                break;
+                            }
+                        }
+                        break;
+                    }
+                    t = l_candidate[1] - cur;
+                    if s - t < MAX_MATCH_OFFSET && cv as u32 == load32(src, t) {
+                        table[next_hash_s] = next_entry;
+                        let e = &mut b_table[next_hash_l];
+                        *e = [next_entry, e[0]];
+                        break;
+                    }
+                }
+
+                t = s_candidate - cur;
+                if s - t < MAX_MATCH_OFFSET && cv as u32 == load32(src, t) {
+                    // A 4-byte match; the long candidates at next_s may be longer.
+                    l = matchlen(s + 4, t + 4, src) + 4;
+                    let l_candidate = b_table[next_hash_l];
+                    table[next_hash_s] = next_entry;
+                    let e = &mut b_table[next_hash_l];
+                    *e = [next_entry, e[0]];
+                    let t2 = l_candidate[0] - cur;
+                    if next_s - t2 < MAX_MATCH_OFFSET {
+                        if load32(src, t2) == next as u32 {
+                            let ml = matchlen(next_s + 4, t2 + 4, src) + 4;
+                            if ml > l {
+                                t = t2;
+                                s = next_s;
+                                l = ml;
+                                break;
+                            }
+                        }
+                        let t2 = l_candidate[1] - cur;
+                        if next_s - t2 < MAX_MATCH_OFFSET && load32(src, t2) == next as u32 {
+                            let ml = matchlen(next_s + 4, t2 + 4, src) + 4;
+                            if ml > l {
+                                t = t2;
+                                s = next_s;
+                                l = ml;
+                                break;
+                            }
+                        }
+                    }
+                    break;
+                }
+                cv = next;
+            }
+
+            if l == 0 {
+                l = matchlen_long(s + 4, t + 4, src) + 4;
+            } else if l == MAX_MATCH_LENGTH {
+                l += matchlen_long(s + l, t + l, src);
+            }
+
+            // A short match may be a later part of a longer one: look up the
+            // long hash at its end, allowing two mismatching leading bytes.
+            let s_at = s + l;
+            if l < 30 && s_at < s_limit {
+                const SKIP_BEGINNING: i32 = 2;
+                let e_long = b_table[hash7(load64(src, s_at))][0];
+                let t2 = e_long - cur - l + SKIP_BEGINNING;
+                let s2 = s + SKIP_BEGINNING;
+                let off = s2 - t2;
+                if t2 >= 0 && off < MAX_MATCH_OFFSET && off > 0 {
+                    let l2 = matchlen_long(s2, t2, src);
+                    if l2 > l {
+                        t = t2;
+                        l = l2;
+                        s = s2;
+                    }
+                }
+            }
+
+            while t > 0 && s > next_emit && src[(t - 1) as usize] == src[(s - 1) as usize] {
+                s -= 1;
+                t -= 1;
+                l += 1;
+            }
+            if next_emit < s {
+                dst.add_literals(&src[next_emit as usize..s as usize]);
+            }
+            dst.add_match_long(l, (s - t - 1) as u32);
+            s += l;
+            next_emit = s;
+            if next_s >= s {
+                s = next_s + 1;
+            }
+            if s >= s_limit {
+                break 'outer;
+            }
+
+            // Index every third position inside the match.
+            let mut i = s - l + 1;
+            if i < s - 1 {
+                let mut cv = load64(src, i);
+                let mut te = i + cur;
+                table[hash4(cv)] = te;
+                let e = &mut b_table[hash7(cv)];
+                *e = [te, e[0]];
+                cv >>= 8;
+                te += 1;
+                let e = &mut b_table[hash7(cv)];
+                *e = [te, e[0]];
+                cv >>= 8;
+                te += 1;
+                table[hash4(cv)] = te;
+                i += 4;
+                while i < s - 1 {
+                    let cv = load64(src, i);
+                    let te = i + cur;
+                    let e = &mut b_table[hash7(cv)];
+                    *e = [te, e[0]];
+                    table[hash4(cv >> 8)] = te + 1;
+                    i += 3;
+                }
+            }
+
+            let x = load64(src, s - 1);
+            let o = cur + s - 1;
+            table[hash4(x)] = o;
+            let e = &mut b_table[hash7(x)];
+            *e = [o, e[0]];
+            cv = x >> 8;
+        }
+
+        if (next_emit as usize) < src.len() {
+            // Without any match the caller stores the block as is.
+            if dst.n() == 0 {
+                return;
+            }
+            dst.add_literals(&src[next_emit as usize..]);
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! pgzip framing (klauspost/pgzip `gzip.go` `Writer`): the gzip header, input
+//! cut into 1 MiB blocks, each compressed with the previous block's last
+//! 16 KiB as dictionary, and the CRC-32/ISIZE trailer. Blocks are compressed
+//! on worker threads and written in order.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use super::deflate::Compressor;
+use super::Version;
+
+/// pgzip `defaultBlockSize`.
+const BLOCK_SIZE: usize = 1 << 20;
+/// pgzip `tailSize`: the dictionary handed to the next block.
+const TAIL_SIZE: usize = 16384;
+/// pgzip with a zero `ModTime` writes `uint32(time.Time{}.Unix())` as MTIME.
+const HEADER: [u8; 10] = [0x1f, 0x8b, 0x08, 0x00, 0x00, 0x09, 0x6e, 0x88, 0x00, 0xff];
+
+struct Job {
+    seq: u64,
+    dict: Vec<u8>,
+    data: Vec<u8>,
+    last: bool,
+    out: Vec<u8>,
+}
+
+/// Worker threads and the results that wait for their turn to be written.
+struct Pool {
+    jobs: Option<Sender<Job>>,
+    done: Receiver<Job>,
+    handles: Vec<JoinHandle<()>>,
+    pending: BTreeMap<u64, Job>,
+    max_in_flight: u64,
+}
+
+impl Pool {
+    fn new(version: Version, workers: usize) -> io::Result<Self> {
+        let (job_tx, job_rx) = channel::<Job>();
+        let (done_tx, done) = channel::<Job>();
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let mut handles = Vec::with_capacity(workers);
+        for i in 0..workers {
+            let job_rx = Arc::clone(&job_rx);
+            let done_tx = done_tx.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("pgzip-{i}"))
+                .spawn(move || worker(version, &job_rx, &done_tx))?;
+            handles.push(h);
+        }
+        Ok(Pool {
+            jobs: Some(job_tx),
+            done,
+            handles,
+            pending: BTreeMap::new(),
+            max_in_flight: 2 * workers as u64,
+        })
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.jobs = None;
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+fn worker(version: Version, jobs: &Mutex<Receiver<Job>>, done: &Sender<Job>) {
+    let mut c = Compressor::new(version);
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(mut job) = job else { return };
+        let out = std::mem::take(&mut job.out);
+        job.out = c.compress_block(&job.dict, &job.data, job.last, out);
+        if done.send(job).is_err() {
+            return;
+        }
+    }
+}
+
+enum Engine {
+    Inline(Box<Compressor>),
+    Threads(Pool),
+}
+
+/// pgzip.NewWriter output; blocks compressed on `workers` threads.
+///
+/// The output depends only on the input and the [`Version`], not on `workers`
+/// or on how the input is split into `write` calls. At most about
+/// 2 × `workers` blocks (1 MiB each) are in flight.
+pub struct PgzipWriter<W: Write> {
+    inner: W,
+    engine: Engine,
+    header_written: bool,
+    block: Vec<u8>,
+    prev_tail: Vec<u8>,
+    crc: crc32fast::Hasher,
+    size: u64,
+    next_seq: u64,
+    next_write: u64,
+    free: Vec<Vec<u8>>,
+    out_buf: Vec<u8>,
+}
+
+impl<W: Write> PgzipWriter<W> {
+    /// A writer that compresses like pgzip `NewWriter` with klauspost/compress `version`.
+    pub fn new(inner: W, version: Version, workers: usize) -> io::Result<Self> {
+        let engine = if workers <= 1 {
+            Engine::Inline(Box::new(Compressor::new(version)))
+        } else {
+            Engine::Threads(Pool::new(version, workers)?)
+        };
+        Ok(PgzipWriter {
+            inner,
+            engine,
+            header_written: false,
+            block: Vec::new(),
+            prev_tail: Vec::new(),
+            crc: crc32fast::Hasher::new(),
+            size: 0,
+            next_seq: 0,
+            next_write: 0,
+            free: Vec::new(),
+            out_buf: Vec::new(),
+        })
+    }
+
+    fn write_header(&mut self) -> io::Result<()> {
+        if !self.header_written {
+            self.header_written = true;
+            self.inner.write_all(&HEADER)?;
+        }
+        Ok(())
+    }
+
+    fn take_buffer(&mut self) -> Vec<u8> {
+        let mut b = self.free.pop().unwrap_or_default();
+        b.clear();
+        b
+    }
+
+    /// Hands the current block to the compressor (pgzip `compressCurrent`).
+    fn submit(&mut self, last: bool) -> io::Result<()> {
+        let fresh = self.take_buffer();
+        let data = std::mem::replace(&mut self.block, fresh);
+        let mut dict = self.take_buffer();
+        if data.len() > TAIL_SIZE {
+            dict.extend_from_slice(&data[data.len() - TAIL_SIZE..]);
+        }
+        // `dict` now holds the next block's tail; this block gets the previous one.
+        std::mem::swap(&mut dict, &mut self.prev_tail);
+        match &mut self.engine {
+            Engine::Inline(c) => {
+                let out = std::mem::take(&mut self.out_buf);
+                let out = c.compress_block(&dict, &data, last, out);
+                self.inner.write_all(&out)?;
+                self.out_buf = out;
+                self.out_buf.clear();
+                self.free.push(data);
+                self.free.push(dict);
+            }
+            Engine::Threads(pool) => {
+                while self.next_seq - self.next_write >= pool.max_in_flight {
+                    Self::receive_one(pool, &mut self.inner, &mut self.next_write, &mut self.free)?;
+                }
+                let out = self.free.pop().unwrap_or_default();
+                let job = Job {
+                    seq: self.next_seq,
+                    dict,
+                    data,
+                    last,
+                    out,
+                };
+                let sent = pool.jobs.as_ref().map(|tx| tx.send(job).is_ok());
+                if sent != Some(true) {
+                    return Err(worker_gone());
+                }
+                self.next_seq += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for one result and writes every result whose turn has come.
+    fn receive_one(
+        pool: &mut Pool,
+        inner: &mut W,
+        next_write: &mut u64,
+        free: &mut Vec<Vec<u8>>,
+    ) -> io::Result<()> {
+        let job = pool.done.recv().map_err(|_| worker_gone())?;
+        pool.pending.insert(job.seq, job);
+        while let Some(mut job) = pool.pending.remove(next_write) {
+            inner.write_all(&job.out)?;
+            *next_write += 1;
+            job.out.clear();
+            free.push(job.out);
+            free.push(job.data);
+            free.push(job.dict);
+        }
+        Ok(())
+    }
+
+    /// Writes the last block and the trailer (pgzip `Close`) and returns the inner writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.write_header()?;
+        self.submit(true)?;
+        if let Engine::Threads(pool) = &mut self.engine {
+            while self.next_write < self.next_seq {
+                Self::receive_one(pool, &mut self.inner, &mut self.next_write, &mut self.free)?;
+            }
+        }
+        let mut trailer = [0u8; 8];
+        trailer[..4].copy_from_slice(&self.crc.clone().finalize().to_le_bytes());
+        // ISIZE is the input size modulo 2^32.
+        trailer[4..].copy_from_slice(&(self.size as u32).to_le_bytes());
+        self.inner.write_all(&trailer)?;
+        self.inner.flush()?;
+        Ok(self.inner)
+    }
+}
+
+fn worker_gone() -> io::Error {
+    io::Error::other("pgzip: a compression thread stopped")
+}
+
+impl<W: Write> Write for PgzipWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_header()?;
+        let mut rest = buf;
+        while !rest.is_empty() {
+            if self.block.capacity() < BLOCK_SIZE {
+                self.block.reserve_exact(BLOCK_SIZE - self.block.len());
+            }
+            let n = rest.len().min(BLOCK_SIZE - self.block.len());
+            self.block.extend_from_slice(&rest[..n]);
+            self.crc.update(&rest[..n]);
+            self.size += n as u64;
+            rest = &rest[n..];
+            if self.block.len() == BLOCK_SIZE {
+                self.submit(false)?;
+            }
+        }
+        Ok(buf.len())
+    }
+
+    /// Flushes the inner writer only; block boundaries stay those of pgzip.
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
