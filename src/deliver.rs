@@ -65,6 +65,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 fn temp_dir(transfer: &TransferOptions) -> Result<tempfile::TempDir> {
     let base = transfer.tmpdir.clone().unwrap_or_else(default_tmpdir);
     tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .prefix("cfs-export-")
         .tempdir_in(&base)
         .with_context(|| {

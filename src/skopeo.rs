@@ -44,8 +44,13 @@ pub struct CopyOptions {
     pub dest_authfile: Option<PathBuf>,
     /// `--src-tls-verify` (false for our own server on 127.0.0.1).
     pub src_tls_verify: Option<bool>,
+    /// `--src-authfile`: our 0600 auth file for our own server.
+    pub src_authfile: Option<PathBuf>,
     /// skopeo's `--tmpdir`: where it keeps its copy of each blob until the copy ends.
     pub tmpdir: Option<PathBuf>,
+    /// skopeo's `--policy`: a signature policy accepting our own source, so
+    /// the copy does not depend on the host's (it governs only the source).
+    pub policy: Option<PathBuf>,
 }
 
 /// `skopeo copy --quiet [options] oci:LAYOUT:TAG DEST`.
@@ -72,9 +77,17 @@ fn copy_args(source: &std::ffi::OsStr, dest: &str, options: &CopyOptions) -> Vec
         args.push("--tmpdir".into());
         args.push(dir.into());
     }
+    if let Some(file) = &options.policy {
+        args.push("--policy".into());
+        args.push(file.into());
+    }
     args.extend(["copy".into(), "--quiet".into()]);
     if let Some(v) = options.src_tls_verify {
         args.push(format!("--src-tls-verify={v}").into());
+    }
+    if let Some(file) = &options.src_authfile {
+        args.push("--src-authfile".into());
+        args.push(file.into());
     }
     if options.preserve_digests {
         args.push("--preserve-digests".into());
@@ -173,7 +186,9 @@ mod tests {
             dest_tls_verify: Some(false),
             dest_authfile: Some("/run/auth.json".into()),
             src_tls_verify: Some(false),
+            src_authfile: Some("/p/src-auth.json".into()),
             tmpdir: Some("/s/tmp".into()),
+            policy: Some("/p/policy.json".into()),
         };
         let args = |o: &CopyOptions| -> Vec<String> {
             copy_args("oci:/tmp/l:t".as_ref(), "docker://h/x:1", o)
@@ -186,9 +201,13 @@ mod tests {
             [
                 "--tmpdir",
                 "/s/tmp",
+                "--policy",
+                "/p/policy.json",
                 "copy",
                 "--quiet",
                 "--src-tls-verify=false",
+                "--src-authfile",
+                "/p/src-auth.json",
                 "--preserve-digests",
                 "--dest-tls-verify=false",
                 "--dest-authfile",

@@ -18,7 +18,10 @@ use crate::export::{ExportOptions, ExportReport, ImageReport, LayerReport, Layer
 use crate::image::{self, StoredImage};
 use crate::serve::Served;
 use crate::skopeo::CopyOptions;
-use crate::transfer::{check_space, graph_root, storage_reference, TransferOptions};
+use crate::transfer::{
+    check_space, create_private_dirs, graph_root, storage_reference, write_authfile,
+    write_source_policy, TransferOptions,
+};
 use crate::UsageError;
 
 /// Uncompressed digests of the layers a graph root already has (from each
@@ -80,8 +83,7 @@ pub(crate) async fn stream_to_storage<ID: FsVerityHashValue>(
     // Directories made here go again if the copy fails (a storage created
     // by the copy itself stays).
     let created = crate::first_missing_ancestor(&target.tmp_base);
-    std::fs::create_dir_all(&target.tmp_base)
-        .with_context(|| format!("Creating {}", target.tmp_base.display()))?;
+    create_private_dirs(&target.tmp_base)?;
     let result = copy_streaming(repo, img, &target, opts).await;
     if let (Err(_), Some(top)) = (&result, created) {
         remove_empty_dirs(&target.tmp_base, &top);
@@ -106,6 +108,9 @@ struct Target {
 /// Prefix of our private temp directories for skopeo: `cfs-export-<pid>-…`.
 const STALE_PREFIX: &str = "cfs-export-";
 
+/// The files we put in our private directory (skopeo's are its own).
+const OWN_FILES: [&str; 2] = ["auth.json", "policy.json"];
+
 /// A run killed with SIGKILL cannot remove its private temp directory (skopeo
 /// removes its own files when its source goes away): remove such directories
 /// when empty and their process is gone. A live run's directory is never
@@ -123,7 +128,10 @@ fn remove_stale_dirs(base: &Path) {
             continue;
         };
         if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
-            // Fails, harmlessly, when not empty.
+            for ours in OWN_FILES {
+                let _ = std::fs::remove_file(e.path().join(ours));
+            }
+            // Fails, harmlessly, when skopeo left something.
             let _ = std::fs::remove_dir(e.path());
         }
     }
@@ -148,11 +156,12 @@ async fn copy_streaming<ID: FsVerityHashValue>(
     remove_stale_dirs(&target.tmp_base);
     // Named after our PID, so a later run can tell it was left by a dead one.
     let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .prefix(&format!("{STALE_PREFIX}{}-", std::process::id()))
         .tempdir_in(&target.tmp_base)
         .with_context(|| format!("Creating a temp directory in {}", target.tmp_base.display()))?;
     let started = Instant::now();
-    let served = Served::start(repo, img, opts.progress.clone()).await?;
+    let served = Served::start(repo, img, opts.progress.clone(), opts.jobs).await?;
     // skopeo keeps a copy of each blob it receives until the copy ends; only
     // the layers the storage lacks are sent. Their sizes are the served ones.
     let present = present_layers(&target.root);
@@ -164,8 +173,17 @@ async fn copy_streaming<ID: FsVerityHashValue>(
             .map(|d| d.size())
             .sum::<u64>();
     check_space(tmp.path(), needed, target.hint)?;
+    // Only our skopeo may read the image: the credential reaches it through
+    // a 0600 file in our 0700 directory, never through argv or environment.
+    let host = served.addr.to_string();
     let copy = CopyOptions {
         src_tls_verify: Some(false),
+        src_authfile: Some(write_authfile(tmp.path(), &host, &served.user_password())?),
+        policy: Some(write_source_policy(
+            tmp.path(),
+            "docker",
+            &served.policy_scope(),
+        )?),
         tmpdir: Some(tmp.path().to_path_buf()),
         ..CopyOptions::default()
     };
@@ -256,6 +274,10 @@ mod tests {
             std::fs::create_dir(d).unwrap();
         }
         std::fs::write(dead_full.join("blob"), b"x").unwrap();
+        for ours in OWN_FILES {
+            std::fs::write(dead_empty.join(ours), b"{}").unwrap();
+            std::fs::write(alive.join(ours), b"{}").unwrap();
+        }
         remove_stale_dirs(t.path());
         assert!(!dead_empty.exists());
         assert!(dead_full.exists() && alive.exists() && other.exists());

@@ -179,6 +179,30 @@ pub(crate) fn write_authfile(dir: &Path, host: &str, user_password: &str) -> Res
     write_private(&dir.join("auth.json"), doc.to_string().as_bytes())
 }
 
+/// Write a 0600 `policy.json` into the private `dir` that accepts only
+/// `scope` of `transport` (our own source) and rejects everything else.
+///
+/// skopeo evaluates the policy for the source alone, so the destination is
+/// untouched; our source needs no signature: it is proven by digest.
+pub(crate) fn write_source_policy(dir: &Path, transport: &str, scope: &str) -> Result<PathBuf> {
+    let doc = serde_json::json!({
+        "default": [{ "type": "reject" }],
+        "transports": { transport: { scope: [{ "type": "insecureAcceptAnything" }] } },
+    });
+    write_private(&dir.join("policy.json"), doc.to_string().as_bytes())
+}
+
+/// Create `dir` and its missing parents with mode 0700 (as skopeo and
+/// containers-storage make theirs).
+pub(crate) fn create_private_dirs(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("Creating {}", dir.display()))
+}
+
 /// Create `path` (which must not exist) with mode 0600 holding `bytes`.
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
     let mut f = std::fs::OpenOptions::new()

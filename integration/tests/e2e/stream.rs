@@ -125,11 +125,19 @@ fn probing_skopeo(dir: &Path, results: &Path) -> Result<PathBuf> {
         &p,
         format!(
             r#"#!/usr/bin/env python3
-import sys, urllib.request
-src = [a for a in sys.argv if a.startswith("docker://")][0][len("docker://"):]
+import base64, json, os, stat, sys, urllib.request
+argv = sys.argv[1:]
+src = [a for a in argv if a.startswith("docker://")][0][len("docker://"):]
 host, prefix, rest = src.split("/", 2)
-def status(path, method="GET"):
+authfile = argv[argv.index("--src-authfile") + 1]
+policy = argv[argv.index("--policy") + 1]
+auth = json.load(open(authfile))["auths"][host]["auth"]
+def mode(p):
+    return oct(stat.S_IMODE(os.stat(p).st_mode))
+def status(path, method, credential):
     req = urllib.request.Request("http://" + host + path, method=method)
+    if credential:
+        req.add_header("Authorization", "Basic " + auth)
     try:
         return urllib.request.urlopen(req).status
     except urllib.error.HTTPError as e:
@@ -146,8 +154,10 @@ probes = [
     ("/v2/_catalog", "GET"),
 ]
 with open("{}", "w") as f:
+    f.write("modes %s %s %s\n" % (mode(os.path.dirname(authfile)), mode(authfile), mode(policy)))
+    f.write("policy %s\n" % json.dumps(json.load(open(policy)), sort_keys=True).replace(prefix, "PREFIX").replace(host, "HOST"))
     for path, method in probes:
-        f.write("%s %s %d\n" % (method, path.replace(prefix, "PREFIX"), status(path, method)))
+        f.write("%s %s %d %d\n" % (method, path.replace(prefix, "PREFIX"), status(path, method, False), status(path, method, True)))
 "#,
             results.display()
         ),
@@ -156,7 +166,9 @@ with open("{}", "w") as f:
     Ok(p)
 }
 
-/// Only the expected requests are answered: other paths 404, other methods 405.
+/// Only our skopeo is answered (its credential in a 0600 file in a 0700
+/// dir, with a policy for our source alone): without it 401 everywhere; with
+/// it, other paths 404, other methods 405.
 pub fn server_answers_only_the_expected_requests() -> Result<()> {
     let t = tempfile::tempdir()?;
     let (repo, _) = stream_repo(t.path())?;
@@ -170,15 +182,19 @@ pub fn server_answers_only_the_expected_requests() -> Result<()> {
         .args(["copy-to-storage", "app:1", "--tmpdir"])
         .arg(t.path().join("tmp")))?;
     let got = std::fs::read_to_string(&results).context("the probe ran")?;
-    let want = "GET /v2/ 200\n\
-        GET /v2/PREFIX/image/manifests/cfs-export 200\n\
-        HEAD /v2/PREFIX/image/manifests/cfs-export 200\n\
-        GET /v2/00000000000000000000000000000000/image/manifests/cfs-export 404\n\
-        GET /v2/image/manifests/cfs-export 404\n\
-        GET /v2/PREFIX/image/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000 404\n\
-        DELETE /v2/PREFIX/image/manifests/cfs-export 405\n\
-        POST /v2/PREFIX/image/blobs/uploads/ 405\n\
-        GET /v2/_catalog 404\n";
+    // Without the credential everything is refused; with it, only the
+    // expected requests are answered.
+    let want = "modes 0o700 0o600 0o600\n\
+        policy {\"default\": [{\"type\": \"reject\"}], \"transports\": {\"docker\": {\"HOST/PREFIX/image\": [{\"type\": \"insecureAcceptAnything\"}]}}}\n\
+        GET /v2/ 401 200\n\
+        GET /v2/PREFIX/image/manifests/cfs-export 401 200\n\
+        HEAD /v2/PREFIX/image/manifests/cfs-export 401 200\n\
+        GET /v2/00000000000000000000000000000000/image/manifests/cfs-export 401 404\n\
+        GET /v2/image/manifests/cfs-export 401 404\n\
+        GET /v2/PREFIX/image/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000 401 404\n\
+        DELETE /v2/PREFIX/image/manifests/cfs-export 401 405\n\
+        POST /v2/PREFIX/image/blobs/uploads/ 401 405\n\
+        GET /v2/_catalog 401 404\n";
     ensure!(got == want, "server answers:\n{got}");
     ensure!(dir_is_empty(&t.path().join("tmp"))?, "temp dir left behind");
     Ok(())

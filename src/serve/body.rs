@@ -1,0 +1,210 @@
+//! A layer's response body: rebuilt from the repository as it is sent,
+//! proven against its diff_id, its last bytes held back until the proof.
+//!
+//! At most `--jobs` layers are rebuilt at once (a semaphore taken before the
+//! rebuild thread starts), and a client that stops reading for
+//! [`SEND_TIMEOUT`] loses its response, so no client can hold rebuild
+//! threads or memory indefinitely.
+
+use std::io::{self, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use composefs::fsverity::FsVerityHashValue;
+use tokio::sync::mpsc;
+
+use super::{Blob, Inner, LayerBlob, LayerServed};
+use crate::compress::Compression;
+use crate::layer;
+use crate::progress::{LayerKey, ProgressWriter};
+
+/// Bytes per response chunk; the last one or two are held back until the layer is proven.
+pub(crate) const CHUNK: usize = 256 * 1024;
+/// How long a chunk may wait for the client to read before the response is dropped.
+const SEND_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A response body that rebuilds the layer on a blocking thread as it is sent.
+pub(super) fn stream_layer<ID: FsVerityHashValue>(s: Arc<Inner<ID>>, digest: String) -> Body {
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
+    let runtime = tokio::runtime::Handle::current();
+    tokio::spawn(async move {
+        let Ok(permit) = s.rebuilds.clone().acquire_owned().await else {
+            return;
+        };
+        // The client may have given up while it waited for its turn.
+        if tx.is_closed() {
+            return;
+        }
+        let rebuild = tokio::task::spawn_blocking(move || {
+            rebuild_into(&s, &digest, tx, runtime);
+            drop(permit);
+        });
+        let _ = rebuild.await;
+    });
+    Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// Rebuild one layer into the response channel and log how it went.
+fn rebuild_into<ID: FsVerityHashValue>(
+    s: &Inner<ID>,
+    digest: &str,
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    runtime: tokio::runtime::Handle,
+) {
+    let Some(Blob::Layer(blob)) = s.blobs.get(digest) else {
+        return;
+    };
+    let LayerBlob { image, layer, size } = &**blob;
+    let key = LayerKey {
+        diff_id: layer.diff_id.clone(),
+        compression: Compression::Uncompressed,
+    };
+    let started = Instant::now();
+    s.progress.layer_started(image, &key, *size);
+    let sender = HeldBack::new(tx.clone(), runtime);
+    let counted = ProgressWriter::new(sender, &*s.progress, &key);
+    let result = layer::rebuild(&s.repo, image, layer, counted);
+    s.progress.layer_finished(&key);
+    let mut log = match s.log.lock() {
+        Ok(l) => l,
+        Err(p) => p.into_inner(),
+    };
+    match result {
+        Ok((counted, _)) => {
+            if counted.into_inner().release().is_ok() {
+                let seconds = started.elapsed().as_secs_f64();
+                log.served
+                    .insert(digest.to_string(), LayerServed { seconds });
+            }
+        }
+        Err(e) => {
+            // The held-back bytes are dropped: the response stops short.
+            let _ = tx.blocking_send(Err(io::Error::other(format!("{e:#}"))));
+            let gone = e
+                .chain()
+                .any(|c| c.downcast_ref::<layer::DestinationWriteError>().is_some());
+            if !gone {
+                log.errors.push(e);
+            }
+        }
+    }
+}
+
+/// A writer into the response that keeps the latest chunk back until
+/// [`HeldBack::release`]: nothing proves a layer but its last byte.
+pub(crate) struct HeldBack {
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    runtime: tokio::runtime::Handle,
+    held: Option<Bytes>,
+    current: Vec<u8>,
+}
+
+impl HeldBack {
+    pub fn new(tx: mpsc::Sender<io::Result<Bytes>>, runtime: tokio::runtime::Handle) -> Self {
+        HeldBack {
+            tx,
+            runtime,
+            held: None,
+            current: Vec::with_capacity(CHUNK),
+        }
+    }
+
+    fn send(&self, b: Bytes) -> io::Result<()> {
+        match self
+            .runtime
+            .block_on(self.tx.send_timeout(Ok(b), SEND_TIMEOUT))
+        {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client read nothing for {} s", SEND_TIMEOUT.as_secs()),
+            )),
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the client went away",
+            )),
+        }
+    }
+
+    /// The layer is proven: send what was held back.
+    pub fn release(mut self) -> io::Result<()> {
+        if let Some(b) = self.held.take() {
+            self.send(b)?;
+        }
+        let last = std::mem::take(&mut self.current);
+        if !last.is_empty() {
+            self.send(Bytes::from(last))?;
+        }
+        Ok(())
+    }
+}
+
+impl Write for HeldBack {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len().min(CHUNK - self.current.len());
+        self.current.extend_from_slice(&buf[..n]);
+        if self.current.len() == CHUNK {
+            let full = std::mem::replace(&mut self.current, Vec::with_capacity(CHUNK));
+            if let Some(previous) = self.held.replace(Bytes::from(full)) {
+                self.send(previous)?;
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_back_until_released() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut w = HeldBack::new(tx, rt.handle().clone());
+        let data = vec![7u8; CHUNK * 3 + 100];
+        let writer = std::thread::spawn(move || {
+            w.write_all(&data).unwrap();
+            (w, data)
+        });
+        let (w, data) = writer.join().unwrap();
+        // Two full chunks went out; the third and the tail are held.
+        let mut got = Vec::new();
+        while let Ok(Ok(b)) = rx.try_recv() {
+            got.extend_from_slice(&b);
+        }
+        assert_eq!(got.len(), 2 * CHUNK);
+        let released = std::thread::spawn(move || w.release());
+        rt.block_on(async {
+            while let Some(Ok(b)) = rx.recv().await {
+                got.extend_from_slice(&b);
+            }
+        });
+        released.join().unwrap().unwrap();
+        assert_eq!(got, data);
+    }
+
+    #[test]
+    fn a_client_that_went_away_stops_the_rebuild() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let (tx, rx) = mpsc::channel(1);
+        drop(rx);
+        let mut w = HeldBack::new(tx, rt.handle().clone());
+        let err = std::thread::spawn(move || w.write_all(&vec![0u8; CHUNK * 3]))
+            .join()
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+    }
+}
