@@ -39,6 +39,9 @@ impl Compressor {
     ) -> Vec<u8> {
         self.w.reset();
         self.w.bw.out = out;
+        // Stored blocks bound the output; reserving once keeps the bit writer's
+        // appends from reallocating.
+        self.w.bw.out.reserve(data.len() + data.len() / 64 + 1024);
         self.enc.reset();
         self.tokens.reset();
 

@@ -48,23 +48,17 @@ fn load32(b: &[u8], i: i32) -> u32 {
 /// Common prefix length of `a` and `b`; `a` is the shorter.
 #[inline(always)]
 fn match_len(a: &[u8], b: &[u8]) -> i32 {
-    let b = &b[..a.len()];
+    let len = a.len().min(b.len());
+    let (a, b) = (&a[..len], &b[..len]);
     let mut n = 0usize;
-    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        let mut xa = [0u8; 8];
-        let mut ya = [0u8; 8];
-        xa.copy_from_slice(x);
-        ya.copy_from_slice(y);
-        let diff = u64::from_le_bytes(xa) ^ u64::from_le_bytes(ya);
+    while n + 8 <= len {
+        let diff = load64(a, n as i32) ^ load64(b, n as i32);
         if diff != 0 {
             return (n + (diff.trailing_zeros() >> 3) as usize) as i32;
         }
         n += 8;
     }
-    for (x, y) in a[n..].iter().zip(&b[n..]) {
-        if x != y {
-            break;
-        }
+    while n < len && a[n] == b[n] {
         n += 1;
     }
     n as i32
@@ -88,9 +82,10 @@ fn matchlen_long(s: i32, t: i32, src: &[u8]) -> i32 {
 pub(super) struct FastEncL5 {
     hist: Vec<u8>,
     cur: i32,
-    table: Vec<i32>,
+    // Fixed-size arrays let the compiler drop bounds checks on hash indexes.
+    table: Box<[i32; TABLE_SIZE]>,
     /// `[Cur, Prev]` per slot.
-    b_table: Vec<[i32; 2]>,
+    b_table: Box<[[i32; 2]; TABLE_SIZE]>,
 }
 
 impl FastEncL5 {
@@ -98,8 +93,8 @@ impl FastEncL5 {
         FastEncL5 {
             hist: Vec::with_capacity(ALLOC_HISTORY),
             cur: MAX_STORE_BLOCK_SIZE as i32,
-            table: vec![0; TABLE_SIZE],
-            b_table: vec![[0; 2]; TABLE_SIZE],
+            table: Box::new([0; TABLE_SIZE]),
+            b_table: Box::new([[0; 2]; TABLE_SIZE]),
         }
     }
 
@@ -170,8 +165,8 @@ impl FastEncL5 {
         }
         let cur = self.cur;
         let src = &self.hist[..];
-        let table = &mut self.table[..];
-        let b_table = &mut self.b_table[..];
+        let table = &mut *self.table;
+        let b_table = &mut *self.b_table;
         let mut next_emit = s;
         let s_limit = src.len() as i32 - INPUT_MARGIN;
         let mut cv = load64(src, s);

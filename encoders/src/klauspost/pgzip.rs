@@ -140,17 +140,11 @@ impl<W: Write> PgzipWriter<W> {
         Ok(())
     }
 
-    fn take_buffer(&mut self) -> Vec<u8> {
-        let mut b = self.free.pop().unwrap_or_default();
-        b.clear();
-        b
-    }
-
     /// Hands the current block to the compressor (pgzip `compressCurrent`).
     fn submit(&mut self, last: bool) -> io::Result<()> {
-        let fresh = self.take_buffer();
+        let fresh = take_buffer(&mut self.free);
         let data = std::mem::replace(&mut self.block, fresh);
-        let mut dict = self.take_buffer();
+        let mut dict = take_buffer(&mut self.free);
         if data.len() > TAIL_SIZE {
             dict.extend_from_slice(&data[data.len() - TAIL_SIZE..]);
         }
@@ -170,7 +164,7 @@ impl<W: Write> PgzipWriter<W> {
                 while self.next_seq - self.next_write >= pool.max_in_flight {
                     Self::receive_one(pool, &mut self.inner, &mut self.next_write, &mut self.free)?;
                 }
-                let out = self.free.pop().unwrap_or_default();
+                let out = take_buffer(&mut self.free);
                 let job = Job {
                     seq: self.next_seq,
                     dict,
@@ -225,6 +219,13 @@ impl<W: Write> PgzipWriter<W> {
         self.inner.flush()?;
         Ok(self.inner)
     }
+}
+
+/// A recycled buffer, emptied (results and inputs share one free list).
+fn take_buffer(free: &mut Vec<Vec<u8>>) -> Vec<u8> {
+    let mut b = free.pop().unwrap_or_default();
+    b.clear();
+    b
 }
 
 fn worker_gone() -> io::Error {

@@ -61,7 +61,7 @@ fn reproduces_vectors() {
 fn chunking_and_workers_do_not_change_output() {
     let mut data = Vec::new();
     let mut x = 1u32;
-    for i in 0..(3 << 20) + 12345u32 {
+    for i in 0..(7 << 20) + 12345u32 {
         x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
         data.push(if i % 7 < 4 {
             b"abcdefgh"[(x >> 29) as usize]
