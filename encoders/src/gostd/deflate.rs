@@ -1,12 +1,14 @@
 //! The LZ77 stage, ported from Go 1.19 `compress/flate/deflate.go`: the
 //! `deflate` step (hash chains, lazy matching) with level 6's parameters.
 //!
-//! Go's sliding window is `2 * WINDOW_SIZE` bytes; the second half is shifted
-//! down only when new input arrives and the unprocessed tail has fallen below
-//! `MIN_LOOKAHEAD`. When that shift happens decides which far matches are still
-//! reachable, so [`Compressor::write`] steps and shifts exactly where Go does
-//! when it is fed whole windows (any write size that fills the window before
-//! it is processed, including the 32 KiB `io.Copy` writes).
+//! Go's window is `2 * WINDOW_SIZE` bytes. A write that finds the processed
+//! position at `2 * WINDOW_SIZE - MIN_LOOKAHEAD` or beyond first shifts the
+//! upper half down, and after a shift matches cannot reach back past the
+//! window start. A write that leaves the window a few bytes short of full lets
+//! Go stop one token early and shift there instead, so in rare cases Go's
+//! output depends on its callers' write sizes. [`Compressor::write`] steps
+//! only on a full window: the output is Go's for 32 KiB `io.Copy` writes or a
+//! single write, whatever sizes reach this writer.
 
 use super::bitwriter::{match_token, BitWriter, END_BLOCK_MARKER};
 
@@ -67,12 +69,20 @@ fn match_len(a: &[u8], b: &[u8], max: usize) -> usize {
     max
 }
 
+/// A zeroed heap array; fixed sizes let masked indexes skip bounds checks.
+fn boxed_zeroes<T: Copy + Default, const N: usize>() -> Box<[T; N]> {
+    match vec![T::default(); N].into_boxed_slice().try_into() {
+        Ok(a) => a,
+        Err(_) => unreachable!("a vec of N elements converts to [T; N]"),
+    }
+}
+
 /// Go's `compressor` restricted to the `deflate` step.
 pub(super) struct Compressor {
     pub(super) w: BitWriter,
-    window: Vec<u8>,
-    hash_head: Vec<u32>,
-    hash_prev: Vec<u32>,
+    window: Box<[u8; 2 * WINDOW_SIZE]>,
+    hash_head: Box<[u32; HASH_SIZE]>,
+    hash_prev: Box<[u32; WINDOW_SIZE]>,
     /// Added to window positions before they enter the hash tables, so the
     /// tables survive window shifts (0 means "empty", hence the start at 1).
     hash_offset: i64,
@@ -92,9 +102,9 @@ impl Compressor {
     pub(super) fn new() -> Self {
         Compressor {
             w: BitWriter::new(),
-            window: vec![0; 2 * WINDOW_SIZE],
-            hash_head: vec![0; HASH_SIZE],
-            hash_prev: vec![0; WINDOW_SIZE],
+            window: boxed_zeroes(),
+            hash_head: boxed_zeroes(),
+            hash_prev: boxed_zeroes(),
             hash_offset: 1,
             chain_head: -1,
             index: 0,
