@@ -21,6 +21,7 @@
 //! be continued counts an end-of-block symbol and declares only the codes it
 //! uses. (1.18.1 is a third variant, not reproduced here.)
 
+mod bits;
 mod bitwriter;
 mod deflate;
 mod huffman;
