@@ -17,6 +17,7 @@ use crate::image::{self, StoredImage};
 use crate::skopeo::CopyOptions;
 use crate::transfer::{
     check_space, default_tmpdir, read_creds_file, registry_host, storage_reference, write_authfile,
+    write_source_policy,
 };
 pub use crate::transfer::{StorageOptions, TransferOptions};
 use crate::transport::ImageLocation;
@@ -155,11 +156,21 @@ async fn copy_with_skopeo<ID: FsVerityHashValue>(
         ))),
         (None, _) => transfer.authfile.clone(),
     };
+    // Our layout is proven by digest: the host's signature policy (which may
+    // reject by default) is for images from elsewhere.
+    let scope = layout
+        .canonicalize()
+        .with_context(|| format!("Resolving {}", layout.display()))?;
     let copy = CopyOptions {
         // What lands must be exactly what we wrote.
         preserve_digests: !storage && !docker_archive,
         dest_tls_verify: transfer.dest_tls_verify,
         dest_authfile,
+        policy: Some(write_source_policy(
+            tmp.path(),
+            "oci",
+            &scope.to_string_lossy(),
+        )?),
         ..CopyOptions::default()
     };
     opts.progress

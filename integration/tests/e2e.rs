@@ -11,6 +11,8 @@ use std::path::Path;
 
 #[path = "e2e/host.rs"]
 mod host;
+#[path = "e2e/security.rs"]
+mod security;
 #[path = "e2e/stream.rs"]
 mod stream;
 
@@ -66,6 +68,16 @@ fn main() {
             "server_answers_only_the_expected_requests",
             &["python3"],
             stream::server_answers_only_the_expected_requests,
+        ),
+        trial(
+            "unprivileged_user_is_refused_and_cannot_stall",
+            &["skopeo", "podman", "setpriv", "prlimit", "python3"],
+            security::unprivileged_user_is_refused_and_cannot_stall,
+        ),
+        trial(
+            "reject_by_default_policy_does_not_refuse_our_source",
+            &["skopeo", "podman"],
+            security::reject_by_default_policy_does_not_refuse_our_source,
         ),
         trial(
             "sigint_mid_stream_leaves_nothing",
