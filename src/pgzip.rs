@@ -216,7 +216,6 @@ fn gzip_header(level: i32) -> [u8; 10] {
 
 /// A worker: deflate blocks from the queue until it closes.
 fn worker(queue: &Mutex<Receiver<BlockJob>>, level: i32) {
-    let mut deflate = Deflate::new(level, false, 15);
     loop {
         let job = match queue.lock() {
             Ok(queue) => queue.recv(),
@@ -227,6 +226,10 @@ fn worker(queue: &Mutex<Receiver<BlockJob>>, level: i32) {
             .previous
             .as_deref()
             .map(|p| &p[p.len() - WINDOW.min(p.len())..]);
+        // A fresh state per block: zlib-rs' reset leaves state from the
+        // previous block that can change this block's bytes, so output would
+        // depend on which worker took which block.
+        let mut deflate = Deflate::new(level, false, 15);
         let result = deflate_block(&mut deflate, dictionary, &job.data, job.last);
         // The encoder may be gone (an error elsewhere); nobody needs the block then.
         let _ = job.reply.send(result);
@@ -241,7 +244,6 @@ fn deflate_block(
     last: bool,
 ) -> io::Result<Vec<u8>> {
     let failed = |e: zlib_rs::DeflateError| io::Error::other(format!("deflate: {}", e.as_str()));
-    deflate.reset();
     if let Some(dictionary) = dictionary {
         deflate.set_dictionary(dictionary).map_err(failed)?;
     }
@@ -350,6 +352,55 @@ mod tests {
                 "{workers} workers, writes of {chunk}"
             );
         }
+    }
+
+    /// Layer-like data: literals mixed with copies of earlier bytes at every
+    /// distance, so matches reach into the dictionary and across blocks.
+    fn lz_sample(len: usize, seed: u64) -> Vec<u8> {
+        let mut state = seed | 1;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut out = Vec::with_capacity(len);
+        while out.len() < len {
+            let r = next();
+            if out.len() > 300 && r % 3 != 0 {
+                let distance = 1 + (next() as usize % out.len().min(1 << 16));
+                let length = 3 + (next() as usize % 200);
+                let start = out.len() - distance;
+                for i in 0..length {
+                    out.push(out[start + i % distance]);
+                }
+            } else {
+                out.extend((0..1 + r % 40).map(|_| (next() % 64) as u8 + 32));
+            }
+        }
+        out.truncate(len);
+        out
+    }
+
+    #[test]
+    fn same_bytes_every_run_and_any_workers() {
+        // A worker compresses many blocks in turn: nothing of one block may
+        // leak into the next (it did, through a reused deflate state).
+        let data = lz_sample(12 << 20, 7);
+        let reference = encode(&data, 6, 1, 1 << 20);
+        for (workers, chunk) in [(1, 32 << 10), (2, 1 << 20), (3, 100_000), (4, data.len())] {
+            for _ in 0..2 {
+                assert!(
+                    encode(&data, 6, workers, chunk) == reference,
+                    "{workers} workers"
+                );
+            }
+        }
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&reference[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert!(back == data);
     }
 
     #[test]
