@@ -53,6 +53,26 @@ impl HostPaths {
         self.sysroot.join("composefs")
     }
 
+    /// [`HostPaths::repository`], once it is known to be a directory beneath
+    /// the sysroot: a `composefs` symlinked out of an untrusted disk image
+    /// must not make us read some other repository.
+    pub fn repository_beneath(&self) -> Result<PathBuf> {
+        let repo = self.repository();
+        let dir = Dir::open_ambient_dir(&self.sysroot, ambient_authority())
+            .with_context(|| format!("Opening the sysroot {}", self.sysroot.display()))?;
+        match dir.open_dir("composefs") {
+            Ok(_) => Ok(repo),
+            // Said by whoever opens it: "no repository at …".
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(repo),
+            Err(e) => Err(read::escape_named(e)).with_context(|| {
+                format!(
+                    "{} is not a repository directory inside the sysroot (give --repo PATH to read a repository elsewhere)",
+                    repo.display()
+                )
+            }),
+        }
+    }
+
     fn deploy_dir(&self) -> PathBuf {
         self.sysroot.join("state/deploy")
     }

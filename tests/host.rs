@@ -523,6 +523,16 @@ impl Host {
     }
 }
 
+impl Host {
+    /// After every hostile case is undone: `list` is clean again.
+    fn lists_with_warning_free(&self) {
+        let seen = self.hostile("restored", &["list"], &[]);
+        assert_eq!(seen.code, Some(0), "{}", seen.stderr);
+        assert_eq!(seen.stderr, "", "a warning is left over");
+        assert_eq!(seen.stdout.lines().count(), 4, "{}", seen.stdout);
+    }
+}
+
 #[test]
 fn hostile_host_files_are_warnings_not_hangs_or_leaks() {
     let h = host();
@@ -695,6 +705,25 @@ fn hostile_host_files_are_warnings_not_hangs_or_leaks() {
         seen.stderr
     );
     h.tree.boot(&h.ids[1]);
+
+    // The repository itself symlinked out of the sysroot: not used.
+    let elsewhere = sysroot.parent().unwrap().join("elsewhere-secret");
+    std::fs::rename(h.tree.repo(), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, h.tree.repo()).unwrap();
+    let seen = h.hostile("composefs -> outside", &["list"], &["elsewhere-secret"]);
+    assert_eq!(seen.code, Some(1), "{}", seen.stderr);
+    assert!(
+        seen.stderr.starts_with("error: ")
+            && seen
+                .stderr
+                .contains("is not a repository directory inside the sysroot")
+            && seen.stderr.contains("--repo"),
+        "{}",
+        seen.stderr
+    );
+    std::fs::remove_file(h.tree.repo()).unwrap();
+    std::fs::rename(&elsewhere, h.tree.repo()).unwrap();
+    h.lists_with_warning_free();
     assert!(!out_dir(&h, "never").exists());
 }
 

@@ -45,7 +45,7 @@ impl Source {
             let location = if explicit_repo {
                 cli.repo.location()
             } else {
-                RepoLocation::Path(host.paths.repository())
+                RepoLocation::Path(host.paths.repository_beneath()?)
             };
             return Ok(Source {
                 location,

@@ -133,7 +133,7 @@ pub(crate) fn text(bytes: Vec<u8>) -> io::Result<String> {
 
 /// cap-std's "a path led outside of the filesystem" (no OS error code) said
 /// in the sysroot's terms.
-fn escape_named(e: io::Error) -> io::Error {
+pub(crate) fn escape_named(e: io::Error) -> io::Error {
     if e.kind() == io::ErrorKind::PermissionDenied && e.raw_os_error().is_none() {
         io::Error::new(
             io::ErrorKind::PermissionDenied,
