@@ -5,17 +5,21 @@
 //!
 //! Every path is taken from [`HostPaths`], so a whole host can be laid out in
 //! a temp dir (or a mounted disk image examined) without touching the running
-//! system.
+//! system. The sysroot may be someone else's disk image: every file in it is
+//! read beneath it, non-blocking, regular files only and size-capped (see
+//! `read`), and what cannot be read becomes a warning or a deployment's problem.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use cap_std_ext::cap_std::{ambient_authority, fs::Dir};
 use oci_spec::image::Digest;
 use serde::Serialize;
 
 use crate::digest::{parse_sha256, short_hex};
-use boot::{booted_id, deployment_ids, staged_id};
+use boot::{booted_id, deployment_ids, staged_id, Booted};
+use read::{read_beneath, shown, text, IMGINFO_CAP, SMALL_FILE_CAP};
 
 /// Where the host's state is read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +51,26 @@ impl HostPaths {
     /// The repository bootc keeps under this sysroot.
     pub fn repository(&self) -> PathBuf {
         self.sysroot.join("composefs")
+    }
+
+    /// [`HostPaths::repository`], once it is known to be a directory beneath
+    /// the sysroot: a `composefs` symlinked out of an untrusted disk image
+    /// must not make us read some other repository.
+    pub fn repository_beneath(&self) -> Result<PathBuf> {
+        let repo = self.repository();
+        let dir = Dir::open_ambient_dir(&self.sysroot, ambient_authority())
+            .with_context(|| format!("Opening the sysroot {}", self.sysroot.display()))?;
+        match dir.open_dir("composefs") {
+            Ok(_) => Ok(repo),
+            // Said by whoever opens it: "no repository at …".
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(repo),
+            Err(e) => Err(read::escape_named(e)).with_context(|| {
+                format!(
+                    "{} is not a repository directory inside the sysroot (give --repo PATH to read a repository elsewhere)",
+                    repo.display()
+                )
+            }),
+        }
     }
 
     fn deploy_dir(&self) -> PathBuf {
@@ -188,6 +212,9 @@ pub struct Host {
     pub deployments: Vec<Deployment>,
     /// Why no deployment is booted, when none is (e.g. no `composefs=` on the command line).
     pub not_booted: Option<String>,
+    /// What was skipped while reading the host (unreadable boot entries, an
+    /// invalid staged marker, …), one message each, to be shown as warnings.
+    pub warnings: Vec<String>,
 }
 
 impl Host {
@@ -195,23 +222,49 @@ impl Host {
     /// sysroot (neither `composefs/` nor `state/deploy/`).
     pub fn load(paths: HostPaths) -> Result<Host> {
         let sysroot = &paths.sysroot;
-        if !sysroot.join("composefs").is_dir() && !paths.deploy_dir().is_dir() {
-            bail!(
+        let not_bootc = || {
+            format!(
                 "{} is not a bootc sysroot: it has neither composefs/ nor state/deploy/ (give the root of a composefs-booted bootc system)",
                 sysroot.display()
-            );
+            )
+        };
+        let dir = match Dir::open_ambient_dir(sysroot, ambient_authority()) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(not_bootc()),
+            Err(e) => {
+                return Err(e).with_context(|| format!("Opening the sysroot {}", sysroot.display()))
+            }
+        };
+        let is_dir = |p: &str| dir.metadata(p).is_ok_and(|m| m.is_dir());
+        if !is_dir("composefs") && !is_dir("state/deploy") {
+            bail!(not_bootc());
         }
-        let in_boot_order = deployment_ids(&paths)?;
-        let booted = booted_id(&paths)?;
-        let staged = staged_id(&paths)?;
+        let mut warnings = Vec::new();
+        let in_boot_order = deployment_ids(&dir, &paths, &mut warnings)?;
+        let booted_or_why = match booted_id(&paths, &mut warnings)? {
+            Booted::Id(id) => Ok(id),
+            Booted::NotComposefs => Err(format!(
+                "this system was not booted from a composefs deployment ({} has no composefs= argument)",
+                paths.cmdline.display()
+            )),
+            Booted::Invalid(why) => {
+                warnings.push(format!("{why}; no deployment is taken as booted"));
+                Err(format!("the booted deployment is unknown: {why}"))
+            }
+        };
+        let staged = staged_id(&paths, &mut warnings);
         let mut ids = in_boot_order.clone();
         // A booted or staged deployment counts even if its entry is not where we looked.
-        for id in [&booted, &staged].into_iter().flatten() {
-            if !ids.contains(id) && paths.deploy_dir().join(id).is_dir() {
+        for id in [booted_or_why.as_ref().ok(), staged.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            if !ids.contains(id) && is_dir(&format!("state/deploy/{id}")) {
                 ids.push(id.clone());
             }
         }
-        let booted_here = booted.as_ref().filter(|b| ids.contains(b));
+        let booted = booted_or_why.as_ref().ok();
+        let booted_here = booted.filter(|b| ids.contains(b));
         let rollback = booted_here.and_then(|b| {
             ids.iter()
                 .find(|i| *i != b && Some(*i) != staged.as_ref())
@@ -229,18 +282,15 @@ impl Host {
                 } else {
                     Role::Other
                 };
-                read_deployment(&paths, id, role)
+                read_deployment(&dir, &paths, id, role)
             })
             .collect();
         // Stable: the others stay in boot order.
         deployments.sort_by_key(|d| d.role);
-        let not_booted = match (&booted, booted_here) {
+        let not_booted = match (&booted_or_why, booted_here) {
             (_, Some(_)) => None,
-            (None, _) => Some(format!(
-                "this system was not booted from a composefs deployment ({} has no composefs= argument)",
-                paths.cmdline.display()
-            )),
-            (Some(b), None) => Some(format!(
+            (Err(why), _) => Some(why.clone()),
+            (Ok(b), None) => Some(format!(
                 "the booted composefs image {} is not a deployment of {}",
                 short_hex(b),
                 sysroot.display()
@@ -250,6 +300,7 @@ impl Host {
             paths,
             deployments,
             not_booted,
+            warnings,
         })
     }
 
@@ -413,7 +464,7 @@ fn strip_ostree_prefix(s: &str) -> Result<String> {
         if let Some(rest) = s.strip_prefix(p) {
             let (_, img) = rest
                 .split_once(':')
-                .with_context(|| format!("{s:?} has no remote name"))?;
+                .with_context(|| format!("{} has no remote name", shown(s)))?;
             return Ok(if p == "ostree-remote-registry:" {
                 format!("docker://{img}")
             } else {
@@ -422,7 +473,8 @@ fn strip_ostree_prefix(s: &str) -> Result<String> {
         }
     }
     bail!(
-        "{s:?} is not an ostree image reference (expected ostree-unverified-image:TRANSPORT:NAME)"
+        "{} is not an ostree image reference (expected ostree-unverified-image:TRANSPORT:NAME)",
+        shown(s)
     )
 }
 
@@ -447,9 +499,11 @@ fn ini_get<'a>(text: &'a str, section: &str, key: &str) -> Option<&'a str> {
     None
 }
 
-fn read_deployment(paths: &HostPaths, id: &str, role: Role) -> Deployment {
-    let dir = paths.deploy_dir().join(id);
-    let origin_path = dir.join(format!("{id}.origin"));
+fn read_deployment(sysroot: &Dir, paths: &HostPaths, id: &str, role: Role) -> Deployment {
+    // `id` is a checked deployment ID: no `/` or `..` in these paths.
+    let dir = Path::new("state/deploy").join(id);
+    let origin_rel = dir.join(format!("{id}.origin"));
+    let origin_path = paths.sysroot.join(&origin_rel);
     let mut d = Deployment {
         id: id.to_string(),
         role,
@@ -457,7 +511,7 @@ fn read_deployment(paths: &HostPaths, id: &str, role: Role) -> Deployment {
         image: None,
         problem: None,
     };
-    let text = match std::fs::read_to_string(&origin_path) {
+    let text = match read_beneath(sysroot, &origin_rel, SMALL_FILE_CAP).and_then(text) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             d.problem = Some(format!(
@@ -467,19 +521,26 @@ fn read_deployment(paths: &HostPaths, id: &str, role: Role) -> Deployment {
             return d;
         }
         Err(e) => {
-            d.problem = Some(format!("reading {}: {e}", origin_path.display()));
+            d.problem = Some(format!("its origin file {}: {e}", origin_path.display()));
             return d;
         }
     };
     d.boot_type = ini_get(&text, "boot", "boot_type").map(str::to_string);
-    match origin_image(&text, &dir, id) {
+    let imginfo = || {
+        let rel = dir.join(format!("{id}.imginfo"));
+        let shown = paths.sysroot.join(&rel);
+        imginfo_config(read_beneath(sysroot, &rel, IMGINFO_CAP), &shown)
+    };
+    match origin_image(&text, imginfo) {
         Ok(i) => d.image = Some(i),
         Err(e) => d.problem = Some(format!("{}: {e:#}", origin_path.display())),
     }
     d
 }
 
-fn origin_image(text: &str, dir: &Path, id: &str) -> Result<OriginImage> {
+/// The image an origin file names; `imginfo` gives the config digest from
+/// `<id>.imginfo` when the origin has no manifest digest (older hosts).
+fn origin_image(text: &str, imginfo: impl FnOnce() -> Result<Digest>) -> Result<OriginImage> {
     let Some(raw) = ini_get(text, "origin", "container-image-reference") else {
         bail!("no container-image-reference in its [origin] section");
     };
@@ -487,15 +548,26 @@ fn origin_image(text: &str, dir: &Path, id: &str) -> Result<OriginImage> {
     let (transport, name) = split_transport(&reference);
     let (transport, name) = (transport.to_string(), name.to_string());
     if name.is_empty() {
-        bail!("the image reference {raw:?} names no image");
+        bail!("the image reference {} names no image", shown(raw));
     }
     let manifest_digest = match ini_get(text, "image", "manifest_digest") {
-        Some(m) => Some(parse_sha256(m).with_context(|| format!("[image] manifest_digest {m:?}"))?),
+        Some(m) => Some(parse_sha256(m).map_err(|e| {
+            anyhow::anyhow!(
+                "[image] manifest_digest {} is not a sha256 digest{}",
+                shown(m),
+                // The parser's own message repeats the value; only say more for short ones.
+                if m.len() <= 80 {
+                    format!(" ({e:#})")
+                } else {
+                    String::new()
+                }
+            )
+        })?),
         None => None,
     };
     let config_digest = match manifest_digest {
         Some(_) => None,
-        None => Some(imginfo_config(&dir.join(format!("{id}.imginfo")))?),
+        None => Some(imginfo()?),
     };
     Ok(OriginImage {
         reference,
@@ -508,12 +580,12 @@ fn origin_image(text: &str, dir: &Path, id: &str) -> Result<OriginImage> {
 
 /// Older hosts: `<id>.imginfo` holds a re-serialized manifest, so only the
 /// config digest it names can be trusted (the config is checked by it on load).
-fn imginfo_config(path: &Path) -> Result<Digest> {
+fn imginfo_config(bytes: std::io::Result<Vec<u8>>, path: &Path) -> Result<Digest> {
     #[derive(serde::Deserialize)]
     struct ImgInfo {
         manifest: oci_spec::image::ImageManifest,
     }
-    let bytes = std::fs::read(path).with_context(|| {
+    let bytes = bytes.with_context(|| {
         format!(
             "no [image] manifest_digest, and its image info {} cannot be read",
             path.display()
@@ -525,5 +597,6 @@ fn imginfo_config(path: &Path) -> Result<Digest> {
 }
 
 mod boot;
+mod read;
 #[cfg(test)]
 mod tests;

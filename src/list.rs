@@ -46,8 +46,9 @@ pub struct ListRow {
 pub struct Listing {
     /// One per image.
     pub rows: Vec<ListRow>,
-    /// Problems to tell: damaged manifests, and deployments whose image could
-    /// not be found (origin problems or garbage-collected), with why.
+    /// Problems to tell: what was skipped reading the host ([`Host::warnings`]),
+    /// damaged manifests, and deployments whose image could not be found
+    /// (origin problems or garbage-collected), with why.
     pub problems: Vec<String>,
 }
 
@@ -138,7 +139,8 @@ pub fn list<ID: FsVerityHashValue>(repo: &Repository<ID>, host: Option<&Host>) -
             .min()
             .unwrap_or(Role::Other)
     });
-    let mut problems: Vec<String> = rows.iter().filter_map(|r| r.damaged.clone()).collect();
+    let mut problems: Vec<String> = host.map_or_else(Vec::new, |h| h.warnings.clone());
+    problems.extend(rows.iter().filter_map(|r| r.damaged.clone()));
     let unmatched = deployments
         .iter()
         .filter(|d| {

@@ -424,3 +424,369 @@ boot_type = bls
 
     assert!(!out.exists(), "a failed export wrote {}", out.display());
 }
+
+/// Run with a deadline: a read that blocks (a FIFO) fails the test instead of hanging it.
+fn run_timed(mut cmd: std::process::Command) -> Output {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let t = tempfile::tempdir().unwrap();
+    let (o, e) = (t.path().join("stdout"), t.path().join("stderr"));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&o).unwrap())
+        .stderr(std::fs::File::create(&e).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "cfs-export hung (killed after 60s); stderr so far: {}",
+                std::fs::read_to_string(&e).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: std::fs::read(&o).unwrap(),
+        stderr: std::fs::read(&e).unwrap(),
+    }
+}
+
+fn mkfifo(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    let ok = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mkfifo {}", path.display());
+}
+
+/// What one hostile host gave: exit code, stdout, stderr (checked for raw
+/// control characters, panics and names from outside the sysroot).
+struct Seen {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Host {
+    fn hostile(&self, case: &str, args: &[&str], forbidden: &[&str]) -> Seen {
+        let out = run_timed(self.tree.command(&self.tree.sysroot, args));
+        let seen = Seen {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        for (what, text) in [("stdout", &seen.stdout), ("stderr", &seen.stderr)] {
+            assert!(
+                !text.chars().any(|c| c.is_control() && c != '\n'),
+                "{case}: raw control characters on {what}: {text:?}"
+            );
+            for f in forbidden {
+                assert!(!text.contains(f), "{case}: {f:?} on {what}: {text}");
+            }
+        }
+        assert!(!seen.stderr.contains("panicked"), "{case}: {}", seen.stderr);
+        eprintln!(
+            "--- {case}: exit {:?}\n{}{}",
+            seen.code, seen.stdout, seen.stderr
+        );
+        seen
+    }
+
+    /// `list` still lists, exit 0, with a warning containing every part.
+    fn lists_with_warning(&self, case: &str, parts: &[&str], forbidden: &[&str]) -> Seen {
+        let seen = self.hostile(case, &["list"], forbidden);
+        assert_eq!(seen.code, Some(0), "{case}: {}", seen.stderr);
+        let warning = seen
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("warning: ") && parts.iter().all(|p| l.contains(p)))
+            .unwrap_or_else(|| panic!("{case}: no warning with {parts:?} in {}", seen.stderr));
+        assert!(!warning.is_empty());
+        // The healthy deployments are still there.
+        assert!(
+            seen.stdout
+                .contains(&format!("booted {}", &self.ids[1][..12])),
+            "{case}: {}",
+            seen.stdout
+        );
+        seen
+    }
+}
+
+impl Host {
+    /// After every hostile case is undone: `list` is clean again.
+    fn lists_with_warning_free(&self) {
+        let seen = self.hostile("restored", &["list"], &[]);
+        assert_eq!(seen.code, Some(0), "{}", seen.stderr);
+        assert_eq!(seen.stderr, "", "a warning is left over");
+        assert_eq!(seen.stdout.lines().count(), 4, "{}", seen.stdout);
+    }
+}
+
+#[test]
+fn hostile_host_files_are_warnings_not_hangs_or_leaks() {
+    let h = host();
+    let sysroot = &h.tree.sysroot;
+    let origin = |i: usize| sysroot.join(format!("state/deploy/{0}/{0}.origin", h.ids[i]));
+    let shown = |p: &Path| p.display().to_string();
+    let saved = std::fs::read(origin(0)).unwrap();
+    let restore = || {
+        let _ = std::fs::remove_file(origin(0));
+        std::fs::write(origin(0), &saved).unwrap();
+    };
+    // A file outside the sysroot, which must never be read nor named.
+    let outside = sysroot.parent().unwrap().join("outside-secret.origin");
+    std::fs::write(
+        &outside,
+        HostTree::origin(
+            "docker://quay.io/secret/leak:1",
+            &h.images[0].manifest_digest,
+        ),
+    )
+    .unwrap();
+    let secret = ["outside-secret", "quay.io/secret/leak"];
+
+    // An origin file that is a FIFO.
+    mkfifo(&origin(0));
+    h.lists_with_warning("FIFO origin", &[&shown(&origin(0)), "a FIFO"], &[]);
+    restore();
+
+    // An origin that is a symbolic link to /dev/zero, then to a file outside DIR
+    // (absolute and relative), then a file far too big.
+    for (case, target) in [
+        ("origin -> /dev/zero", PathBuf::from("/dev/zero")),
+        ("origin -> outside (absolute)", outside.clone()),
+        (
+            "origin -> outside (relative)",
+            PathBuf::from("../../../../").join(outside.file_name().unwrap()),
+        ),
+    ] {
+        std::fs::remove_file(origin(0)).unwrap();
+        std::os::unix::fs::symlink(&target, origin(0)).unwrap();
+        let mut forbidden = secret.to_vec();
+        forbidden.push("/dev/zero");
+        h.lists_with_warning(
+            case,
+            &[&shown(&origin(0)), "outside the sysroot"],
+            &forbidden,
+        );
+        restore();
+    }
+    std::fs::write(origin(0), vec![b'#'; (1 << 20) + 1]).unwrap();
+    h.lists_with_warning(
+        "2 MiB origin",
+        &[&shown(&origin(0)), "larger than 1 MiB"],
+        &[],
+    );
+    restore();
+
+    // An old-style origin whose image info is a FIFO.
+    let imginfo = sysroot.join(format!("state/deploy/{0}/{0}.imginfo", h.ids[0]));
+    std::fs::write(
+        origin(0),
+        format!("[origin]\ncontainer-image-reference = ostree-unverified-image:docker://{NAME}\n"),
+    )
+    .unwrap();
+    mkfifo(&imginfo);
+    h.lists_with_warning("FIFO .imginfo", &[&shown(&imginfo), "a FIFO"], &[]);
+    std::fs::remove_file(&imginfo).unwrap();
+    restore();
+
+    // Boot entries that cannot be read: each a warning naming it; the rest listed.
+    let entries = sysroot.join("boot/loader/entries");
+    let fifo = entries.join("fifo.conf");
+    mkfifo(&fifo);
+    h.lists_with_warning("FIFO BLS entry", &[&shown(&fifo), "a FIFO"], &[]);
+    std::fs::remove_file(&fifo).unwrap();
+    let bad = [
+        ("zero.conf", "outside the sysroot"),
+        ("latin1.conf", "not UTF-8"),
+        ("dangling.conf", "symbolic link to nothing"),
+        ("dir.conf", "a directory"),
+    ];
+    std::os::unix::fs::symlink("/dev/zero", entries.join("zero.conf")).unwrap();
+    std::fs::write(
+        entries.join("latin1.conf"),
+        b"title Caf\xe9 OS\noptions rw\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("gone.conf", entries.join("dangling.conf")).unwrap();
+    std::fs::create_dir(entries.join("dir.conf")).unwrap();
+    let seen = h.lists_with_warning("bad BLS entries", &["latin1.conf", "not UTF-8"], &[]);
+    for (file, why) in bad {
+        let path = shown(&entries.join(file));
+        assert!(
+            seen.stderr
+                .lines()
+                .any(|l| l.starts_with("warning: boot entry")
+                    && l.contains(&path)
+                    && l.contains(why)),
+            "{file}: {}",
+            seen.stderr
+        );
+    }
+    for (file, _) in bad {
+        let p = entries.join(file);
+        if p.is_dir() && !p.is_symlink() {
+            std::fs::remove_dir(p).unwrap();
+        } else {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+
+    // GRUB's user.cfg as a FIFO.
+    let user_cfg = sysroot.join("boot/grub2/user.cfg");
+    std::fs::create_dir_all(user_cfg.parent().unwrap()).unwrap();
+    mkfifo(&user_cfg);
+    h.lists_with_warning("FIFO user.cfg", &[&shown(&user_cfg), "a FIFO"], &[]);
+    std::fs::remove_file(&user_cfg).unwrap();
+
+    // A staged marker naming a path, not a deployment.
+    let marker = h.tree.run.join("composefs/staged-deployment");
+    let saved_marker = std::fs::read(&marker).unwrap();
+    std::fs::write(
+        &marker,
+        r#"{"depl_id": "/tmp/x", "finalization_locked": false}"#,
+    )
+    .unwrap();
+    h.lists_with_warning(
+        "staged marker /tmp/x",
+        &["staged-deployment", "\"/tmp/x\" is not a deployment ID"],
+        &["/tmp/x.origin"],
+    );
+    let to = format!("oci:{}:x", out_dir(&h, "never").display());
+    let seen = h.hostile(
+        "export staged, marker /tmp/x",
+        &["export", "staged", "--to", &to],
+        &[],
+    );
+    assert_eq!(seen.code, Some(1), "{}", seen.stderr);
+    assert!(
+        seen.stderr.contains("error: There is no staged deployment"),
+        "{}",
+        seen.stderr
+    );
+    std::fs::write(&marker, saved_marker).unwrap();
+
+    // composefs= on the kernel command line that is not a deployment ID.
+    std::fs::write(
+        &h.tree.cmdline,
+        "root=/dev/sda1 composefs=../../etc/passwd rw\n",
+    )
+    .unwrap();
+    let seen = h.hostile("non-hex composefs=", &["list"], &[]);
+    assert_eq!(seen.code, Some(0), "{}", seen.stderr);
+    assert!(
+        seen.stderr
+            .contains("composefs=\"../../etc/passwd\" is not a deployment ID"),
+        "{}",
+        seen.stderr
+    );
+    let seen = h.hostile(
+        "export booted, non-hex composefs=",
+        &["export", "booted", "--to", &to],
+        &[],
+    );
+    assert_eq!(seen.code, Some(1), "{}", seen.stderr);
+    assert!(
+        seen.stderr
+            .contains("error: No booted deployment: the booted deployment is unknown"),
+        "{}",
+        seen.stderr
+    );
+    h.tree.boot(&h.ids[1]);
+
+    // The repository itself symlinked out of the sysroot: not used.
+    let elsewhere = sysroot.parent().unwrap().join("elsewhere-secret");
+    std::fs::rename(h.tree.repo(), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, h.tree.repo()).unwrap();
+    let seen = h.hostile("composefs -> outside", &["list"], &["elsewhere-secret"]);
+    assert_eq!(seen.code, Some(1), "{}", seen.stderr);
+    assert!(
+        seen.stderr.starts_with("error: ")
+            && seen
+                .stderr
+                .contains("is not a repository directory inside the sysroot")
+            && seen.stderr.contains("--repo"),
+        "{}",
+        seen.stderr
+    );
+    std::fs::remove_file(h.tree.repo()).unwrap();
+    std::fs::rename(&elsewhere, h.tree.repo()).unwrap();
+    h.lists_with_warning_free();
+    assert!(!out_dir(&h, "never").exists());
+}
+
+#[test]
+fn terminal_escapes_in_an_origin_are_shown_escaped() {
+    let h = host();
+    let origin = h
+        .tree
+        .sysroot
+        .join(format!("state/deploy/{0}/{0}.origin", h.ids[0]));
+    let evil = "quay.io/x/\u{1b}]0;owned\u{7}\u{1b}[2J\u{1b}[H\u{9b}31mos:1";
+    std::fs::write(
+        &origin,
+        HostTree::origin(&format!("docker://{evil}"), &h.images[0].manifest_digest),
+    )
+    .unwrap();
+    let seen = h.hostile("ESC/OSC in an image name", &["list"], &[]);
+    assert_eq!(seen.code, Some(0), "{}", seen.stderr);
+    assert!(
+        seen.stdout.contains("rollback ")
+            && seen
+                .stdout
+                .contains("quay.io/x/\\x1b]0;owned\\x07\\x1b[2J\\x1b[H\\u{9b}31mos:1"),
+        "{}",
+        seen.stdout
+    );
+    // JSON stays exact (serde escapes it).
+    let seen = h.hostile("ESC/OSC, --json", &["--json", "list"], &[]);
+    let rows: serde_json::Value = serde_json::from_str(&seen.stdout).unwrap();
+    let names: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["deployments"].as_array().unwrap())
+        .map(|d| d["image"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&evil), "{names:?}");
+    // Warnings and errors naming it are escaped too.
+    let gone = format!("sha256:{}", "0".repeat(64));
+    std::fs::write(
+        &origin,
+        HostTree::origin(&format!("docker://{evil}"), &gone),
+    )
+    .unwrap();
+    let seen = h.hostile("ESC/OSC in a warning", &["list"], &[]);
+    assert_eq!(seen.code, Some(0), "{}", seen.stderr);
+    assert!(
+        seen.stderr.contains("warning: the rollback deployment"),
+        "{}",
+        seen.stderr
+    );
+    assert!(seen.stderr.contains("\\x1b]0;owned"), "{}", seen.stderr);
+    let to = format!("oci:{}:x", out_dir(&h, "never").display());
+    let seen = h.hostile(
+        "ESC/OSC in an error",
+        &["export", "--deployment", "rollback", "--to", &to],
+        &[],
+    );
+    assert_eq!(seen.code, Some(1), "{}", seen.stderr);
+    assert!(
+        seen.stderr.starts_with("error: The rollback deployment"),
+        "{}",
+        seen.stderr
+    );
+    assert!(seen.stderr.contains("\\x1b]0;owned"), "{}", seen.stderr);
+}

@@ -98,7 +98,7 @@ impl Progress for Bars {
             ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}]")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
-        bar.set_message(message.to_string());
+        bar.set_message(super::print::escape_control(message).into_owned());
         bar.enable_steady_tick(Duration::from_millis(120));
         if let Ok(mut s) = self.spinner.lock() {
             *s = Some(bar);

@@ -2,11 +2,12 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bars;
+#[macro_use]
 mod print;
 mod source;
 
 use print::{print_export, print_list, print_verify};
-use source::{storage_target, tell_deployment_choices, Source};
+use source::{storage_target, tell_deployment_choices, tell_host_warnings, Source};
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -275,9 +276,9 @@ pub fn main() -> ExitCode {
         // The report on stdout already is the one JSON document.
     } else if json {
         let doc = serde_json::json!({ "error": print::one_line(&format!("{e:#}")) });
-        let _ = writeln!(stdout, "{doc}");
+        let _ = writeln!(stdout, "{}", print::json_escape_controls(&doc.to_string()));
     } else {
-        eprintln!("error: {}", print::one_line(&format!("{e:#}")));
+        tell!("error: {}", print::one_line(&format!("{e:#}")));
     }
     match (interrupted, usage) {
         (Some(code), _) => ExitCode::from(code as u8),
@@ -368,6 +369,7 @@ fn export_command(cli: &Cli, args: &ExportArgs, out: &mut dyn Write) -> Result<(
     let transfer = args.transfer.options();
     transfer.validate(&dest)?;
     let source = Source::from_cli(cli)?;
+    tell_host_warnings(&source, cli.quiet);
     let selection = selection(args.all, &args.deployment, &args.images);
     export_and_print(cli, source, selection, dest, opts, transfer, out)
 }
@@ -377,6 +379,7 @@ fn copy_to_storage_command(cli: &Cli, args: &CopyToStorageArgs, out: &mut dyn Wr
     let transfer = args.transfer.options();
     transfer.validate(&dest)?;
     let source = Source::from_cli(cli)?;
+    tell_host_warnings(&source, cli.quiet);
     let selection = match (&args.image, &args.source, &args.deployment) {
         (Some(i), _, _) | (None, Some(i), _) => ImageSelection::Named(vec![i.clone()]),
         (None, None, Some(d)) => ImageSelection::Deployment(d.clone()),
@@ -388,6 +391,7 @@ fn copy_to_storage_command(cli: &Cli, args: &CopyToStorageArgs, out: &mut dyn Wr
 
 fn verify_command(cli: &Cli, args: &VerifyArgs, out: &mut dyn Write) -> Result<()> {
     let source = Source::from_cli(cli)?;
+    tell_host_warnings(&source, cli.quiet);
     let repo = repo::open(&source.location)?;
     let selection = selection(args.all, &args.deployment, &args.images);
     let report = with_repo!(&repo, r => {
@@ -445,16 +449,16 @@ fn import_command(cli: &Cli, args: &ImportArgs, out: &mut dyn Write) -> Result<(
         (Err(e), _) => return Err(e),
     };
     if outcome == CreateOutcome::CreatedInsecure {
-        eprintln!(
+        tell!(
             "warning: created an insecure repository at {}: this filesystem has no fs-verity",
             location.path()?.display()
         );
     }
     if cli.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+        print::write_json(out, &report)?;
     } else if !cli.quiet {
         let new = report.layers.iter().filter(|l| l.stored).count();
-        writeln!(
+        say!(
             out,
             "Imported {} as {} ({} layers, {new} new; image ID {}, platform {})",
             report.source,

@@ -45,7 +45,7 @@ impl Source {
             let location = if explicit_repo {
                 cli.repo.location()
             } else {
-                RepoLocation::Path(host.paths.repository())
+                RepoLocation::Path(host.paths.repository_beneath()?)
             };
             return Ok(Source {
                 location,
@@ -98,8 +98,18 @@ pub(super) fn tell_deployment_choices<'a>(
 ) {
     for c in choices {
         if !quiet || !c.also_matched.is_empty() {
-            eprintln!("note: {c}");
+            tell!("note: {c}");
         }
+    }
+}
+
+/// Say what was skipped reading the bootc host (`list` tells it with its other problems).
+pub(super) fn tell_host_warnings(source: &Source, quiet: bool) {
+    if quiet {
+        return;
+    }
+    for w in source.host.iter().flat_map(|h| &h.warnings) {
+        tell!("warning: {}", super::print::one_line(w));
     }
 }
 
