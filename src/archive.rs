@@ -55,6 +55,7 @@ pub(crate) fn export_archive<ID: FsVerityHashValue>(
 ) -> Result<ExportReport> {
     let started = Instant::now();
     let tag = opts.single_tag(images.len())?;
+    let opts = &export::with_reproduced(repo, images, opts)?;
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -104,7 +105,7 @@ fn append_layers<ID: FsVerityHashValue, W: Write + Seek>(
         for l in &img.layers {
             let key = LayerKey {
                 diff_id: l.diff_id.clone(),
-                compression: export::layer_compression(opts.compression, l),
+                compression: export::layer_compression(opts, l),
             };
             if let std::collections::hash_map::Entry::Vacant(slot) = outcomes.entry(key) {
                 let outcome =

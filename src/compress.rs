@@ -7,6 +7,7 @@ use std::str::FromStr;
 use oci_spec::image::MediaType;
 
 use crate::pgzip::ParGzEncoder;
+use crate::reproduce::{ReproWriter, Reproducer};
 
 /// Default gzip level (what `gzip`, `pigz` and skopeo use).
 pub const GZIP_DEFAULT_LEVEL: u32 = 6;
@@ -24,6 +25,9 @@ pub enum Compression {
     Gzip(u32),
     /// zstd at the given level (1–19).
     Zstd(i32),
+    /// gzip that reproduces the original blob, byte for byte, with this encoder.
+    #[serde(rename = "gzip-reproduced")]
+    Reproduced(Reproducer),
 }
 
 /// What the user asked for: a fixed compression, or each layer's original kind.
@@ -79,6 +83,7 @@ impl fmt::Display for Compression {
             Compression::Uncompressed => write!(f, "none"),
             Compression::Gzip(l) => write!(f, "gzip:{l}"),
             Compression::Zstd(l) => write!(f, "zstd:{l}"),
+            Compression::Reproduced(r) => write!(f, "gzip:{}", r.id()),
         }
     }
 }
@@ -88,7 +93,7 @@ impl Compression {
     pub fn media_type(&self) -> MediaType {
         match self {
             Compression::Uncompressed => MediaType::ImageLayer,
-            Compression::Gzip(_) => MediaType::ImageLayerGzip,
+            Compression::Gzip(_) | Compression::Reproduced(_) => MediaType::ImageLayerGzip,
             Compression::Zstd(_) => MediaType::ImageLayerZstd,
         }
     }
@@ -130,6 +135,7 @@ impl Compression {
                 e.multithread(crate::cores() as u32)?;
                 Encoder::Zstd(e)
             }
+            Compression::Reproduced(r) => Encoder::Reproduced(r.writer(inner, crate::cores())?),
         })
     }
 }
@@ -142,6 +148,8 @@ pub enum Encoder<W: Write> {
     Gzip(ParGzEncoder<W>),
     /// zstd.
     Zstd(zstd::Encoder<'static, W>),
+    /// The original blob's encoder.
+    Reproduced(ReproWriter<W>),
 }
 
 impl<W: Write> fmt::Debug for Encoder<W> {
@@ -150,6 +158,7 @@ impl<W: Write> fmt::Debug for Encoder<W> {
             Encoder::None(_) => "Encoder::None",
             Encoder::Gzip(_) => "Encoder::Gzip",
             Encoder::Zstd(_) => "Encoder::Zstd",
+            Encoder::Reproduced(_) => "Encoder::Reproduced",
         })
     }
 }
@@ -161,6 +170,7 @@ impl<W: Write> Encoder<W> {
             Encoder::None(w) => Ok(w),
             Encoder::Gzip(e) => e.finish(),
             Encoder::Zstd(e) => e.finish(),
+            Encoder::Reproduced(e) => e.finish(),
         }
     }
 }
@@ -171,6 +181,7 @@ impl<W: Write> Write for Encoder<W> {
             Encoder::None(w) => w.write(buf),
             Encoder::Gzip(e) => e.write(buf),
             Encoder::Zstd(e) => e.write(buf),
+            Encoder::Reproduced(e) => e.write(buf),
         }
     }
 
@@ -179,6 +190,7 @@ impl<W: Write> Write for Encoder<W> {
             Encoder::None(w) => w.write_all(buf),
             Encoder::Gzip(e) => e.write_all(buf),
             Encoder::Zstd(e) => e.write_all(buf),
+            Encoder::Reproduced(e) => e.write_all(buf),
         }
     }
 
@@ -187,6 +199,7 @@ impl<W: Write> Write for Encoder<W> {
             Encoder::None(w) => w.flush(),
             Encoder::Gzip(e) => e.flush(),
             Encoder::Zstd(e) => e.flush(),
+            Encoder::Reproduced(e) => e.flush(),
         }
     }
 }
@@ -199,7 +212,9 @@ pub fn decoder<'a, R: io::BufRead + 'a>(
     Ok(match Compression::from_media_type(media_type) {
         Some(Compression::Uncompressed) => Box::new(reader),
         // Multi-member gzip and multi-frame zstd (zstd:chunked) both decode fully.
-        Some(Compression::Gzip(_)) => Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
+        Some(Compression::Gzip(_) | Compression::Reproduced(_)) => {
+            Box::new(flate2::bufread::MultiGzDecoder::new(reader))
+        }
         Some(Compression::Zstd(_)) => Box::new(zstd::Decoder::with_buffer(reader)?),
         None => {
             return Err(io::Error::new(

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -22,6 +22,7 @@ use crate::image::{self, StoredImage, StoredLayer};
 use crate::layer;
 use crate::layout::{BlobRecord, OciLayout, PendingBlob};
 use crate::progress::{LayerKey, ProgressHandle, ProgressWriter};
+use crate::reproduce::{self, Reproducer};
 pub use crate::select::{ImageSelection, Selected};
 
 pub use oci_spec::image::ANNOTATION_REF_NAME;
@@ -40,6 +41,9 @@ pub struct ExportOptions {
     /// Sync blobs to disk before naming them. Off only for private staging
     /// layouts that are deleted after a hand-off.
     pub durable: bool,
+    /// Layers (by diff_id) whose original gzip blob an encoder reproduces;
+    /// filled by the export itself for [`CompressionChoice::Original`].
+    pub reproduced: Arc<HashMap<Digest, Reproducer>>,
 }
 
 impl ExportOptions {
@@ -80,6 +84,7 @@ impl Default for ExportOptions {
             tag: None,
             progress: ProgressHandle::default(),
             durable: true,
+            reproduced: Arc::default(),
         }
     }
 }
@@ -113,6 +118,34 @@ pub struct LayerReport {
     pub status: LayerStatus,
     /// Seconds spent rebuilding it (0 when skipped).
     pub seconds: f64,
+    /// How the blob relates to the original manifest's.
+    pub blob: BlobBytes,
+}
+
+/// A layer blob against the one in the original manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobBytes {
+    /// The original blob as it was (an uncompressed original, exported uncompressed).
+    Original,
+    /// The original compressed bytes, reproduced by the encoder named in `compression`.
+    Reproduced,
+    /// A blob the original manifest does not have (recompressed, decompressed,
+    /// or no original manifest is stored).
+    New,
+}
+
+impl BlobBytes {
+    /// What `blob_digest` is, given the layer's original descriptor and our compression.
+    pub(crate) fn of<ID>(layer: &StoredLayer<ID>, blob_digest: &Digest, c: Compression) -> Self {
+        match (&layer.original, c) {
+            (Some(o), Compression::Reproduced(_)) if o.digest() == blob_digest => {
+                BlobBytes::Reproduced
+            }
+            (Some(o), _) if o.digest() == blob_digest => BlobBytes::Original,
+            _ => BlobBytes::New,
+        }
+    }
 }
 
 /// What happened to one image.
@@ -194,19 +227,56 @@ pub(crate) struct BlobOutcome {
     pub(crate) seconds: f64,
 }
 
-pub(crate) fn layer_compression<ID>(
-    choice: CompressionChoice,
-    layer: &StoredLayer<ID>,
-) -> Compression {
-    match choice {
+pub(crate) fn layer_compression<ID>(opts: &ExportOptions, layer: &StoredLayer<ID>) -> Compression {
+    match opts.compression {
         CompressionChoice::Fixed(c) => c,
         // Without an original manifest, uncompressed is lossless and cheapest.
-        CompressionChoice::Original => layer
-            .original
-            .as_ref()
-            .and_then(|d| Compression::from_media_type(d.media_type()))
-            .unwrap_or(Compression::Uncompressed),
+        CompressionChoice::Original => match opts.reproduced.get(&layer.diff_id) {
+            Some(r) => Compression::Reproduced(*r),
+            None => layer
+                .original
+                .as_ref()
+                .and_then(|d| Compression::from_media_type(d.media_type()))
+                .unwrap_or(Compression::Uncompressed),
+        },
     }
+}
+
+/// `opts` with [`ExportOptions::reproduced`] filled: for `original`, each
+/// gzip layer whose original bytes one of our encoders reproduces.
+pub(crate) fn with_reproduced<ID: FsVerityHashValue>(
+    repo: &Repository<ID>,
+    images: &[StoredImage<ID>],
+    opts: &ExportOptions,
+) -> Result<ExportOptions> {
+    let mut opts = opts.clone();
+    if opts.compression != CompressionChoice::Original {
+        return Ok(opts);
+    }
+    let mut found: HashMap<Digest, Reproducer> = HashMap::new();
+    let mut tried = std::collections::HashSet::new();
+    for img in images {
+        for l in &img.layers {
+            let Some(original) = &l.original else {
+                continue;
+            };
+            if !tried.insert((l.diff_id.clone(), original.digest().clone())) {
+                continue;
+            }
+            opts.progress.stage(&format!(
+                "Reproducing the original compression of layer {} of {}",
+                l.index + 1,
+                img.name()
+            ));
+            let outcome = reproduce::find(repo, img, l, original, opts.jobs);
+            opts.progress.stage_finished();
+            if let Some(r) = outcome? {
+                found.insert(l.diff_id.clone(), r);
+            }
+        }
+    }
+    opts.reproduced = Arc::new(found);
+    Ok(opts)
 }
 
 /// A blob already in the layout for this layer and compression, if known:
@@ -392,6 +462,7 @@ pub fn export_to_oci_dir<ID: FsVerityHashValue>(
     opts: &ExportOptions,
 ) -> Result<ExportReport> {
     let tag_override = opts.single_tag(images.len())?;
+    let opts = &with_reproduced(repo, images, opts)?;
     let mut layout = OciLayout::open_or_create(dest)?;
     if !opts.durable {
         layout = layout.scratch();
@@ -497,7 +568,7 @@ fn plan<ID: FsVerityHashValue>(
         for l in &img.layers {
             let key = LayerKey {
                 diff_id: l.diff_id.clone(),
-                compression: layer_compression(opts.compression, l),
+                compression: layer_compression(opts, l),
             };
             if outcomes.contains_key(&key) || work.iter().any(|j| j.key == key) {
                 continue;
@@ -561,7 +632,7 @@ pub(crate) fn image_parts<ID>(
     let mut layer_descs = Vec::new();
     let mut layer_reports = Vec::new();
     for l in &img.layers {
-        let compression = layer_compression(opts.compression, l);
+        let compression = layer_compression(opts, l);
         let key = LayerKey {
             diff_id: l.diff_id.clone(),
             compression,
@@ -583,6 +654,7 @@ pub(crate) fn image_parts<ID>(
             blob_size: outcome.blob_size,
             status: outcome.status,
             seconds: outcome.seconds,
+            blob: BlobBytes::of(l, &outcome.digest, compression),
         });
         layer_descs.push(desc);
     }

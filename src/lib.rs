@@ -54,6 +54,7 @@ pub mod objects;
 mod pgzip;
 pub mod progress;
 pub mod repo;
+pub mod reproduce;
 pub mod select;
 pub(crate) mod serve;
 pub mod skopeo;

@@ -14,7 +14,9 @@ use composefs::repository::Repository;
 use oci_spec::image::MediaType;
 
 use crate::compress::Compression;
-use crate::export::{ExportOptions, ExportReport, ImageReport, LayerReport, LayerStatus};
+use crate::export::{
+    BlobBytes, ExportOptions, ExportReport, ImageReport, LayerReport, LayerStatus,
+};
 use crate::image::{self, StoredImage};
 use crate::serve::Served;
 use crate::skopeo::CopyOptions;
@@ -235,6 +237,7 @@ fn streamed_report<ID>(
                     None => LayerStatus::Skipped,
                 },
                 seconds: served.map_or(0.0, |s| s.seconds),
+                blob: BlobBytes::of(l, &l.diff_id, Compression::Uncompressed),
             }
         })
         .collect();

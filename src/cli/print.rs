@@ -11,6 +11,7 @@ use std::io::Write;
 
 use anyhow::Result;
 
+use composefs_export::compress::Compression;
 use composefs_export::digest::short_hex;
 use composefs_export::export::{self, ExportReport};
 use composefs_export::human_size;
@@ -275,17 +276,21 @@ pub(super) fn print_export(
         for (i, l) in img.layers.iter().enumerate() {
             say!(
                 out,
-                "  layer {}/{} {} {:<8} {:>10} -> {:>10} {}",
+                "  layer {}/{} {} {:<8} {:>10} -> {:>10} {}; {}",
                 i + 1,
                 img.layers.len(),
                 short_hex(&l.diff_id),
-                l.compression.to_string(),
+                match l.compression {
+                    Compression::Reproduced(_) => "gzip".to_string(),
+                    c => c.to_string(),
+                },
                 human_size(l.size),
                 human_size(l.blob_size),
                 match l.status {
                     export::LayerStatus::Written => "written, diff_id verified",
                     export::LayerStatus::Skipped => "skipped (already present)",
-                }
+                },
+                blob_words(l)
             )?;
         }
         say!(
@@ -316,6 +321,16 @@ pub(super) fn print_export(
         None => writeln!(out, "  took {:.1}s", report.export_seconds)?,
     }
     Ok(())
+}
+
+/// How a layer blob relates to the original manifest's, in words.
+fn blob_words(l: &export::LayerReport) -> String {
+    match (l.blob, l.compression) {
+        (export::BlobBytes::Reproduced, Compression::Reproduced(r)) => format!("reproduced ({r})"),
+        (export::BlobBytes::Reproduced | export::BlobBytes::Original, _) => "original".into(),
+        (export::BlobBytes::New, Compression::Uncompressed) => "uncompressed".into(),
+        (export::BlobBytes::New, _) => "recompressed".into(),
+    }
 }
 
 #[cfg(test)]
