@@ -11,6 +11,8 @@ use std::path::Path;
 
 #[path = "e2e/host.rs"]
 mod host;
+#[path = "e2e/original.rs"]
+mod original;
 #[path = "e2e/security.rs"]
 mod security;
 #[path = "e2e/stream.rs"]
@@ -68,6 +70,19 @@ fn main() {
             "server_answers_only_the_expected_requests",
             &["python3"],
             stream::server_answers_only_the_expected_requests,
+        ),
+        trial(
+            "original_compressed_bytes_keep_the_manifest_digest",
+            &[
+                "skopeo",
+                "go",
+                "python3",
+                "tar",
+                "docker-registry",
+                "htpasswd",
+                "openssl",
+            ],
+            original::original_compressed_bytes_keep_the_manifest_digest,
         ),
         trial(
             "unprivileged_user_is_refused_and_cannot_stall",
