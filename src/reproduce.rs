@@ -223,12 +223,11 @@ fn matches<ID: FsVerityHashValue>(
     Ok(sink.written == original.size() && digest == original.digest().to_string())
 }
 
+/// The sink refused more bytes (a write error's source chain holds its io::Error).
 fn is_over(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<io::Error>()
             .is_some_and(|e| e.kind() == io::ErrorKind::FileTooLarge)
-            || c.downcast_ref::<layer::DestinationWriteError>()
-                .is_some_and(|w| w.0.kind() == io::ErrorKind::FileTooLarge)
     })
 }
 

@@ -22,7 +22,7 @@ use crate::serve::Served;
 use crate::skopeo::CopyOptions;
 use crate::transfer::{
     check_space, create_private_dirs, graph_root, storage_reference, write_authfile,
-    write_source_policy, TransferOptions,
+    write_source_policy, TransferOptions, AUTH_FILE, POLICY_FILE,
 };
 use crate::UsageError;
 
@@ -111,7 +111,7 @@ struct Target {
 const STALE_PREFIX: &str = "cfs-export-";
 
 /// The files we put in our private directory (skopeo's are its own).
-const OWN_FILES: [&str; 2] = ["auth.json", "policy.json"];
+const OWN_FILES: [&str; 2] = [AUTH_FILE, POLICY_FILE];
 
 /// A run killed with SIGKILL cannot remove its private temp directory (skopeo
 /// removes its own files when its source goes away): remove such directories

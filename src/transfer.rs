@@ -158,6 +158,11 @@ pub fn graph_root(reference: &str, storage: &StorageOptions) -> Result<PathBuf> 
     Ok(data.join("containers/storage"))
 }
 
+/// The auth file we write into a private directory for skopeo.
+pub(crate) const AUTH_FILE: &str = "auth.json";
+/// The signature policy we write beside it.
+pub(crate) const POLICY_FILE: &str = "policy.json";
+
 /// A `user:password` credentials file's content, checked.
 pub(crate) fn read_creds_file(creds_file: &Path) -> Result<String> {
     let creds = std::fs::read_to_string(creds_file)
@@ -176,7 +181,7 @@ pub(crate) fn read_creds_file(creds_file: &Path) -> Result<String> {
 pub(crate) fn write_authfile(dir: &Path, host: &str, user_password: &str) -> Result<PathBuf> {
     let auth = base64::engine::general_purpose::STANDARD.encode(user_password);
     let doc = serde_json::json!({ "auths": { host: { "auth": auth } } });
-    write_private(&dir.join("auth.json"), doc.to_string().as_bytes())
+    write_private(&dir.join(AUTH_FILE), doc.to_string().as_bytes())
 }
 
 /// Write a 0600 `policy.json` into the private `dir` that accepts only
@@ -189,7 +194,7 @@ pub(crate) fn write_source_policy(dir: &Path, transport: &str, scope: &str) -> R
         "default": [{ "type": "reject" }],
         "transports": { transport: { scope: [{ "type": "insecureAcceptAnything" }] } },
     });
-    write_private(&dir.join("policy.json"), doc.to_string().as_bytes())
+    write_private(&dir.join(POLICY_FILE), doc.to_string().as_bytes())
 }
 
 /// Create `dir` and its missing parents with mode 0700 (as skopeo and

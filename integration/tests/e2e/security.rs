@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use integration::fixture::{self, Kind, TarBuilder};
-use integration::{cfs, run, Storage};
+use integration::{run, Storage};
 
 /// The attacker, run as nobody beside the real skopeo. Args: the pid whose
 /// argv holds the URL, cfs-export's pid, the flood, the output prefix, the
@@ -93,12 +93,7 @@ fn big_repo(dir: &Path) -> Result<(PathBuf, fixture::Fixture)> {
             )
         })
         .collect::<Vec<_>>();
-    let f = fixture::write_layout(&dir.join("src"), "app:1", "amd64", &layers);
-    let repo = dir.join("repo");
-    cfs(
-        &repo,
-        &["import", &format!("oci:{}:app:1", f.layout.display())],
-    )?;
+    let (repo, f) = fixture::imported(dir, "app:1", &layers);
     Ok((repo, f))
 }
 

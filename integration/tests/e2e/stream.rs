@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use integration::fixture::{self, Kind, TarBuilder};
-use integration::{cfs, run, Storage};
+use integration::{run, Storage};
 
 fn stream_repo(dir: &Path) -> Result<(PathBuf, fixture::Fixture)> {
     let layers = vec![
@@ -24,12 +24,7 @@ fn stream_repo(dir: &Path) -> Result<(PathBuf, fixture::Fixture)> {
             Kind::Zstd,
         ),
     ];
-    let f = fixture::write_layout(&dir.join("src"), "app:1", "amd64", &layers);
-    let repo = dir.join("repo");
-    cfs(
-        &repo,
-        &["import", &format!("oci:{}:app:1", f.layout.display())],
-    )?;
+    let (repo, f) = fixture::imported(dir, "app:1", &layers);
     Ok((repo, f))
 }
 
