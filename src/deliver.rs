@@ -126,9 +126,9 @@ async fn copy_with_skopeo<ID: FsVerityHashValue>(
         ImageLocation::ContainersStorage(r) => storage_reference(r, &transfer.storage)?,
         _ => reference.clone(),
     };
-    if (storage || docker_archive) && opts.compression == CompressionChoice::Original {
-        // Storage unpacks layers anyway and `docker save` archives hold plain
-        // tars: compressing would be wasted work.
+    if docker_archive && opts.compression == CompressionChoice::Original {
+        // `docker save` archives hold plain tars: compressing would be
+        // wasted work. (Storage takes the original bytes, when asked.)
         opts.compression = CompressionChoice::Fixed(Compression::Uncompressed);
     }
     let tmp = temp_dir(&transfer)?;

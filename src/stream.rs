@@ -8,31 +8,31 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
-use composefs::fsverity::FsVerityHashValue;
-use composefs::repository::Repository;
-use oci_spec::image::MediaType;
-
-use crate::compress::Compression;
+use crate::compress::{Compression, CompressionChoice};
 use crate::export::{
-    BlobBytes, ExportOptions, ExportReport, ImageReport, LayerReport, LayerStatus,
+    self, BlobBytes, ExportOptions, ExportReport, ImageReport, LayerReport, LayerStatus,
 };
 use crate::image::{self, StoredImage};
-use crate::serve::Served;
+use crate::serve::{Served, ServedLayer};
 use crate::skopeo::CopyOptions;
 use crate::transfer::{
     check_space, create_private_dirs, graph_root, storage_reference, write_authfile,
     write_source_policy, TransferOptions, AUTH_FILE, POLICY_FILE,
 };
 use crate::UsageError;
+use anyhow::{bail, Context, Result};
+use composefs::fsverity::FsVerityHashValue;
+use composefs::repository::Repository;
 
-/// Uncompressed digests of the layers a graph root already has (from each
-/// driver's `layers.json`); empty when it cannot be read.
+/// Digests, uncompressed and compressed, of the layers a graph root already
+/// has (from each driver's `layers.json`); empty when it cannot be read.
 fn present_layers(root: &Path) -> HashSet<String> {
     #[derive(serde::Deserialize)]
     struct StoredLayerEntry {
         #[serde(rename = "diff-digest")]
         diff_digest: Option<String>,
+        #[serde(rename = "compressed-diff-digest")]
+        compressed_digest: Option<String>,
     }
     let mut present = HashSet::new();
     let Ok(dirs) = std::fs::read_dir(root) else {
@@ -46,7 +46,12 @@ fn present_layers(root: &Path) -> HashSet<String> {
             continue;
         };
         if let Ok(layers) = serde_json::from_slice::<Vec<StoredLayerEntry>>(&bytes) {
-            present.extend(layers.into_iter().filter_map(|l| l.diff_digest));
+            present.extend(
+                layers
+                    .into_iter()
+                    .flat_map(|l| [l.diff_digest, l.compressed_digest])
+                    .flatten(),
+            );
         }
     }
     present
@@ -86,6 +91,17 @@ pub(crate) async fn stream_to_storage<ID: FsVerityHashValue>(
     // by the copy itself stays).
     let created = crate::first_missing_ancestor(&target.tmp_base);
     create_private_dirs(&target.tmp_base)?;
+    // `original`: find which layers' original bytes we reproduce (cached
+    // after the first time), before the manifest to serve is chosen.
+    let opts = match opts.compression {
+        CompressionChoice::Original => {
+            let (r, i) = (repo.clone(), images.clone());
+            tokio::task::spawn_blocking(move || export::with_reproduced(&r, &i, &opts))
+                .await
+                .context("export worker")??
+        }
+        CompressionChoice::Fixed(_) => opts,
+    };
     let result = copy_streaming(repo, img, &target, opts).await;
     if let (Err(_), Some(top)) = (&result, created) {
         remove_empty_dirs(&target.tmp_base, &top);
@@ -163,7 +179,14 @@ async fn copy_streaming<ID: FsVerityHashValue>(
         .tempdir_in(&target.tmp_base)
         .with_context(|| format!("Creating a temp directory in {}", target.tmp_base.display()))?;
     let started = Instant::now();
-    let served = Served::start(repo, img, opts.progress.clone(), opts.jobs).await?;
+    let served = Served::start(
+        repo,
+        img,
+        &opts.reproduced,
+        opts.progress.clone(),
+        opts.jobs,
+    )
+    .await?;
     // skopeo keeps a copy of each blob it receives until the copy ends; only
     // the layers the storage lacks are sent. Their sizes are the served ones.
     let present = present_layers(&target.root);
@@ -171,7 +194,11 @@ async fn copy_streaming<ID: FsVerityHashValue>(
         + served
             .layers
             .iter()
-            .filter(|d| !present.contains(d.digest().as_ref()))
+            .zip(&img.layers)
+            .filter(|(d, l)| {
+                !present.contains(d.digest().as_ref()) && !present.contains(l.diff_id.as_ref())
+            })
+            .map(|(d, _)| d)
             .map(|d| d.size())
             .sum::<u64>();
     check_space(tmp.path(), needed, target.hint)?;
@@ -214,7 +241,7 @@ async fn copy_streaming<ID: FsVerityHashValue>(
 /// in the storage.
 fn streamed_report<ID>(
     img: &StoredImage<ID>,
-    descriptors: &[oci_spec::image::Descriptor],
+    served: &[ServedLayer],
     log: &std::collections::HashMap<String, crate::serve::LayerServed>,
     destination: &str,
     (manifest_digest, original_manifest): (String, bool),
@@ -222,22 +249,25 @@ fn streamed_report<ID>(
     let layers: Vec<LayerReport> = img
         .layers
         .iter()
-        .zip(descriptors)
+        .zip(served)
         .map(|(l, d)| {
-            let served = log.get(l.diff_id.as_ref());
+            let logged = log.get(d.digest().as_ref());
+            let compression = d
+                .reproduced
+                .map_or(Compression::Uncompressed, Compression::Reproduced);
             LayerReport {
                 diff_id: l.diff_id.to_string(),
-                blob_digest: l.diff_id.to_string(),
-                media_type: MediaType::ImageLayer.to_string(),
-                compression: Compression::Uncompressed,
-                size: d.size(),
+                blob_digest: d.digest().to_string(),
+                media_type: d.descriptor.media_type().to_string(),
+                compression,
+                size: d.tar_size,
                 blob_size: d.size(),
-                status: match served {
+                status: match logged {
                     Some(_) => LayerStatus::Written,
                     None => LayerStatus::Skipped,
                 },
-                seconds: served.map_or(0.0, |s| s.seconds),
-                blob: BlobBytes::of(l, &l.diff_id, Compression::Uncompressed),
+                seconds: logged.map_or(0.0, |s| s.seconds),
+                blob: BlobBytes::of(l, d.digest(), compression),
             }
         })
         .collect();

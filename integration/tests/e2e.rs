@@ -75,6 +75,7 @@ fn main() {
             "original_compressed_bytes_keep_the_manifest_digest",
             &[
                 "skopeo",
+                "podman",
                 "go",
                 "python3",
                 "tar",

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use composefs_export::compress::CompressionChoice;
+use composefs_export::compress::{Compression, CompressionChoice};
 use composefs_export::deliver::{self, StorageOptions, TransferOptions};
 use composefs_export::export::{ExportOptions, ExportReport, ImageSelection, Selected};
 use composefs_export::image;
@@ -136,9 +136,11 @@ struct ExportArgs {
     /// Ref name in the destination (default: the image's tag in the repository).
     #[arg(long)]
     tag: Option<String>,
-    /// none, gzip[:1-9], zstd[:1-19], or original (each layer's original kind).
-    #[arg(long, default_value = "original")]
-    compression: CompressionChoice,
+    /// none, gzip[:1-9], zstd[:1-19], or original: each layer's original
+    /// bytes where reproducible, else its original kind (the default; into
+    /// containers-storage the default is none, see copy-to-storage).
+    #[arg(long, value_name = "KIND")]
+    compression: Option<CompressionChoice>,
     /// Layers rebuilt in parallel (default: number of cores).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     jobs: Option<u16>,
@@ -208,6 +210,11 @@ struct CopyToStorageArgs {
     /// The name in containers-storage (containers-storage: is implied).
     #[arg(long, default_value = "localhost/bootc")]
     target: String,
+    /// none: layers handed over uncompressed, the fastest (the image ID is
+    /// kept, the manifest is new); original: the original compressed bytes
+    /// reproduced, so the storage records the original manifest digest too.
+    #[arg(long, value_name = "KIND", default_value = "none", value_parser = storage_compression)]
+    compression: CompressionChoice,
     /// Layers rebuilt in parallel (default: number of cores).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     jobs: Option<u16>,
@@ -364,7 +371,13 @@ fn export_command(cli: &Cli, args: &ExportArgs, out: &mut dyn Write) -> Result<(
     if let Some(t) = &args.tag {
         composefs_export::transport::validate_tag(t).map_err(|e| UsageError(e.to_string()))?;
     }
-    let opts = export_options(args.compression, args.jobs, args.tag.clone())
+    // Storage unpacks every layer: compressing for it is wasted work unless
+    // the original bytes are asked for.
+    let compression = args.compression.unwrap_or(match dest {
+        ImageLocation::ContainersStorage(_) => CompressionChoice::Fixed(Compression::Uncompressed),
+        _ => CompressionChoice::Original,
+    });
+    let opts = export_options(compression, args.jobs, args.tag.clone())
         .with_destination_tag(dest.tag())?;
     let transfer = args.transfer.options();
     transfer.validate(&dest)?;
@@ -385,7 +398,7 @@ fn copy_to_storage_command(cli: &Cli, args: &CopyToStorageArgs, out: &mut dyn Wr
         (None, None, Some(d)) => ImageSelection::Deployment(d.clone()),
         (None, None, None) => source.default_image()?,
     };
-    let opts = export_options(CompressionChoice::Original, args.jobs, None);
+    let opts = export_options(args.compression, args.jobs, None);
     export_and_print(cli, source, selection, dest, opts, transfer, out)
 }
 
@@ -542,6 +555,14 @@ fn export_on_runtime(
         b.clear();
     }
     result
+}
+
+/// copy-to-storage's `--compression`: none or original only.
+fn storage_compression(s: &str) -> Result<CompressionChoice, String> {
+    match s.parse::<CompressionChoice>() {
+        Ok(c @ (CompressionChoice::Original | CompressionChoice::Fixed(Compression::Uncompressed))) => Ok(c),
+        _ => Err("expected none or original (containers-storage unpacks layers: none is the fastest, original keeps the manifest digest)".to_string()),
+    }
 }
 
 /// Export options from the CLI's flags.

@@ -16,8 +16,10 @@ use tokio::sync::mpsc;
 
 use super::{Blob, Inner, LayerBlob, LayerServed};
 use crate::compress::Compression;
+use crate::digest::HashingWriter;
 use crate::layer;
 use crate::progress::{LayerKey, ProgressWriter};
+use crate::reproduce::Reproducer;
 
 /// Bytes per response chunk; the last one or two are held back until the layer is proven.
 pub(crate) const CHUNK: usize = 256 * 1024;
@@ -55,24 +57,35 @@ fn rebuild_into<ID: FsVerityHashValue>(
     let Some(Blob::Layer(blob)) = s.blobs.get(digest) else {
         return;
     };
-    let LayerBlob { image, layer, size } = &**blob;
+    let LayerBlob {
+        image,
+        layer,
+        served,
+    } = &**blob;
     let key = LayerKey {
         diff_id: layer.diff_id.clone(),
-        compression: Compression::Uncompressed,
+        compression: served
+            .reproduced
+            .map_or(Compression::Uncompressed, Compression::Reproduced),
     };
     let started = Instant::now();
-    s.progress.layer_started(image, &key, *size);
+    s.progress.layer_started(image, &key, served.tar_size);
     let sender = HeldBack::new(tx.clone(), runtime);
-    let counted = ProgressWriter::new(sender, &*s.progress, &key);
-    let result = layer::rebuild(&s.repo, image, layer, counted);
+    let result = match served.reproduced {
+        None => {
+            let counted = ProgressWriter::new(sender, &*s.progress, &key);
+            layer::rebuild(&s.repo, image, layer, counted).map(|(c, _)| c.into_inner())
+        }
+        Some(r) => reproduce_into(s, blob, r, &key, sender),
+    };
     s.progress.layer_finished(&key);
     let mut log = match s.log.lock() {
         Ok(l) => l,
         Err(p) => p.into_inner(),
     };
     match result {
-        Ok((counted, _)) => {
-            if counted.into_inner().release().is_ok() {
+        Ok(sender) => {
+            if sender.release().is_ok() {
                 let seconds = started.elapsed().as_secs_f64();
                 log.served
                     .insert(digest.to_string(), LayerServed { seconds });
@@ -89,6 +102,37 @@ fn rebuild_into<ID: FsVerityHashValue>(
             }
         }
     }
+}
+
+/// Rebuild the layer through encoder `r` into `sender`; the output must be
+/// the original blob, digest and size, or nothing more is released.
+fn reproduce_into<ID: FsVerityHashValue>(
+    s: &Inner<ID>,
+    blob: &LayerBlob<ID>,
+    r: Reproducer,
+    key: &LayerKey,
+    sender: HeldBack,
+) -> anyhow::Result<HeldBack> {
+    let encoder = r.writer(HashingWriter::new(sender), s.workers)?;
+    let counted = ProgressWriter::new(encoder, &*s.progress, key);
+    let (counted, _) = layer::rebuild(&s.repo, &blob.image, &blob.layer, counted)?;
+    let (sender, digest, size) = counted
+        .into_inner()
+        .finish()
+        .map_err(|e| anyhow::Error::new(layer::DestinationWriteError(e)))?
+        .finish();
+    let expected = &blob.served.descriptor;
+    if &digest != expected.digest() || size != expected.size() {
+        anyhow::bail!(
+            "Layer {} of image {}: the reproduced blob is {digest} ({size} bytes), not the original {} ({} bytes); \
+             export with --compression none",
+            blob.layer.diff_id,
+            blob.image,
+            expected.digest(),
+            expected.size()
+        );
+    }
+    Ok(sender)
 }
 
 /// A writer into the response that keeps the latest chunk back until

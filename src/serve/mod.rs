@@ -4,9 +4,12 @@
 //! Bound to 127.0.0.1 on a free port; only the holder of a per-run
 //! credential ([`access`]) is answered, within bounds on connections, time
 //! and concurrent rebuilds ([`conn`], [`body`]); GET and HEAD of `/v2/`, the
-//! manifest and the blobs, nothing else ([`routes`]). Layers are rebuilt as skopeo reads them,
-//! uncompressed (blob digest = diff_id), proven against the diff_id while
-//! they stream; the last bytes are held back until the proof succeeds, so a
+//! manifest and the blobs, nothing else ([`routes`]). Layers are rebuilt as
+//! skopeo reads them, proven against the diff_id while they stream:
+//! uncompressed (blob digest = diff_id), or, when every layer's original
+//! compressed bytes are reproducible ([`crate::reproduce`]), those bytes,
+//! proven also by the original blob's digest and size, under the original
+//! manifest. The last bytes are held back until the proofs succeed, so a
 //! damaged layer's response is cut short and can never be committed.
 //! skopeo asks only for the blobs its destination lacks.
 
@@ -29,6 +32,7 @@ use oci_spec::image::{Descriptor, DescriptorBuilder, Digest, MediaType};
 
 use crate::image::{self, StoredImage, StoredLayer};
 use crate::progress::ProgressHandle;
+use crate::reproduce::Reproducer;
 use access::Credential;
 
 /// The repository name of the served image under the prefix.
@@ -48,7 +52,30 @@ enum Blob<ID> {
 struct LayerBlob<ID> {
     image: String,
     layer: StoredLayer<ID>,
-    size: u64,
+    served: ServedLayer,
+}
+
+/// One layer as served.
+#[derive(Debug, Clone)]
+pub(crate) struct ServedLayer {
+    /// Its descriptor in the served manifest.
+    pub descriptor: Descriptor,
+    /// The uncompressed tar's size.
+    pub tar_size: u64,
+    /// The encoder reproducing the original blob, when that is what is served.
+    pub reproduced: Option<Reproducer>,
+}
+
+impl ServedLayer {
+    /// The blob's size.
+    pub fn size(&self) -> u64 {
+        self.descriptor.size()
+    }
+
+    /// The blob's digest.
+    pub fn digest(&self) -> &Digest {
+        self.descriptor.digest()
+    }
 }
 
 /// How one layer fared, for the report.
@@ -75,6 +102,8 @@ struct Inner<ID: FsVerityHashValue> {
     log: Mutex<Log>,
     /// Layer rebuilds allowed at once.
     rebuilds: Arc<tokio::sync::Semaphore>,
+    /// Compression threads per reproduced layer.
+    workers: usize,
 }
 
 /// The image as served: its manifest (uncompressed layers) and where it is.
@@ -86,8 +115,8 @@ pub(crate) struct Served<ID: FsVerityHashValue> {
     pub manifest_digest: Digest,
     /// True when the manifest served is the original's bytes.
     pub original_manifest: bool,
-    /// Layer descriptors, bottom first.
-    pub layers: Vec<Descriptor>,
+    /// The layers, bottom first.
+    pub layers: Vec<ServedLayer>,
     credential: Arc<Credential>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
@@ -95,10 +124,13 @@ pub(crate) struct Served<ID: FsVerityHashValue> {
 
 impl<ID: FsVerityHashValue> Served<ID> {
     /// Start serving `img` on 127.0.0.1 (a free port), rebuilding at most
-    /// `jobs` layers at once.
+    /// `jobs` layers at once. When `reproduced` has an encoder for every
+    /// layer, the original compressed blobs are served; else every layer
+    /// uncompressed (the fastest for a destination that unpacks them).
     pub async fn start(
         repo: Arc<Repository<ID>>,
         img: &StoredImage<ID>,
+        reproduced: &HashMap<Digest, Reproducer>,
         progress: ProgressHandle,
         jobs: usize,
     ) -> Result<Self> {
@@ -107,27 +139,50 @@ impl<ID: FsVerityHashValue> Served<ID> {
             img.config_digest().to_string(),
             Blob::Bytes(Bytes::from(img.config_bytes.clone())),
         );
+        // The original blobs: reproduced, or uncompressed ones as they are.
+        let originals = img
+            .layers
+            .iter()
+            .map(|l| {
+                let o = l.original.as_ref()?;
+                match reproduced.get(&l.diff_id) {
+                    Some(r) => Some((o.clone(), Some(*r))),
+                    None => (o.digest() == &l.diff_id).then(|| (o.clone(), None)),
+                }
+            })
+            .collect::<Option<Vec<_>>>();
         let mut layers = Vec::new();
-        for l in &img.layers {
-            let size = image::layer_size(&repo, l)
+        for (i, l) in img.layers.iter().enumerate() {
+            let tar_size = image::layer_size(&repo, l)
                 .with_context(|| format!("Layer {} of image {}", l.index + 1, img.name()))?;
-            layers.push(
-                DescriptorBuilder::default()
-                    .media_type(MediaType::ImageLayer)
-                    .digest(l.diff_id.clone())
-                    .size(size)
-                    .build()?,
-            );
+            let served = match originals.as_ref().map(|o| &o[i]) {
+                Some((descriptor, r)) => ServedLayer {
+                    descriptor: descriptor.clone(),
+                    tar_size,
+                    reproduced: *r,
+                },
+                None => ServedLayer {
+                    descriptor: DescriptorBuilder::default()
+                        .media_type(MediaType::ImageLayer)
+                        .digest(l.diff_id.clone())
+                        .size(tar_size)
+                        .build()?,
+                    tar_size,
+                    reproduced: None,
+                },
+            };
+            layers.push(served.clone());
             blobs.insert(
-                l.diff_id.to_string(),
+                served.digest().to_string(),
                 Blob::Layer(Box::new(LayerBlob {
                     image: img.name(),
                     layer: l.clone(),
-                    size,
+                    served,
                 })),
             );
         }
-        let (manifest, original_manifest) = crate::export::build_manifest(img, &layers)?;
+        let descriptors: Vec<Descriptor> = layers.iter().map(|l| l.descriptor.clone()).collect();
+        let (manifest, original_manifest) = crate::export::build_manifest(img, &descriptors)?;
         let manifest_digest = crate::digest::sha256(&manifest);
         let inner = Arc::new(Inner {
             repo,
@@ -138,6 +193,7 @@ impl<ID: FsVerityHashValue> Served<ID> {
             progress,
             log: Mutex::new(Log::default()),
             rebuilds: Arc::new(tokio::sync::Semaphore::new(jobs.max(1))),
+            workers: jobs.max(1),
         });
         let credential = Arc::new(Credential::random()?);
         let app = Router::new()

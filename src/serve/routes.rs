@@ -94,11 +94,11 @@ fn respond<ID: FsVerityHashValue>(s: &Arc<Inner<ID>>, path: &str, method: Method
                 None,
             ),
             Some(Blob::Layer(l)) if head => {
-                with_headers(Body::empty().into_response(), l.size, digest, None)
+                with_headers(Body::empty().into_response(), l.served.size(), digest, None)
             }
             Some(Blob::Layer(l)) => {
                 let body = stream_layer(s.clone(), digest.to_string());
-                with_headers(body.into_response(), l.size, digest, None)
+                with_headers(body.into_response(), l.served.size(), digest, None)
             }
             None => not_found(),
         },

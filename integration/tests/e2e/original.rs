@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{ensure, Context, Result};
 use integration::fixture::{self, sha256, Kind, TarBuilder};
-use integration::{cfs, run, Registry};
+use integration::{cfs, run, Registry, Storage};
 
 /// Layer-like tars: text that compresses, noise that does not, several MiB
 /// so pgzip's 1 MiB blocks are crossed.
@@ -130,8 +130,9 @@ fn index_manifest(index: &str) -> Result<String> {
 }
 
 /// skopeo-made (pgzip) layers, and a mixed image (pgzip, Go, zlib 6,
-/// uncompressed): exported to oci:, oci-archive: and a registry, every layer
-/// is reproduced and the manifest digest is the original's.
+/// uncompressed): exported to oci:, oci-archive:, a registry and
+/// containers-storage, every layer is reproduced and the manifest digest is
+/// the original's.
 pub fn original_compressed_bytes_keep_the_manifest_digest() -> Result<()> {
     let t = tempfile::tempdir()?;
     let tars = tars();
@@ -245,6 +246,41 @@ pub fn original_compressed_bytes_keep_the_manifest_digest() -> Result<()> {
             index_manifest(&std::fs::read_to_string(again.join("index.json"))?)? == *manifest,
             "{name}: second export"
         );
+        // containers-storage, streamed and through a layout: podman records
+        // the original manifest digest and the image ID.
+        for via_layout in [false, true] {
+            let storage = Storage::new(&t.path().join(format!("storage-{name}-{via_layout}")));
+            let mut args = vec![
+                "--json",
+                "copy-to-storage",
+                "app:1",
+                "--target",
+                "localhost/app:1",
+                "--compression",
+                "original",
+            ];
+            if via_layout {
+                args.push("--via-layout");
+            }
+            let flags = storage.flags();
+            args.extend(flags.iter().map(String::as_str));
+            let report = cfs(&repo, &args)?;
+            let got = storage.podman(&[
+                "image",
+                "inspect",
+                "--format",
+                "{{.Id}} {{.Digest}}",
+                "localhost/app:1",
+            ])?;
+            let want = format!(
+                "{} {manifest}",
+                f.config_digest.trim_start_matches("sha256:")
+            );
+            ensure!(
+                got.trim() == want,
+                "{name} storage (via layout: {via_layout}): podman has {got:?}, want {want:?}: {report}"
+            );
+        }
         if name == "mixed" {
             let password = "Pa55-original";
             let reg = Registry::start(&t.path().join("registry"), "tester", password)?;
