@@ -145,11 +145,19 @@ fn read_file(path: &Path, env: &StorageEnv) -> Result<Option<FileSettings>> {
         }
     };
     let config: TomlConfig = toml::from_str(&text).map_err(|e| {
+        // toml's own rendering draws the line over several lines; one is enough.
+        let at = e.span().map_or_else(String::new, |span| {
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+            let column = before.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+            format!(" (line {line}, column {column})")
+        });
         anyhow::anyhow!(
-            "{} is not a valid storage.conf, so skopeo and podman cannot use it either: {e}\n\
-             Fix the file, point CONTAINERS_STORAGE_CONF at a good one, \
+            "{} is not a valid storage.conf{at}: {}; skopeo and podman cannot use it either: \
+             fix it, point CONTAINERS_STORAGE_CONF at a good one, \
              or name the storage with --storage-root",
-            path.display()
+            path.display(),
+            e.message().trim_end()
         )
     })?;
     let set = |v: Option<String>| v.filter(|s| !s.is_empty());
@@ -598,7 +606,7 @@ mod tests {
                 "sys/etc/containers/storage.conf",
                 "[storage\ngraphroot = \"/x\"\n",
                 &[],
-                "@/sys/etc/containers/storage.conf is not a valid storage.conf",
+                "@/sys/etc/containers/storage.conf is not a valid storage.conf (line 1, column 9)",
             ),
             (
                 "wrong type",
