@@ -58,6 +58,7 @@ pub mod reproduce;
 pub mod select;
 pub(crate) mod serve;
 pub mod skopeo;
+pub mod storage_conf;
 mod stream;
 mod stream_check;
 pub mod transfer;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 
+use crate::storage_conf::{StorageConf, StorageEnv};
 use crate::transport::ImageLocation;
 use crate::UsageError;
 
@@ -132,8 +133,9 @@ pub fn registry_host(reference: &str) -> String {
 }
 
 /// The graph root a containers-storage destination uses: `--storage-root`,
-/// the `[driver@ROOT+runroot]` in the reference, else containers' default
-/// (`/var/lib/containers/storage` for root, `~/.local/share/containers/storage` otherwise).
+/// the `[driver@ROOT+runroot]` in the reference, else the one
+/// containers-storage finds itself (`storage.conf`, environment, user; see
+/// [`crate::storage_conf`]), as the skopeo we start will.
 pub fn graph_root(reference: &str, storage: &StorageOptions) -> Result<PathBuf> {
     if let Some(root) = &storage.root {
         return Ok(root.clone());
@@ -147,15 +149,20 @@ pub fn graph_root(reference: &str, storage: &StorageOptions) -> Result<PathBuf> 
         let root = root.split_once('+').map_or(root, |(r, _)| r);
         return Ok(PathBuf::from(root));
     }
-    if rustix::process::geteuid().is_root() {
-        return Ok(PathBuf::from("/var/lib/containers/storage"));
-    }
-    let data = std::env::var_os("XDG_DATA_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .context("Finding the containers-storage graph root: set HOME or --storage-root")?;
-    Ok(data.join("containers/storage"))
+    let conf = StorageConf::resolve(&StorageEnv::from_process())
+        .context("Finding containers-storage's graph root as skopeo will")?;
+    tracing::debug!(
+        "containers-storage from {}: graph root {}, run root {}, driver {}",
+        conf.file
+            .as_ref()
+            .map_or_else(|| "built-in defaults".into(), |f| f.display().to_string()),
+        conf.graph_root.display(),
+        conf.run_root.display(),
+        conf.driver
+            .as_deref()
+            .unwrap_or("(picked by containers-storage)")
+    );
+    Ok(conf.graph_root)
 }
 
 /// The auth file we write into a private directory for skopeo.

@@ -15,6 +15,8 @@ mod host;
 mod original;
 #[path = "e2e/security.rs"]
 mod security;
+#[path = "e2e/storage_conf.rs"]
+mod storage_conf;
 #[path = "e2e/stream.rs"]
 mod stream;
 
@@ -65,6 +67,11 @@ fn main() {
             "copy_to_storage_streams_without_temp_layout",
             &["skopeo", "podman"],
             stream::copy_to_storage_streams_without_temp_layout,
+        ),
+        trial(
+            "copy_to_storage_finds_graph_root_in_storage_conf",
+            &["skopeo", "podman"],
+            storage_conf::copy_to_storage_finds_graph_root_in_storage_conf,
         ),
         trial(
             "server_answers_only_the_expected_requests",
