@@ -243,55 +243,93 @@ pub(crate) fn layer_compression<ID>(opts: &ExportOptions, layer: &StoredLayer<ID
 }
 
 /// `opts` with [`ExportOptions::reproduced`] filled: for `original`, each
-/// gzip layer whose original bytes one of our encoders reproduces.
-pub(crate) fn with_reproduced<ID: FsVerityHashValue>(
+/// gzip layer whose original bytes one of our encoders reproduces. A search
+/// writes into `sink()`; `keep` gets the blob of each match.
+fn reproduced_into<ID: FsVerityHashValue, W: std::io::Write>(
     repo: &Repository<ID>,
     images: &[StoredImage<ID>],
     opts: &ExportOptions,
+    sink: &(dyn Fn() -> Result<W> + Sync),
+    keep: &(dyn Fn(&StoredLayer<ID>, W, f64) -> Result<()> + Sync),
 ) -> Result<ExportOptions> {
     let mut opts = opts.clone();
     if opts.compression != CompressionChoice::Original {
         return Ok(opts);
     }
-    let mut found: HashMap<Digest, Reproducer> = HashMap::new();
-    let mut tried = std::collections::HashSet::new();
-    for img in images {
-        for l in &img.layers {
-            let Some(original) = &l.original else {
-                continue;
-            };
-            if !tried.insert((l.diff_id.clone(), original.digest().clone())) {
-                continue;
-            }
-            opts.progress.stage(&format!(
-                "Reproducing the original compression of layer {} of {}",
-                l.index + 1,
-                img.name()
-            ));
-            let outcome = reproduce::find(repo, img, l, original, opts.jobs);
-            opts.progress.stage_finished();
-            if let Some(r) = outcome? {
-                found.insert(l.diff_id.clone(), r);
-            }
-        }
-    }
-    opts.reproduced = Arc::new(found);
+    opts.progress
+        .stage("Finding which encoder made each original gzip layer");
+    let found = reproduce::find_all(repo, images, opts.jobs, sink, keep);
+    opts.progress.stage_finished();
+    opts.reproduced = Arc::new(found?);
     Ok(opts)
 }
 
+/// [`reproduced_into`] for a destination that compresses the layers itself
+/// (what a search writes is dropped).
+pub(crate) fn with_reproduced<ID: FsVerityHashValue>(
+    repo: &Repository<ID>,
+    images: &[StoredImage<ID>],
+    opts: &ExportOptions,
+) -> Result<ExportOptions> {
+    reproduced_into(repo, images, opts, &|| Ok(std::io::sink()), &|_, _, _| {
+        Ok(())
+    })
+}
+
+/// [`reproduced_into`] a layout: the blob a search reproduced is committed
+/// (and counted in `created`), so it is not compressed a second time.
+fn reproduced_into_layout<ID: FsVerityHashValue>(
+    repo: &Repository<ID>,
+    images: &[StoredImage<ID>],
+    layout: &OciLayout,
+    opts: &ExportOptions,
+    created: &Mutex<Vec<Digest>>,
+) -> Result<(ExportOptions, HashMap<Digest, BlobOutcome>)> {
+    let written = Mutex::new(HashMap::new());
+    let opts = reproduced_into(
+        repo,
+        images,
+        opts,
+        &|| layout.create_trusted_blob(),
+        &|l, blob, seconds| {
+            let original = l.original.as_ref().context("internal: no original blob")?;
+            let blob = blob.commit(Some(original.digest()))?;
+            if blob.created {
+                lock(created).push(blob.digest.clone());
+            }
+            let outcome = BlobOutcome {
+                digest: blob.digest,
+                blob_size: blob.size,
+                tar_size: image::layer_size(repo, l)?,
+                status: LayerStatus::Written,
+                seconds,
+            };
+            lock(&written).insert(l.diff_id.clone(), outcome);
+            Ok(())
+        },
+    )?;
+    Ok((
+        opts,
+        written.into_inner().unwrap_or_else(|p| p.into_inner()),
+    ))
+}
+
 /// A blob already in the layout for this layer and compression, if known:
-/// an uncompressed one is the diff_id with the tar's size, a compressed one
-/// comes from the record; either counts only when present with that size.
-fn existing_blob(
+/// an uncompressed one is the diff_id with the tar's size, a reproduced one
+/// the original blob, another compressed one comes from the record; each
+/// counts only when present with that size.
+fn existing_blob<ID>(
     layout: &OciLayout,
     record: &BlobRecord,
-    diff_id: &Digest,
+    layer: &StoredLayer<ID>,
     tar_size: u64,
     compression: Compression,
 ) -> Result<Option<(Digest, u64)>> {
-    let known = match compression {
-        Compression::Uncompressed => Some((diff_id.clone(), tar_size)),
-        c => record.get(diff_id, &c.to_string()),
+    let diff_id = &layer.diff_id;
+    let known = match (compression, &layer.original) {
+        (Compression::Uncompressed, _) => Some((diff_id.clone(), tar_size)),
+        (Compression::Reproduced(_), Some(o)) => Some((o.digest().clone(), o.size())),
+        (c, _) => record.get(diff_id, &c.to_string()),
     };
     Ok(match known {
         Some((digest, size)) if layout.blob_size(&digest)? == Some(size) => Some((digest, size)),
@@ -462,13 +500,23 @@ pub fn export_to_oci_dir<ID: FsVerityHashValue>(
     opts: &ExportOptions,
 ) -> Result<ExportReport> {
     let tag_override = opts.single_tag(images.len())?;
-    let opts = &with_reproduced(repo, images, opts)?;
     let mut layout = OciLayout::open_or_create(dest)?;
     if !opts.durable {
         layout = layout.scratch();
     }
     let created = Mutex::new(Vec::new());
-    let result = export_locked(repo, images, &layout, tag_override, opts, &created)
+    let result = reproduced_into_layout(repo, images, &layout, opts, &created)
+        .and_then(|(opts, searched)| {
+            export_locked(
+                repo,
+                images,
+                &layout,
+                tag_override,
+                &opts,
+                &created,
+                searched,
+            )
+        })
         .map_err(|e| no_space_hint(e, dest));
     if result.is_err() {
         for digest in lock(&created).iter() {
@@ -504,10 +552,11 @@ fn export_locked<ID: FsVerityHashValue>(
     tag_override: Option<&str>,
     opts: &ExportOptions,
     created: &Mutex<Vec<Digest>>,
+    searched: HashMap<Digest, BlobOutcome>,
 ) -> Result<ExportReport> {
     let started = Instant::now();
     let mut record = layout.read_blob_record();
-    let Plan { mut outcomes, work } = plan(repo, layout, &record, images, opts)?;
+    let Plan { mut outcomes, work } = plan(repo, layout, &record, images, opts, searched)?;
     let written = run_jobs(repo, layout, &work, opts, created)?;
     for (job, outcome) in work.into_iter().zip(written) {
         if job.key.compression != Compression::Uncompressed {
@@ -554,15 +603,27 @@ struct Plan<ID> {
     work: Vec<Job<ID>>,
 }
 
-/// One job per distinct (diff_id, compression) the destination lacks.
+/// One job per distinct (diff_id, compression) the destination lacks;
+/// `searched` are the reproduced blobs the search already wrote.
 fn plan<ID: FsVerityHashValue>(
     repo: &Repository<ID>,
     layout: &OciLayout,
     record: &BlobRecord,
     images: &[StoredImage<ID>],
     opts: &ExportOptions,
+    searched: HashMap<Digest, BlobOutcome>,
 ) -> Result<Plan<ID>> {
-    let mut outcomes: HashMap<LayerKey, BlobOutcome> = HashMap::new();
+    let mut outcomes: HashMap<LayerKey, BlobOutcome> = searched
+        .into_iter()
+        .filter_map(|(diff_id, outcome)| {
+            let r = opts.reproduced.get(&diff_id)?;
+            let key = LayerKey {
+                diff_id,
+                compression: Compression::Reproduced(*r),
+            };
+            Some((key, outcome))
+        })
+        .collect();
     let mut work: Vec<Job<ID>> = Vec::new();
     for img in images {
         for l in &img.layers {
@@ -574,7 +635,7 @@ fn plan<ID: FsVerityHashValue>(
                 continue;
             }
             let tar_size = image::layer_size(repo, l).unwrap_or(0);
-            match existing_blob(layout, record, &l.diff_id, tar_size, key.compression)? {
+            match existing_blob(layout, record, l, tar_size, key.compression)? {
                 Some((digest, blob_size)) => {
                     opts.progress.layer_skipped(&img.name(), &key, tar_size);
                     let skipped = BlobOutcome {

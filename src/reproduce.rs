@@ -11,9 +11,13 @@
 //! never assumed. Outcomes, matches and misses, are remembered in a small
 //! cache under the user's cache directory (never inside the repository).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
 
 use anyhow::Result;
 use cfs_encoders::gostd::GzipWriter;
@@ -150,31 +154,99 @@ fn candidates(created_by: &str) -> Vec<Reproducer> {
     order
 }
 
+/// A match: the encoder, and the blob it wrote when it was found by a
+/// search rather than remembered.
+pub type Found<W> = (Reproducer, Option<W>);
+
 /// Which encoder reproduces `original`, the layer's blob in the original
 /// manifest, if any. Only gzip layers are tried; the answer is cached.
-pub fn find<ID: FsVerityHashValue>(
+/// Each candidate writes into a fresh `sink()`, so the one that matches has
+/// written the whole blob (which a destination may keep: no second pass).
+pub fn find<ID: FsVerityHashValue, W: Write>(
     repo: &Repository<ID>,
     img: &StoredImage<ID>,
     layer: &StoredLayer<ID>,
     original: &Descriptor,
     workers: usize,
-) -> Result<Option<Reproducer>> {
+    sink: &dyn Fn() -> Result<W>,
+) -> Result<Option<Found<W>>> {
     if !is_gzip_type(original.media_type()) {
         return Ok(None);
     }
     let cache = Cache::new();
     if let Some(known) = cache.get(&layer.diff_id, original.digest()) {
-        return Ok(known);
+        return Ok(known.map(|r| (r, None)));
     }
     let created_by = history_text(img);
     for candidate in candidates(&created_by) {
-        if matches(repo, img, layer, original, candidate, workers)? {
+        if let Some(written) = matches(repo, img, layer, original, candidate, workers, sink()?)? {
             cache.put(&layer.diff_id, original.digest(), Some(candidate));
-            return Ok(Some(candidate));
+            return Ok(Some((candidate, Some(written))));
         }
     }
     cache.put(&layer.diff_id, original.digest(), None);
     Ok(None)
+}
+
+/// [`find`] for every distinct gzip layer of `images`, `jobs` layers at a
+/// time; `keep` gets each blob a search wrote (with the seconds it took).
+/// The encoders found, by diff_id.
+pub(crate) fn find_all<ID: FsVerityHashValue, W: Write>(
+    repo: &Repository<ID>,
+    images: &[StoredImage<ID>],
+    jobs: usize,
+    sink: &(dyn Fn() -> Result<W> + Sync),
+    keep: &(dyn Fn(&StoredLayer<ID>, W, f64) -> Result<()> + Sync),
+) -> Result<HashMap<Digest, Reproducer>> {
+    let mut todo: Vec<(&StoredImage<ID>, &StoredLayer<ID>, &Descriptor)> = Vec::new();
+    for img in images {
+        for l in &img.layers {
+            let Some(original) = &l.original else {
+                continue;
+            };
+            if !todo
+                .iter()
+                .any(|(_, t, o)| t.diff_id == l.diff_id && o.digest() == original.digest())
+            {
+                todo.push((img, l, original));
+            }
+        }
+    }
+    let next = AtomicUsize::new(0);
+    let found = Mutex::new(HashMap::new());
+    let first_error = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, todo.len().max(1)) {
+            s.spawn(|| {
+                while let Some(&(img, l, original)) = todo.get(next.fetch_add(1, Ordering::Relaxed))
+                {
+                    let started = Instant::now();
+                    let outcome = find(repo, img, l, original, jobs, sink).and_then(|f| {
+                        let Some((r, written)) = f else {
+                            return Ok(());
+                        };
+                        if let Some(w) = written {
+                            keep(l, w, started.elapsed().as_secs_f64())?;
+                        }
+                        lock(&found).insert(l.diff_id.clone(), r);
+                        Ok(())
+                    });
+                    if let Err(e) = outcome {
+                        lock(&first_error).get_or_insert(e);
+                        next.store(todo.len(), Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    Ok(found.into_inner().unwrap_or_else(|p| p.into_inner()))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn is_gzip_type(t: &MediaType) -> bool {
@@ -197,30 +269,33 @@ fn history_text<ID>(img: &StoredImage<ID>) -> String {
         .to_lowercase()
 }
 
-/// Does `candidate` turn the layer into exactly `original`'s bytes?
-fn matches<ID: FsVerityHashValue>(
+/// Does `candidate` turn the layer into exactly `original`'s bytes? Then
+/// `out`, which got them all.
+fn matches<ID: FsVerityHashValue, W: Write>(
     repo: &Repository<ID>,
     img: &StoredImage<ID>,
     layer: &StoredLayer<ID>,
     original: &Descriptor,
     candidate: Reproducer,
     workers: usize,
-) -> Result<bool> {
-    let sink = BoundedHasher::new(original.size());
+    out: W,
+) -> Result<Option<W>> {
+    let sink = BoundedHasher::new(original.size(), out);
     let encoder = candidate.writer(sink, workers)?;
     let (encoder, _) = match layer::rebuild(repo, &img.name(), layer, encoder) {
         Ok(done) => done,
         // Past the recorded size: not this encoder, and no need to finish.
-        Err(e) if is_over(&e) => return Ok(false),
+        Err(e) if is_over(&e) => return Ok(None),
         Err(e) => return Err(e),
     };
     let sink = match encoder.finish() {
         Ok(sink) => sink,
-        Err(e) if e.kind() == io::ErrorKind::FileTooLarge => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::FileTooLarge => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     let digest = format!("sha256:{}", hex::encode(sink.hasher.finalize()));
-    Ok(sink.written == original.size() && digest == original.digest().to_string())
+    let same = sink.written == original.size() && digest == original.digest().to_string();
+    Ok(same.then_some(sink.out))
 }
 
 /// The sink refused more bytes (a write error's source chain holds its io::Error).
@@ -231,38 +306,42 @@ fn is_over(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Hashes what is written and fails once more than `limit` bytes arrive.
-struct BoundedHasher {
+/// Hashes what is written on its way to `out`, and fails once more than
+/// `limit` bytes arrive.
+struct BoundedHasher<W> {
     hasher: Sha256,
     written: u64,
     limit: u64,
+    out: W,
 }
 
-impl BoundedHasher {
-    fn new(limit: u64) -> Self {
+impl<W> BoundedHasher<W> {
+    fn new(limit: u64, out: W) -> Self {
         BoundedHasher {
             hasher: Sha256::new(),
             written: 0,
             limit,
+            out,
         }
     }
 }
 
-impl Write for BoundedHasher {
+impl<W: Write> Write for BoundedHasher<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.written += buf.len() as u64;
-        if self.written > self.limit {
+        if self.written + buf.len() as u64 > self.limit {
             return Err(io::Error::new(
                 io::ErrorKind::FileTooLarge,
                 "output passed the original blob's size",
             ));
         }
-        self.hasher.update(buf);
-        Ok(buf.len())
+        let n = self.out.write(buf)?;
+        self.written += n as u64;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        self.out.flush()
     }
 }
 
@@ -346,7 +425,7 @@ mod tests {
 
     #[test]
     fn bounded_hasher_stops_past_the_limit() {
-        let mut h = BoundedHasher::new(10);
+        let mut h = BoundedHasher::new(10, io::sink());
         h.write_all(b"0123456789").unwrap();
         let e = h.write_all(b"x").unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::FileTooLarge);

@@ -32,6 +32,11 @@ pub fn run(cmd: &mut Command) -> Result<Output> {
 
 /// Run `cfs-export --repo REPO ARGS…`, requiring success.
 pub fn cfs(repo: &Path, args: &[&str]) -> Result<String> {
+    cfs_with(repo, args, &[])
+}
+
+/// [`cfs`] with extra environment variables.
+pub fn cfs_with(repo: &Path, args: &[&str], env: &[(&str, &Path)]) -> Result<String> {
     let bin = fixture::bin();
     if !bin.exists() {
         bail!(
@@ -39,7 +44,12 @@ pub fn cfs(repo: &Path, args: &[&str]) -> Result<String> {
             bin.display()
         );
     }
-    let out = run(Command::new(bin).arg("--repo").arg(repo).args(args))?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("--repo").arg(repo).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = run(&mut cmd)?;
     Ok(String::from_utf8(out.stdout)?)
 }
 

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{ensure, Context, Result};
 use integration::fixture::{self, sha256, Kind, TarBuilder};
-use integration::{cfs, run, Registry, Storage};
+use integration::{cfs_with, run, Registry, Storage};
 
 /// Layer-like tars: text that compresses, noise that does not, several MiB
 /// so pgzip's 1 MiB blocks are crossed.
@@ -175,6 +175,9 @@ pub fn original_compressed_bytes_keep_the_manifest_digest() -> Result<()> {
         ],
     )?;
 
+    // A cache of our own: the first export searches, the next ones remember.
+    let cache = t.path().join("cache");
+    let cfs = |repo: &Path, args: &[&str]| cfs_with(repo, args, &[("XDG_CACHE_HOME", &cache)]);
     let mut summary = String::new();
     for (name, src, manifest) in [
         ("pgzip", &pg, &pg_manifest),
@@ -197,6 +200,11 @@ pub fn original_compressed_bytes_keep_the_manifest_digest() -> Result<()> {
         ensure!(
             &got == manifest,
             "{name}: manifest {got}, original {manifest}: {report}"
+        );
+        let remembered = std::fs::read_dir(cache.join("cfs-export/reproduce"))?.count();
+        ensure!(
+            remembered == 4 + usize::from(name == "mixed") * 2,
+            "{name}: {remembered} outcomes remembered"
         );
         let r: serde_json::Value = serde_json::from_str(&report)?;
         let blobs: Vec<String> = r["images"][0]["layers"]
