@@ -250,7 +250,7 @@ fn reproduced_into<ID: FsVerityHashValue, W: std::io::Write>(
     images: &[StoredImage<ID>],
     opts: &ExportOptions,
     sink: &(dyn Fn() -> Result<W> + Sync),
-    keep: &(dyn Fn(&StoredLayer<ID>, W, f64) -> Result<()> + Sync),
+    keep: &reproduce::Keep<'_, ID, W>,
 ) -> Result<ExportOptions> {
     let mut opts = opts.clone();
     if opts.compression != CompressionChoice::Original {

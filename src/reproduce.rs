@@ -188,6 +188,9 @@ pub fn find<ID: FsVerityHashValue, W: Write>(
     Ok(None)
 }
 
+/// What to do with a blob a search wrote: the layer, the blob, seconds taken.
+pub(crate) type Keep<'a, ID, W> = dyn Fn(&StoredLayer<ID>, W, f64) -> Result<()> + Sync + 'a;
+
 /// [`find`] for every distinct gzip layer of `images`, `jobs` layers at a
 /// time; `keep` gets each blob a search wrote (with the seconds it took).
 /// The encoders found, by diff_id.
@@ -196,7 +199,7 @@ pub(crate) fn find_all<ID: FsVerityHashValue, W: Write>(
     images: &[StoredImage<ID>],
     jobs: usize,
     sink: &(dyn Fn() -> Result<W> + Sync),
-    keep: &(dyn Fn(&StoredLayer<ID>, W, f64) -> Result<()> + Sync),
+    keep: &Keep<'_, ID, W>,
 ) -> Result<HashMap<Digest, Reproducer>> {
     let mut todo: Vec<(&StoredImage<ID>, &StoredLayer<ID>, &Descriptor)> = Vec::new();
     for img in images {
