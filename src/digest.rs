@@ -56,6 +56,16 @@ impl<W: Write> HashingWriter<W> {
         }
     }
 
+    /// Wrap `inner`, continuing a hash over `len` bytes already written elsewhere.
+    pub fn resume(inner: W, hasher: Sha256, len: u64) -> Self {
+        Self { inner, hasher, len }
+    }
+
+    /// The hash state and byte count so far (for [`HashingWriter::resume`]).
+    pub fn state(&self) -> (Sha256, u64) {
+        (self.hasher.clone(), self.len)
+    }
+
     /// Bytes written so far.
     pub fn len(&self) -> u64 {
         self.len

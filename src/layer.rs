@@ -3,13 +3,14 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 
 use anyhow::{Context, Result};
 use composefs::fsverity::FsVerityHashValue;
 use composefs::repository::Repository;
 use composefs::splitstream::SplitStreamData;
 use oci_spec::image::Digest;
+use sha2::Sha256;
 
 use crate::digest::HashingWriter;
 use crate::image::{layer_stream_id, StoredLayer};
@@ -74,6 +75,39 @@ pub fn rebuild<ID: FsVerityHashValue, W: Write>(
     layer: &StoredLayer<ID>,
     out: W,
 ) -> Result<(W, u64)> {
+    rebuild_from(repo, image, layer, out, Restart::default())
+}
+
+/// A place a rebuild can start from instead of byte 0: an offset in the tar
+/// and the hash of everything before it, so the whole layer is still proven.
+#[derive(Debug, Clone)]
+pub struct RestartPoint {
+    /// Offset in the tar.
+    pub offset: u64,
+    hasher: Sha256,
+}
+
+/// Restart points are taken at chunk boundaries this far apart (or more).
+pub const RESTART_SPACING: u64 = 8 << 20;
+
+/// Where a rebuild starts, and who is told of the restart points it passes.
+#[derive(Default)]
+pub struct Restart<'a> {
+    /// Start here (a point an earlier rebuild of this layer gave), else at 0.
+    pub from: Option<RestartPoint>,
+    /// Gets a restart point every [`RESTART_SPACING`] bytes or so.
+    pub record: Option<&'a mut dyn FnMut(RestartPoint)>,
+}
+
+/// [`rebuild`] writing only the bytes from `restart.from` on (seeking past
+/// whole objects, not reading them), still proving the whole tar.
+pub fn rebuild_from<ID: FsVerityHashValue, W: Write>(
+    repo: &Repository<ID>,
+    image: &str,
+    layer: &StoredLayer<ID>,
+    out: W,
+    mut restart: Restart<'_>,
+) -> Result<(W, u64)> {
     let damaged = |cause: String| -> anyhow::Error {
         LayerDamaged {
             image: image.to_string(),
@@ -96,15 +130,32 @@ pub fn rebuild<ID: FsVerityHashValue, W: Write>(
         Err(e) => return Err(damaged(format!("{e:#}"))),
     };
     let expected_size = reader.total_size;
-    let mut out = HashingWriter::new(out);
+    // Bytes of the tar passed over before the first one written.
+    let (mut skip, mut out) = match restart.from.take() {
+        Some(p) => (p.offset, HashingWriter::resume(out, p.hasher, p.offset)),
+        None => (0, HashingWriter::new(out)),
+    };
+    let mut next_point = out.len() + RESTART_SPACING;
     let mut buf = vec![0u8; OBJECT_BUF_SIZE];
     let streamed = reader.for_each_chunk(|chunk| {
         match chunk {
             SplitStreamData::Inline(bytes) => {
-                out.write_all(&bytes).map_err(DestinationWriteError)?;
+                let passed = skip.min(bytes.len() as u64);
+                skip -= passed;
+                out.write_all(&bytes[passed as usize..])
+                    .map_err(DestinationWriteError)?;
             }
             SplitStreamData::External(id) => {
                 let mut file = File::from(repo.open_object(&id)?);
+                if skip > 0 {
+                    let size = file.metadata()?.len();
+                    let passed = skip.min(size);
+                    skip -= passed;
+                    if passed == size {
+                        return Ok(());
+                    }
+                    file.seek(io::SeekFrom::Start(passed))?;
+                }
                 loop {
                     let n = match file.read(&mut buf) {
                         Ok(0) => break,
@@ -119,6 +170,13 @@ pub fn rebuild<ID: FsVerityHashValue, W: Write>(
                     out.write_all(&buf[..n]).map_err(DestinationWriteError)?;
                 }
             }
+        }
+        if out.len() >= next_point && skip == 0 {
+            if let Some(record) = restart.record.as_mut() {
+                let (hasher, offset) = out.state();
+                record(RestartPoint { offset, hasher });
+            }
+            next_point = out.len() + RESTART_SPACING;
         }
         Ok(())
     });

@@ -13,6 +13,8 @@ use std::path::Path;
 mod host;
 #[path = "e2e/original.rs"]
 mod original;
+#[path = "e2e/ranges.rs"]
+mod ranges;
 #[path = "e2e/security.rs"]
 mod security;
 #[path = "e2e/storage_conf.rs"]
@@ -77,6 +79,11 @@ fn main() {
             "server_answers_only_the_expected_requests",
             &["python3"],
             stream::server_answers_only_the_expected_requests,
+        ),
+        trial(
+            "loopback_server_answers_ranges",
+            &["python3"],
+            ranges::loopback_server_answers_ranges,
         ),
         trial(
             "original_compressed_bytes_keep_the_manifest_digest",

@@ -14,10 +14,11 @@ use axum::body::{Body, Bytes};
 use composefs::fsverity::FsVerityHashValue;
 use tokio::sync::mpsc;
 
+use super::ranges::Window;
 use super::{Blob, Inner, LayerBlob, LayerServed};
 use crate::compress::Compression;
 use crate::digest::HashingWriter;
-use crate::layer;
+use crate::layer::{self, Restart, RestartPoint};
 use crate::progress::{LayerKey, ProgressWriter};
 use crate::reproduce::Reproducer;
 
@@ -26,8 +27,14 @@ pub(crate) const CHUNK: usize = 256 * 1024;
 /// How long a chunk may wait for the client to read before the response is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A response body that rebuilds the layer on a blocking thread as it is sent.
-pub(super) fn stream_layer<ID: FsVerityHashValue>(s: Arc<Inner<ID>>, digest: String) -> Body {
+/// A response body that rebuilds the layer on a blocking thread as it is
+/// sent: `count` bytes of the blob from `first` on.
+pub(super) fn stream_layer<ID: FsVerityHashValue>(
+    s: Arc<Inner<ID>>,
+    digest: String,
+    first: u64,
+    count: u64,
+) -> Body {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
     let runtime = tokio::runtime::Handle::current();
     tokio::spawn(async move {
@@ -39,7 +46,7 @@ pub(super) fn stream_layer<ID: FsVerityHashValue>(s: Arc<Inner<ID>>, digest: Str
             return;
         }
         let rebuild = tokio::task::spawn_blocking(move || {
-            rebuild_into(&s, &digest, tx, runtime);
+            rebuild_into(&s, &digest, (first, count), tx, runtime);
             drop(permit);
         });
         let _ = rebuild.await;
@@ -51,6 +58,7 @@ pub(super) fn stream_layer<ID: FsVerityHashValue>(s: Arc<Inner<ID>>, digest: Str
 fn rebuild_into<ID: FsVerityHashValue>(
     s: &Inner<ID>,
     digest: &str,
+    (first, count): (u64, u64),
     tx: mpsc::Sender<io::Result<Bytes>>,
     runtime: tokio::runtime::Handle,
 ) {
@@ -72,11 +80,11 @@ fn rebuild_into<ID: FsVerityHashValue>(
     s.progress.layer_started(image, &key, served.tar_size);
     let sender = HeldBack::new(tx.clone(), runtime);
     let result = match served.reproduced {
-        None => {
-            let counted = ProgressWriter::new(sender, &*s.progress, &key);
-            layer::rebuild(&s.repo, image, layer, counted).map(|(c, _)| c.into_inner())
+        None => tar_into(s, blob, digest, (first, count), &key, sender),
+        Some(r) => {
+            let window = Window::new(sender, first, count);
+            reproduce_into(s, blob, r, &key, window).map(Window::into_inner)
         }
-        Some(r) => reproduce_into(s, blob, r, &key, sender),
     };
     s.progress.layer_finished(&key);
     let mut log = match s.log.lock() {
@@ -85,7 +93,9 @@ fn rebuild_into<ID: FsVerityHashValue>(
     };
     match result {
         Ok(sender) => {
-            if sender.release().is_ok() {
+            // A part that reaches the end completes what skopeo read before.
+            let to_the_end = first + count == served.size();
+            if sender.release().is_ok() && to_the_end {
                 let seconds = started.elapsed().as_secs_f64();
                 log.served
                     .insert(digest.to_string(), LayerServed { seconds });
@@ -104,15 +114,52 @@ fn rebuild_into<ID: FsVerityHashValue>(
     }
 }
 
+/// Rebuild the uncompressed layer's bytes `first..first + count` into
+/// `sender`, starting at the nearest restart point an earlier response of
+/// this layer passed (a resumed read does not start over), and remembering
+/// the points this one passes.
+fn tar_into<ID: FsVerityHashValue>(
+    s: &Inner<ID>,
+    blob: &LayerBlob<ID>,
+    digest: &str,
+    (first, count): (u64, u64),
+    key: &LayerKey,
+    sender: HeldBack,
+) -> anyhow::Result<HeldBack> {
+    let from = lock(&s.restarts)
+        .get(digest)
+        .and_then(|points| points.iter().rev().find(|p| p.offset <= first).cloned());
+    let start = from.as_ref().map_or(0, |p| p.offset);
+    let window = Window::new(sender, first - start, count);
+    let counted = ProgressWriter::new(window, &*s.progress, key);
+    let mut record = |p: RestartPoint| {
+        let mut all = lock(&s.restarts);
+        let points = all.entry(digest.to_string()).or_default();
+        if let Err(at) = points.binary_search_by_key(&p.offset, |q| q.offset) {
+            points.insert(at, p);
+        }
+    };
+    let restart = Restart {
+        from,
+        record: Some(&mut record),
+    };
+    let (counted, _) = layer::rebuild_from(&s.repo, &blob.image, &blob.layer, counted, restart)?;
+    Ok(counted.into_inner().into_inner())
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Rebuild the layer through encoder `r` into `sender`; the output must be
 /// the original blob, digest and size, or nothing more is released.
-fn reproduce_into<ID: FsVerityHashValue>(
+fn reproduce_into<ID: FsVerityHashValue, W: Write>(
     s: &Inner<ID>,
     blob: &LayerBlob<ID>,
     r: Reproducer,
     key: &LayerKey,
-    sender: HeldBack,
-) -> anyhow::Result<HeldBack> {
+    sender: W,
+) -> anyhow::Result<W> {
     let encoder = r.writer(HashingWriter::new(sender), s.workers)?;
     let counted = ProgressWriter::new(encoder, &*s.progress, key);
     let (counted, _) = layer::rebuild(&s.repo, &blob.image, &blob.layer, counted)?;

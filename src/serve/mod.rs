@@ -16,6 +16,7 @@
 mod access;
 mod body;
 mod conn;
+mod ranges;
 mod routes;
 
 use std::collections::HashMap;
@@ -104,6 +105,8 @@ struct Inner<ID: FsVerityHashValue> {
     rebuilds: Arc<tokio::sync::Semaphore>,
     /// Compression threads per reproduced layer.
     workers: usize,
+    /// Where earlier responses of each uncompressed layer can be resumed.
+    restarts: Mutex<HashMap<String, Vec<crate::layer::RestartPoint>>>,
 }
 
 /// The image as served: its manifest (uncompressed layers) and where it is.
@@ -194,6 +197,7 @@ impl<ID: FsVerityHashValue> Served<ID> {
             log: Mutex::new(Log::default()),
             rebuilds: Arc::new(tokio::sync::Semaphore::new(jobs.max(1))),
             workers: jobs.max(1),
+            restarts: Mutex::default(),
         });
         let credential = Arc::new(Credential::random()?);
         let app = Router::new()

@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use composefs::fsverity::FsVerityHashValue;
 use oci_spec::image::MediaType;
 
 use super::body::stream_layer;
+use super::ranges::Answer;
 use super::{Blob, Inner, NAME, TAG};
 
 pub(super) async fn api_version() -> impl IntoResponse {
@@ -56,14 +57,15 @@ pub(super) async fn head_path<ID: FsVerityHashValue>(
     State(s): State<Arc<Inner<ID>>>,
     Path(path): Path<String>,
 ) -> Response {
-    respond(&s, &path, Method::HEAD)
+    respond(&s, &path, Method::HEAD, &HeaderMap::new())
 }
 
 pub(super) async fn get_path<ID: FsVerityHashValue>(
     State(s): State<Arc<Inner<ID>>>,
     Path(path): Path<String>,
+    headers: HeaderMap,
 ) -> Response {
-    respond(&s, &path, Method::GET)
+    respond(&s, &path, Method::GET, &headers)
 }
 
 /// In-memory bytes as a response body (none for HEAD).
@@ -74,7 +76,36 @@ fn bytes_body(bytes: &Bytes, head: bool) -> Body {
     }
 }
 
-fn respond<ID: FsVerityHashValue>(s: &Arc<Inner<ID>>, path: &str, method: Method) -> Response {
+/// A blob's response: the part the request's `Range` asks for (HEAD: the
+/// whole blob's headers), with `body(first, count)` giving those bytes.
+fn blob_response(
+    headers: &HeaderMap,
+    len: u64,
+    digest: &str,
+    body: impl FnOnce(u64, u64) -> Body,
+) -> Response {
+    let answer = Answer::for_request(headers, len);
+    let (first, count) = answer.span(len);
+    let body = match answer {
+        Answer::Unsatisfiable => Body::empty(),
+        _ => body(first, count),
+    };
+    let count = if answer == Answer::Unsatisfiable {
+        0
+    } else {
+        count
+    };
+    let mut r = with_headers(body.into_response(), count, digest, None);
+    answer.apply(&mut r, len);
+    r
+}
+
+fn respond<ID: FsVerityHashValue>(
+    s: &Arc<Inner<ID>>,
+    path: &str,
+    method: Method,
+    headers: &HeaderMap,
+) -> Response {
     let head = method == Method::HEAD;
     match parse(&s.prefix, path) {
         Some(Target::Manifest(r)) if r == TAG || r == s.manifest_digest.as_ref() => {
@@ -87,18 +118,19 @@ fn respond<ID: FsVerityHashValue>(s: &Arc<Inner<ID>>, path: &str, method: Method
             )
         }
         Some(Target::Blob(digest)) => match s.blobs.get(digest) {
-            Some(Blob::Bytes(b)) => with_headers(
-                bytes_body(b, head).into_response(),
-                b.len() as u64,
-                digest,
-                None,
-            ),
+            Some(Blob::Bytes(b)) => {
+                blob_response(headers, b.len() as u64, digest, |first, count| {
+                    let part = b.slice(first as usize..(first + count) as usize);
+                    bytes_body(&part, head)
+                })
+            }
             Some(Blob::Layer(l)) if head => {
-                with_headers(Body::empty().into_response(), l.served.size(), digest, None)
+                blob_response(headers, l.served.size(), digest, |_, _| Body::empty())
             }
             Some(Blob::Layer(l)) => {
-                let body = stream_layer(s.clone(), digest.to_string());
-                with_headers(body.into_response(), l.served.size(), digest, None)
+                blob_response(headers, l.served.size(), digest, |first, count| {
+                    stream_layer(s.clone(), digest.to_string(), first, count)
+                })
             }
             None => not_found(),
         },
