@@ -3,6 +3,7 @@
 # and prints the directory of the `skopeo` and `podman` wrappers that run
 # them there (scripts/in-trixie). Needs root: debootstrap, mount namespaces.
 set -euo pipefail
+[ "$(id -u)" = 0 ] || { echo "error: the trixie stack needs root (debootstrap, mounts)" >&2; exit 1; }
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${CFS_TRIXIE_CACHE:-/var/cache/cfs-export-tests}
 packages="skopeo podman runc fuse-overlayfs"
@@ -11,7 +12,6 @@ packages="skopeo podman runc fuse-overlayfs"
 key=$(cat "$here/trixie-stack.sh" "$here/in-trixie" | sha256sum | cut -c1-12)
 stack=$cache/trixie-$key
 if [ ! -d "$stack" ]; then
-	[ "$(id -u)" = 0 ] || { echo "error: making the trixie root needs root" >&2; exit 1; }
 	mkdir -p "$cache"
 	tmp=$(mktemp -d "$cache/.trixie-$key.XXXXXX")
 	trap 'rm -rf --one-file-system "$tmp"' EXIT
