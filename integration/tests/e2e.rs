@@ -19,6 +19,8 @@ mod roundtrip;
 mod security;
 #[path = "e2e/stream.rs"]
 mod stream;
+#[path = "e2e/tools.rs"]
+mod tools;
 
 type TestFn = fn() -> Result<()>;
 
@@ -62,6 +64,11 @@ fn main() {
     let args = Arguments::from_args();
     let stack = Stack::detect();
     let tests = vec![
+        trial(
+            "skopeo_runs_in_place_of_its_caller",
+            &["skopeo", "kill"],
+            tools::skopeo_runs_in_place_of_its_caller,
+        ),
         trial(
             "skopeo_reads_exported_layout",
             &["skopeo"],
