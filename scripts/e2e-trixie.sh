@@ -12,4 +12,4 @@ if ! bin=$(scripts/trixie-stack.sh); then
 	exit 0
 fi
 echo "trixie stack ready in $((SECONDS - started)) s: $bin" >&2
-PATH="$bin:$PATH" CFS_E2E_STACK=trixie "${CARGO:-cargo}" test -p integration --test e2e
+PATH="$bin:$PATH" "${CARGO:-cargo}" test -p integration --test e2e

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-/// The environment variable naming the stack (`scripts/e2e-trixie.sh` sets it).
+/// The environment variable that names the stack, overriding what is found.
 pub const STACK_ENV: &str = "CFS_E2E_STACK";
 
 /// A tool's version as `--version` prints it, e.g. `1.18.0`.
@@ -39,7 +39,8 @@ impl std::fmt::Display for Version {
 /// Which skopeo and podman the tests run against, and what to call them.
 #[derive(Debug, Clone)]
 pub struct Stack {
-    /// `$CFS_E2E_STACK`, else the host's `VERSION_CODENAME` (e.g. `bookworm`).
+    /// `$CFS_E2E_STACK`; else `NAME` when `skopeo` on PATH links to an
+    /// `in-NAME` wrapper (`trixie`); else the host's `VERSION_CODENAME`.
     pub name: String,
     /// `skopeo --version`, if there is a skopeo.
     pub skopeo: Option<Version>,
@@ -53,6 +54,7 @@ impl Stack {
         let name = std::env::var(STACK_ENV)
             .ok()
             .filter(|n| !n.is_empty())
+            .or_else(wrapped_stack)
             .or_else(host_codename)
             .unwrap_or_else(|| "host".to_string());
         Self {
@@ -79,6 +81,17 @@ impl Stack {
             version(&self.podman)
         )
     }
+}
+
+/// `trixie` when the first `skopeo` on PATH is a link to scripts/in-trixie.
+fn wrapped_stack() -> Option<String> {
+    let paths = std::env::var_os("PATH")?;
+    let skopeo = std::env::split_paths(&paths)
+        .map(|d| d.join("skopeo"))
+        .find(|p| p.is_file())?;
+    let target = std::fs::canonicalize(skopeo).ok()?;
+    let name = target.file_name()?.to_str()?.strip_prefix("in-")?;
+    Some(name.to_string())
 }
 
 fn host_codename() -> Option<String> {
