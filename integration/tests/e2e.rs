@@ -158,7 +158,7 @@ fn main() {
             &[],
             sigint_kills_skopeo_and_cleans_up,
         ),
-        // skopeo 1.9.3's image proxy has no GetLayerInfo, which composefs-oci needs
+        // skopeo 1.9.3's image proxy lacks GetLayerInfo (protocol 0.2.5), which composefs-oci needs
         // to pull from containers-storage ("Failed to get uncompressed layer info").
         trial_needing_skopeo(
             &stack,
