@@ -7,7 +7,8 @@ PREFIX ?= /usr/local
 # Build deps (composefs/ocidir link OpenSSL) and the real tools the tests drive.
 DEBIAN_PACKAGES := gcc pkg-config libssl-dev zlib1g-dev \
 	skopeo podman runc uidmap fuse-overlayfs umoci docker-registry \
-	apache2-utils openssl busybox-static pigz zstd time man-db tmux util-linux python3-minimal golang-go
+	apache2-utils openssl busybox-static pigz zstd time man-db tmux util-linux python3-minimal golang-go \
+	debootstrap
 
 .PHONY: all build test check demo bench install install-deps clean
 
@@ -28,10 +29,13 @@ build: install-deps
 	$(CARGO) build --release
 
 # Unit tests, library-level tests and the end-to-end tests against real
-# skopeo / podman / docker-registry (integration/).
+# skopeo / podman / docker-registry (integration/): on the host's stack, then
+# again on Debian trixie's (skopeo 1.18, podman 5.4; a root cached under
+# /var/cache/cfs-export-tests, made on first use).
 test: install-deps
 	$(CARGO) build
 	$(CARGO) test --workspace
+	CARGO="$(CARGO)" scripts/e2e-trixie.sh
 
 check: install-deps
 	$(CARGO) fmt --all -- --check

@@ -7,7 +7,10 @@ use std::process::{Command, Output};
 
 use anyhow::{bail, Context, Result};
 
+pub mod stack;
+
 pub use fixtures as fixture;
+pub use stack::Stack;
 
 pub use fixture::have_tool;
 

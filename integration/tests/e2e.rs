@@ -5,8 +5,8 @@ use std::process::Command;
 
 use anyhow::{ensure, Result};
 use integration::fixture::{self, sha256, standard_layers, write_layout, Kind};
-use integration::{busybox_layers, cfs, have_tool, run, strict, Registry, Storage};
-use libtest_mimic::{Arguments, Failed, Trial};
+use integration::{busybox_layers, cfs, have_tool, run, strict, Registry, Stack, Storage};
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use std::path::Path;
 
 #[path = "e2e/host.rs"]
@@ -15,12 +15,16 @@ mod host;
 mod original;
 #[path = "e2e/ranges.rs"]
 mod ranges;
+#[path = "e2e/roundtrip.rs"]
+mod roundtrip;
 #[path = "e2e/security.rs"]
 mod security;
 #[path = "e2e/storage_conf.rs"]
 mod storage_conf;
 #[path = "e2e/stream.rs"]
 mod stream;
+#[path = "e2e/tools.rs"]
+mod tools;
 
 type TestFn = fn() -> Result<()>;
 
@@ -41,9 +45,34 @@ fn trial(name: &'static str, tools: &'static [&'static str], f: TestFn) -> Trial
     })
 }
 
+/// A test that needs skopeo `major.minor` or newer: on an older stack it is
+/// ignored, saying why (the trixie stack of `make test` has it).
+fn trial_needing_skopeo(
+    stack: &Stack,
+    (major, minor): (u32, u32),
+    name: &'static str,
+    tools: &'static [&'static str],
+    f: TestFn,
+) -> Trial {
+    if stack.skopeo_at_least(major, minor) {
+        return trial(name, tools, f);
+    }
+    let reason = format!(
+        "needs skopeo >= {major}.{minor}; this stack is {}",
+        stack.describe()
+    );
+    Trial::ignorable_test(name, move || Ok(Completion::ignored_with(reason)))
+}
+
 fn main() {
     let args = Arguments::from_args();
+    let stack = Stack::detect();
     let tests = vec![
+        trial(
+            "skopeo_runs_in_place_of_its_caller",
+            &["skopeo", "kill"],
+            tools::skopeo_runs_in_place_of_its_caller,
+        ),
         trial(
             "skopeo_reads_exported_layout",
             &["skopeo"],
@@ -144,8 +173,26 @@ fn main() {
             &[],
             sigint_kills_skopeo_and_cleans_up,
         ),
+        // skopeo 1.9.3's image proxy lacks GetLayerInfo (protocol 0.2.5), which composefs-oci needs
+        // to pull from containers-storage ("Failed to get uncompressed layer info").
+        trial_needing_skopeo(
+            &stack,
+            (1, 18),
+            "composefs_round_trip_the_bootc_way",
+            &["skopeo", "podman"],
+            roundtrip::composefs_round_trip_the_bootc_way,
+        ),
     ];
-    libtest_mimic::run(&args, tests).exit();
+    println!("== e2e on {} ==", stack.describe());
+    let conclusion = libtest_mimic::run(&args, tests);
+    println!(
+        "== e2e on {}: {} passed, {} failed, {} ignored ==",
+        stack.describe(),
+        conclusion.num_passed,
+        conclusion.num_failed,
+        conclusion.num_ignored
+    );
+    conclusion.exit();
 }
 
 fn skopeo(args: &[&str]) -> Result<Vec<u8>> {
