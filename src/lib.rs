@@ -56,7 +56,7 @@ pub mod progress;
 pub mod repo;
 pub mod reproduce;
 pub mod select;
-pub(crate) mod serve;
+pub mod serve;
 pub mod skopeo;
 pub mod storage_conf;
 mod stream;

@@ -4,6 +4,7 @@
 mod bars;
 #[macro_use]
 mod print;
+mod serve;
 mod source;
 
 use print::{print_export, print_list, print_verify};
@@ -110,6 +111,11 @@ enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+    /// Serve the repository's images as a read-only OCI registry (pulls by podman, skopeo, containerd, composefs-oci).
+    #[command(
+        after_help = "Examples:\n  cfs-export serve --anonymous\n  cfs-export serve --listen 0.0.0.0:5000 --insecure-http --htpasswd /etc/cfs-export/htpasswd"
+    )]
+    Serve(serve::ServeArgs),
     /// Import an OCI layout or archive into the repository (blobs verified first).
     #[command(
         after_help = "Example:\n  cfs-export --repo ./repo import oci:./layout:latest --tag demo:latest"
@@ -363,6 +369,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::CopyToStorage(args) => copy_to_storage_command(&cli, args, out),
         Command::Verify(args) => verify_command(&cli, args, out),
         Command::Import(args) => import_command(&cli, args, out),
+        Command::Serve(args) => serve::serve_command(&cli, args, out),
     }
 }
 

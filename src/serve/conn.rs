@@ -6,8 +6,9 @@
 //! makes room for the new one, so idle floods cannot lock our client out. A
 //! connection must send a whole request head within [`HEADER_TIMEOUT`] (this
 //! is also the keep-alive idle limit), request heads are bounded in size, and
-//! a request without the credential is answered 401 and its connection
-//! closed. Nothing is rebuilt before the credential is checked.
+//! a request [`Access`] does not admit is answered 401 and its connection
+//! closed. Nothing is rebuilt before access is checked. On stop, the
+//! listener closes and running responses get [`Bounds::grace`] to finish.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -23,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tower::ServiceExt as _;
 
-use super::access::{unauthorized, Credential};
+use super::access::{unauthorized, Access};
 
 /// How long a client may take to send a request head, or stay idle between requests.
 pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -108,14 +109,35 @@ impl Gate {
     }
 }
 
-/// Serve `router` on `listener` to holders of `credential` until `stop` fires;
-/// every connection is closed when this returns.
+/// How a server ends and what it logs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    /// How long running responses may go on after the stop.
+    pub grace: Duration,
+    /// Log every request (method, path, status) through tracing.
+    pub access_log: bool,
+}
+
+impl Bounds {
+    /// The hand-off: its client is gone when it stops.
+    pub fn hand_off() -> Self {
+        Bounds {
+            grace: Duration::ZERO,
+            access_log: false,
+        }
+    }
+}
+
+/// Serve `router` on `listener` to those `access` admits until `stop`
+/// fires; every connection is closed when this returns.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
-    credential: Arc<Credential>,
+    access: Arc<Access>,
+    bounds: Bounds,
     stop: oneshot::Receiver<()>,
 ) {
+    let (draining, drain) = tokio::sync::watch::channel(false);
     let gate = Arc::new(Gate::new(max_connections()));
     let mut connections = tokio::task::JoinSet::new();
     let mut stop = std::pin::pin!(stop);
@@ -140,19 +162,25 @@ pub(crate) async fn serve(
         let Some(evicted) = gate.admit(id) else {
             continue;
         };
-        let (gate, router, credential) = (gate.clone(), router.clone(), credential.clone());
+        let (gate, router, access) = (gate.clone(), router.clone(), access.clone());
+        let mut drain = drain.clone();
         connections.spawn(async move {
             let service = {
                 let gate = gate.clone();
                 hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let (gate, router, credential) =
-                        (gate.clone(), router.clone(), credential.clone());
+                    let (gate, router, access) = (gate.clone(), router.clone(), access.clone());
                     async move {
-                        if !credential.admits(req.headers()) {
-                            return Ok::<_, Infallible>(unauthorized());
+                        let (method, path) = (req.method().clone(), req.uri().path().to_string());
+                        let response = if access.admits(req.headers()) {
+                            gate.trust(id);
+                            router.oneshot(req.map(Body::new)).await?
+                        } else {
+                            unauthorized()
+                        };
+                        if bounds.access_log {
+                            tracing::info!(target: "access", "{method} {path} {}", response.status().as_u16());
                         }
-                        gate.trust(id);
-                        router.oneshot(req.map(Body::new)).await
+                        Ok::<_, Infallible>(response)
                     }
                 })
             };
@@ -161,12 +189,25 @@ pub(crate) async fn serve(
                 .header_read_timeout(HEADER_TIMEOUT)
                 .max_buf_size(MAX_HEAD);
             let conn = http.serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = conn => {}
-                _ = evicted => {}
+            let mut conn = std::pin::pin!(conn);
+            let draining = tokio::select! {
+                _ = conn.as_mut() => false,
+                _ = evicted => false,
+                d = drain.wait_for(|d| *d) => d.is_ok(),
+            };
+            if draining {
+                // Finish the response in flight, then close.
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
             }
             gate.leave(id);
         });
+    }
+    drop(listener);
+    if !bounds.grace.is_zero() {
+        let _ = draining.send(true);
+        let finished = async { while connections.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(bounds.grace, finished).await;
     }
     // Dropping the set aborts the connections still open.
     drop(connections);

@@ -1,71 +1,167 @@
-//! The routes: `/v2/`, the manifest and the blobs of the one image under the
-//! random prefix, GET and HEAD only (404 for anything else; 405 for other
-//! methods, from the router).
+//! The routes of the distribution API, GET and HEAD only: `/v2/`, manifests
+//! by tag or digest, blobs (with ranges), `tags/list`, `_catalog` and the
+//! referrers API. Errors are the spec's JSON (`NAME_UNKNOWN`,
+//! `MANIFEST_UNKNOWN`, `BLOB_UNKNOWN`, `DIGEST_INVALID`, `UNSUPPORTED`).
 
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use composefs::fsverity::FsVerityHashValue;
-use oci_spec::image::MediaType;
 
 use super::body::stream_layer;
+use super::names::Page;
 use super::ranges::Answer;
-use super::{Blob, Inner, NAME, TAG};
+use super::{Blob, Inner};
+
+const API_VERSION: (&str, &str) = ("Docker-Distribution-API-Version", "registry/2.0");
 
 pub(super) async fn api_version() -> impl IntoResponse {
     (
-        [("Docker-Distribution-API-Version", "registry/2.0")],
+        [API_VERSION, ("Content-Type", "application/json")],
         Body::from("{}"),
     )
 }
 
-/// What a `/v2/…` path names under our prefix.
+/// Every method but GET and HEAD: this registry is read-only.
+pub(super) async fn unsupported() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "UNSUPPORTED",
+        "this registry is read-only",
+    )
+}
+
+/// A distribution-spec error response.
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({
+        "errors": [{"code": code, "message": message, "detail": null}]
+    });
+    let mut r = (status, Body::from(body.to_string())).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut()
+        .insert(API_VERSION.0, HeaderValue::from_static(API_VERSION.1));
+    r
+}
+
+/// What a `/v2/…` path names.
+#[derive(Debug, PartialEq, Eq)]
 enum Target<'a> {
-    Manifest(&'a str),
-    Blob(&'a str),
+    Manifest { name: &'a str, reference: &'a str },
+    Blob { name: &'a str, digest: &'a str },
+    Tags { name: &'a str },
+    Referrers { name: &'a str, digest: &'a str },
+    Catalog,
 }
 
-fn parse<'a>(prefix: &str, path: &'a str) -> Option<Target<'a>> {
-    let rest = path.strip_prefix(prefix)?.strip_prefix('/')?;
-    let rest = rest.strip_prefix(NAME)?.strip_prefix('/')?;
-    if let Some(reference) = rest.strip_prefix("manifests/") {
-        return Some(Target::Manifest(reference));
+/// Parse a path after `/v2/`; names may hold `/`, so the last marker counts.
+fn parse(path: &str) -> Option<Target<'_>> {
+    if path == "_catalog" {
+        return Some(Target::Catalog);
     }
-    rest.strip_prefix("blobs/").map(Target::Blob)
+    if let Some(name) = path.strip_suffix("/tags/list") {
+        return Some(Target::Tags { name });
+    }
+    for marker in ["/manifests/", "/blobs/", "/referrers/"] {
+        if let Some((name, last)) = path.rsplit_once(marker) {
+            if name.is_empty() || last.is_empty() || last.contains('/') {
+                return None;
+            }
+            return Some(match marker {
+                "/manifests/" => Target::Manifest {
+                    name,
+                    reference: last,
+                },
+                "/blobs/" => Target::Blob { name, digest: last },
+                _ => Target::Referrers { name, digest: last },
+            });
+        }
+    }
+    None
 }
 
-fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, "not found\n").into_response()
+/// `sha256:` + 64 or `sha512:` + 128 lowercase hex digits.
+fn is_digest(s: &str) -> bool {
+    let hex = |h: &str, n: usize| {
+        h.len() == n
+            && h.bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+    };
+    match s.split_once(':') {
+        Some(("sha256", h)) => hex(h, 64),
+        Some(("sha512", h)) => hex(h, 128),
+        _ => false,
+    }
 }
 
-fn with_headers(mut r: Response, len: u64, digest: &str, media_type: Option<&str>) -> Response {
+/// `key`'s value in a query string, percent-decoded.
+fn query_value(query: Option<&str>, key: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == key).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn with_headers(mut r: Response, len: u64, digest: &str, media_type: &str) -> Response {
     let h = r.headers_mut();
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if let Ok(v) = HeaderValue::from_str(digest) {
         h.insert("Docker-Content-Digest", v);
     }
-    if let Some(Ok(v)) = media_type.map(HeaderValue::from_str) {
+    if let Ok(v) = HeaderValue::from_str(media_type) {
         h.insert(header::CONTENT_TYPE, v);
     }
+    h.insert(API_VERSION.0, HeaderValue::from_static(API_VERSION.1));
     r
 }
 
 pub(super) async fn head_path<ID: FsVerityHashValue>(
     State(s): State<Arc<Inner<ID>>>,
     Path(path): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> Response {
-    respond(&s, &path, Method::HEAD, &HeaderMap::new())
+    respond(&s, &path, query.as_deref(), Method::HEAD, &HeaderMap::new())
 }
 
 pub(super) async fn get_path<ID: FsVerityHashValue>(
     State(s): State<Arc<Inner<ID>>>,
     Path(path): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    respond(&s, &path, Method::GET, &headers)
+    respond(&s, &path, query.as_deref(), Method::GET, &headers)
 }
 
 /// In-memory bytes as a response body (none for HEAD).
@@ -86,38 +182,74 @@ fn blob_response(
 ) -> Response {
     let answer = Answer::for_request(headers, len);
     let (first, count) = answer.span(len);
-    let body = match answer {
-        Answer::Unsatisfiable => Body::empty(),
-        _ => body(first, count),
+    let (body, count) = match answer {
+        Answer::Unsatisfiable => (Body::empty(), 0),
+        _ => (body(first, count), count),
     };
-    let count = if answer == Answer::Unsatisfiable {
-        0
-    } else {
-        count
-    };
-    let mut r = with_headers(body.into_response(), count, digest, None);
+    let mut r = with_headers(
+        body.into_response(),
+        count,
+        digest,
+        "application/octet-stream",
+    );
     answer.apply(&mut r, len);
     r
+}
+
+fn name_unknown(name: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "NAME_UNKNOWN",
+        &format!("repository name {name:?} is not served here"),
+    )
 }
 
 fn respond<ID: FsVerityHashValue>(
     s: &Arc<Inner<ID>>,
     path: &str,
+    query: Option<&str>,
     method: Method,
     headers: &HeaderMap,
 ) -> Response {
     let head = method == Method::HEAD;
-    match parse(&s.prefix, path) {
-        Some(Target::Manifest(r)) if r == TAG || r == s.manifest_digest.as_ref() => {
-            let media_type = MediaType::ImageManifest.to_string();
+    let target = match parse(path) {
+        Some(Target::Catalog | Target::Tags { .. }) if !s.names.listing => None,
+        t => t,
+    };
+    match target {
+        None => error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "no such path"),
+        Some(Target::Manifest { name, .. } | Target::Blob { name, .. }) if !s.names.has(name) => {
+            name_unknown(name)
+        }
+        Some(Target::Manifest { name, reference }) => {
+            let image = if reference.contains(':') {
+                s.names
+                    .images_of(name)
+                    .find(|&i| s.images[i].digest.as_ref() == reference)
+            } else {
+                let ns = query_value(query, "ns");
+                s.names.image(name, reference, ns.as_deref())
+            };
+            let Some(img) = image.map(|i| &s.images[i]) else {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "MANIFEST_UNKNOWN",
+                    &format!("no manifest {reference} under {name}"),
+                );
+            };
             with_headers(
-                bytes_body(&s.manifest, head).into_response(),
-                s.manifest.len() as u64,
-                s.manifest_digest.as_ref(),
-                Some(&media_type),
+                bytes_body(&img.manifest, head).into_response(),
+                img.manifest.len() as u64,
+                img.digest.as_ref(),
+                &img.media_type,
             )
         }
-        Some(Target::Blob(digest)) => match s.blobs.get(digest) {
+        Some(Target::Blob { digest, .. }) if !is_digest(digest) => error(
+            StatusCode::BAD_REQUEST,
+            "DIGEST_INVALID",
+            &format!("{digest:?} is not a sha256 or sha512 digest"),
+        ),
+        Some(Target::Blob { digest, .. }) => match s.blobs.get(digest) {
             Some(Blob::Bytes(b)) => {
                 blob_response(headers, b.len() as u64, digest, |first, count| {
                     let part = b.slice(first as usize..(first + count) as usize);
@@ -132,10 +264,101 @@ fn respond<ID: FsVerityHashValue>(
                     stream_layer(s.clone(), digest.to_string(), first, count)
                 })
             }
-            None => not_found(),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "BLOB_UNKNOWN",
+                &format!("no blob {digest}"),
+            ),
         },
-        _ => not_found(),
+        Some(Target::Referrers { name, .. }) if !s.names.has(name) => name_unknown(name),
+        Some(Target::Referrers { digest, .. }) if !is_digest(digest) => error(
+            StatusCode::BAD_REQUEST,
+            "DIGEST_INVALID",
+            &format!("{digest:?} is not a digest"),
+        ),
+        Some(Target::Referrers { .. }) => {
+            let index = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+            let digest = crate::digest::sha256(index.as_bytes());
+            let body = bytes_body(&Bytes::from_static(index.as_bytes()), head);
+            with_headers(
+                body.into_response(),
+                index.len() as u64,
+                digest.as_ref(),
+                "application/vnd.oci.image.index.v1+json",
+            )
+        }
+        Some(Target::Tags { name }) => {
+            let (n, last) = page_query(query);
+            match s.names.tags(name, n, last.as_deref()) {
+                Some(page) => listing(
+                    serde_json::json!({"name": name, "tags": page.items}),
+                    &page,
+                    &format!("/v2/{name}/tags/list"),
+                    n,
+                    head,
+                ),
+                None => name_unknown(name),
+            }
+        }
+        Some(Target::Catalog) => {
+            let (n, last) = page_query(query);
+            let page = s.names.catalog(n, last.as_deref());
+            listing(
+                serde_json::json!({"repositories": page.items}),
+                &page,
+                "/v2/_catalog",
+                n,
+                head,
+            )
+        }
     }
+}
+
+/// `n` and `last` of a listing request.
+fn page_query(query: Option<&str>) -> (Option<usize>, Option<String>) {
+    let n = query_value(query, "n").and_then(|n| n.parse().ok());
+    (n, query_value(query, "last"))
+}
+
+/// A listing's JSON, with a `Link` to the next page when there is one.
+fn listing(
+    json: serde_json::Value,
+    page: &Page<'_>,
+    path: &str,
+    n: Option<usize>,
+    head: bool,
+) -> Response {
+    let body = Bytes::from(json.to_string());
+    let len = body.len() as u64;
+    let mut r = bytes_body(&body, head).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(API_VERSION.0, HeaderValue::from_static(API_VERSION.1));
+    if let (Some(after), Some(n)) = (page.more_after, n) {
+        let link = format!(
+            "<{path}?n={n}&last={}>; rel=\"next\"",
+            percent_encode(after)
+        );
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            h.insert(header::LINK, v);
+        }
+    }
+    r
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -143,24 +366,73 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_under_the_prefix_only() {
-        let p = "0123abcd";
-        assert!(matches!(
-            parse(p, "0123abcd/image/manifests/cfs-export"),
-            Some(Target::Manifest("cfs-export"))
-        ));
-        assert!(matches!(
-            parse(p, "0123abcd/image/blobs/sha256:ab"),
-            Some(Target::Blob("sha256:ab"))
-        ));
+    fn paths_as_the_distribution_spec_names_them() {
+        assert_eq!(
+            parse("0123abcd/image/manifests/cfs-export"),
+            Some(Target::Manifest {
+                name: "0123abcd/image",
+                reference: "cfs-export"
+            })
+        );
+        assert_eq!(
+            parse("fedora/fedora-bootc/blobs/sha256:ab"),
+            Some(Target::Blob {
+                name: "fedora/fedora-bootc",
+                digest: "sha256:ab"
+            })
+        );
+        assert_eq!(
+            parse("a/b/c/tags/list"),
+            Some(Target::Tags { name: "a/b/c" })
+        );
+        assert_eq!(parse("_catalog"), Some(Target::Catalog));
+        assert_eq!(
+            parse("x/referrers/sha256:00"),
+            Some(Target::Referrers {
+                name: "x",
+                digest: "sha256:00"
+            })
+        );
+        // A name may itself hold a marker word.
+        assert_eq!(
+            parse("blobs/manifests/manifests/t"),
+            Some(Target::Manifest {
+                name: "blobs/manifests",
+                reference: "t"
+            })
+        );
         for bad in [
-            "image/manifests/cfs-export",
-            "0123abce/image/manifests/cfs-export",
-            "0123abcd/other/manifests/x",
-            "0123abcd/image/tags/list",
-            "0123abcdimage/manifests/x",
+            "",
+            "image",
+            "manifests/x",
+            "/manifests/x",
+            "x/manifests/",
+            "x/blobs/a/b",
         ] {
-            assert!(parse(p, bad).is_none(), "{bad}");
+            assert_eq!(parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn digests_and_queries() {
+        assert!(is_digest(&format!("sha256:{}", "a".repeat(64))));
+        assert!(is_digest(&format!("sha512:{}", "0".repeat(128))));
+        for bad in [
+            "sha256:",
+            "sha256:AB",
+            "md5:00",
+            &format!("sha256:{}", "g".repeat(64)),
+        ] {
+            assert!(!is_digest(bad), "{bad}");
+        }
+        let q = Some("n=2&last=fedora%2Ffedora-bootc&ns=quay.io");
+        assert_eq!(query_value(q, "n").as_deref(), Some("2"));
+        assert_eq!(
+            query_value(q, "last").as_deref(),
+            Some("fedora/fedora-bootc")
+        );
+        assert_eq!(query_value(q, "ns").as_deref(), Some("quay.io"));
+        assert_eq!(query_value(q, "x"), None);
+        assert_eq!(percent_encode("a/b c"), "a%2Fb%20c");
     }
 }

@@ -1,0 +1,142 @@
+//! `cfs-export serve`: flags, refusals, the first line (the address), and
+//! running until SIGINT/SIGTERM.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use composefs_export::compress::{Compression, CompressionChoice};
+use composefs_export::export::{self, ImageSelection};
+use composefs_export::serve::registry::{Registry, Users, GRACE};
+use composefs_export::{repo, with_repo, UsageError};
+
+use super::source::{tell_host_warnings, Source};
+use super::{export_options, runtime, Cli};
+
+#[derive(Debug, Args)]
+pub(super) struct ServeArgs {
+    /// Address to listen on (port 0: a free one).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5000")]
+    listen: SocketAddr,
+    /// Answer anyone, without credentials.
+    #[arg(long, conflicts_with = "htpasswd")]
+    anonymous: bool,
+    /// Basic auth for the users of this htpasswd file (bcrypt: `htpasswd -B`).
+    #[arg(long, value_name = "FILE")]
+    htpasswd: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address (there is no TLS yet:
+    /// put a TLS proxy in front, or accept that pulls cross the network in clear).
+    #[arg(long)]
+    insecure_http: bool,
+    /// original: the original compressed layers and manifest where every
+    /// layer is reproduced, else uncompressed; none: always uncompressed.
+    #[arg(long, value_name = "KIND", default_value = "original", value_parser = serve_compression)]
+    compression: CompressionChoice,
+    /// Layers rebuilt at once (default: number of cores).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: Option<u16>,
+}
+
+/// `--compression` of serve: none or original (gzip and zstd would need a
+/// compression pass to learn each blob's size before its manifest is served).
+fn serve_compression(s: &str) -> Result<CompressionChoice, String> {
+    match s.parse::<CompressionChoice>() {
+        Ok(
+            c @ (CompressionChoice::Original | CompressionChoice::Fixed(Compression::Uncompressed)),
+        ) => Ok(c),
+        _ => Err("expected original or none".to_string()),
+    }
+}
+
+impl ServeArgs {
+    fn users(&self) -> Result<Users, UsageError> {
+        if !self.listen.ip().is_loopback() && !self.insecure_http {
+            return Err(UsageError(format!(
+                "{} is not a loopback address and serve has no TLS: put a TLS proxy in front of a loopback serve, or pass --insecure-http",
+                self.listen
+            )));
+        }
+        match (&self.htpasswd, self.anonymous) {
+            (Some(f), _) => Ok(Users::Htpasswd(f.clone())),
+            (None, true) => Ok(Users::Anyone),
+            (None, false) => Err(UsageError(
+                "serve answers no one by default: pass --htpasswd FILE (bcrypt users) or --anonymous".into(),
+            )),
+        }
+    }
+}
+
+pub(super) fn serve_command(cli: &Cli, args: &ServeArgs, out: &mut dyn Write) -> Result<()> {
+    let users = args.users()?;
+    let source = Source::from_cli(cli)?;
+    tell_host_warnings(&source, cli.quiet);
+    let repo = repo::open(&source.location)?;
+    let opts = export_options(args.compression, args.jobs, None);
+    let rt = runtime()?;
+    let result = rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt()).context("Installing a SIGINT handler")?;
+        let mut term = signal(SignalKind::terminate()).context("Installing a SIGTERM handler")?;
+        with_repo!(repo, r => {
+            let images = {
+                let r = r.clone();
+                tokio::task::spawn_blocking(move || {
+                    export::load_images(&r, &ImageSelection::All, None)
+                })
+                .await
+                .context("loading images")??
+            };
+            let registry = Registry::bind(r, images, args.listen, &users, &opts).await?;
+            announce(cli, &registry, out)?;
+            registry
+                .run(async {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
+                    if !cli.quiet {
+                        eprintln!("stopping: running responses get {} s to finish", GRACE.as_secs());
+                    }
+                })
+                .await;
+            Ok(())
+        })
+    });
+    rt.shutdown_background();
+    result
+}
+
+/// The first stdout line is the address (a JSON line with `--json`), then
+/// one line per image.
+fn announce<ID: composefs::fsverity::FsVerityHashValue>(
+    cli: &Cli,
+    registry: &Registry<ID>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let url = format!("http://{}", registry.addr);
+    if cli.json {
+        let line = serde_json::json!({"listening": url, "images": registry.images});
+        writeln!(out, "{line}")?;
+    } else {
+        writeln!(out, "listening on {url}")?;
+        if !cli.quiet {
+            for i in &registry.images {
+                writeln!(
+                    out,
+                    "  {} manifest {} ({})",
+                    super::print::escape_control(&i.image),
+                    i.manifest_digest,
+                    if i.original_manifest {
+                        "original"
+                    } else {
+                        "new"
+                    }
+                )?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! The private hand-off: one image served on 127.0.0.1 (a free port) to one
+//! `skopeo copy`, under a random prefix, to the holder of a per-run
+//! credential only.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use composefs::fsverity::FsVerityHashValue;
+use composefs::repository::Repository;
+use oci_spec::image::Digest;
+
+use super::access::{self, Access, Credential};
+use super::names::Names;
+use super::{add_image, conn, router, Inner, LayerServed, Log, ServedLayer};
+use crate::image::StoredImage;
+use crate::progress::ProgressHandle;
+use crate::reproduce::Reproducer;
+
+/// The repository name of the served image under the prefix.
+const NAME: &str = "image";
+/// Its tag.
+pub(crate) const TAG: &str = "cfs-export";
+
+/// The image as served: its manifest and where it is.
+pub(crate) struct Served<ID: FsVerityHashValue> {
+    inner: Arc<Inner<ID>>,
+    prefix: String,
+    /// `127.0.0.1:PORT`.
+    pub addr: SocketAddr,
+    /// The manifest digest served.
+    pub manifest_digest: Digest,
+    /// True when the manifest served is the original's bytes.
+    pub original_manifest: bool,
+    /// The layers, bottom first.
+    pub layers: Vec<ServedLayer>,
+    credential: Arc<Credential>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<ID: FsVerityHashValue> Served<ID> {
+    /// Start serving `img` on 127.0.0.1 (a free port), rebuilding at most
+    /// `jobs` layers at once; the original blobs when `reproduced` covers
+    /// every compressed layer (see [`add_image`]).
+    pub async fn start(
+        repo: Arc<Repository<ID>>,
+        img: &StoredImage<ID>,
+        reproduced: &HashMap<Digest, Reproducer>,
+        progress: ProgressHandle,
+        jobs: usize,
+    ) -> Result<Self> {
+        let mut blobs = HashMap::new();
+        let added = add_image(&repo, img, reproduced, &mut blobs)?;
+        let manifest_digest = added.image.digest.clone();
+        let prefix = access::random_hex(16)?;
+        let inner = Arc::new(Inner {
+            repo,
+            names: Names::single(&format!("{prefix}/{NAME}"), TAG),
+            images: vec![added.image],
+            blobs,
+            progress,
+            log: Mutex::new(Log::default()),
+            rebuilds: Arc::new(tokio::sync::Semaphore::new(jobs.max(1))),
+            workers: jobs.max(1),
+            restarts: Mutex::default(),
+        });
+        let credential = Arc::new(Credential::random()?);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("Listening on 127.0.0.1")?;
+        let addr = listener.local_addr()?;
+        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+        let access = Arc::new(Access::Token(credential.clone()));
+        let task = tokio::spawn(conn::serve(
+            listener,
+            router(inner.clone()),
+            access,
+            conn::Bounds::hand_off(),
+            stop,
+        ));
+        Ok(Served {
+            inner,
+            prefix,
+            addr,
+            manifest_digest,
+            original_manifest: added.original_manifest,
+            layers: added.layers,
+            credential,
+            shutdown: Some(shutdown),
+            task,
+        })
+    }
+
+    /// The reference skopeo copies from (`docker://127.0.0.1:PORT/<prefix>/image:cfs-export`).
+    pub fn source(&self) -> String {
+        format!("docker://{}/{}/{NAME}:{TAG}", self.addr, self.prefix)
+    }
+
+    /// `user:password` our skopeo must present (for its auth file; never argv).
+    pub fn user_password(&self) -> String {
+        self.credential.user_password()
+    }
+
+    /// The policy scope naming exactly the served image (`127.0.0.1:PORT/<prefix>/image`).
+    pub fn policy_scope(&self) -> String {
+        format!("{}/{}/{NAME}", self.addr, self.prefix)
+    }
+
+    /// Stop serving; what was served, and the first layer error, if any.
+    pub async fn stop(mut self) -> (HashMap<String, LayerServed>, Option<anyhow::Error>) {
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
+        // Connections still open (skopeo is gone) must not hold the port.
+        self.task.abort();
+        let _ = (&mut self.task).await;
+        let mut log = match self.inner.log.lock() {
+            Ok(mut l) => std::mem::take(&mut *l),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        };
+        let error = (!log.errors.is_empty()).then(|| log.errors.remove(0));
+        (log.served, error)
+    }
+}
+
+impl<ID: FsVerityHashValue> Drop for Served<ID> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

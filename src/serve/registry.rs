@@ -1,0 +1,143 @@
+//! `cfs-export serve`: the repository as a read-only OCI registry.
+//!
+//! Every tagged image is served (see [`super::names`]): the original
+//! compressed blobs and manifest when every compressed layer is reproduced
+//! (as `export --compression original` does), else uncompressed layers under
+//! a new manifest, the same bytes on every host and restart. Nothing is
+//! served anonymously unless asked; connections, header and idle times and
+//! concurrent rebuilds are bounded as for the hand-off, but a response has
+//! no overall deadline (layers are large).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use composefs::fsverity::FsVerityHashValue;
+use composefs::repository::Repository;
+
+use super::access::{Access, Htpasswd};
+use super::names::Names;
+use super::{add_image, conn, router, Inner, Log};
+use crate::compress::CompressionChoice;
+use crate::export::ExportOptions;
+use crate::image::StoredImage;
+
+/// How long running responses may finish after SIGINT/SIGTERM.
+pub const GRACE: Duration = Duration::from_secs(10);
+
+/// Who may pull.
+#[derive(Debug, Clone)]
+pub enum Users {
+    /// Anyone (`--anonymous`).
+    Anyone,
+    /// The users of an htpasswd file with bcrypt entries.
+    Htpasswd(PathBuf),
+}
+
+/// What one served image became.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServedImageReport {
+    /// The image, as named in the repository.
+    pub image: String,
+    /// The manifest digest served.
+    pub manifest_digest: String,
+    /// True when it is the original manifest.
+    pub original_manifest: bool,
+}
+
+/// A bound, not yet running, registry.
+pub struct Registry<ID: FsVerityHashValue> {
+    inner: Arc<Inner<ID>>,
+    listener: tokio::net::TcpListener,
+    access: Arc<Access>,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// The images served.
+    pub images: Vec<ServedImageReport>,
+}
+
+impl<ID: FsVerityHashValue> Registry<ID> {
+    /// Prepare `images` (finding their original compression first when
+    /// `opts.compression` is `original`) and bind `listen`.
+    pub async fn bind(
+        repo: Arc<Repository<ID>>,
+        images: Vec<StoredImage<ID>>,
+        listen: SocketAddr,
+        users: &Users,
+        opts: &ExportOptions,
+    ) -> Result<Self> {
+        let access = Arc::new(match users {
+            Users::Anyone => Access::Anyone,
+            Users::Htpasswd(path) => Access::Users(Htpasswd::read(path)?),
+        });
+        let opts = match opts.compression {
+            CompressionChoice::Original => {
+                let (r, i, o) = (repo.clone(), images.clone(), opts.clone());
+                tokio::task::spawn_blocking(move || crate::export::with_reproduced(&r, &i, &o))
+                    .await
+                    .context("export worker")??
+            }
+            CompressionChoice::Fixed(_) => opts.clone(),
+        };
+        let mut names = Names::default();
+        names.listing = true;
+        let mut blobs = HashMap::new();
+        let mut served = Vec::new();
+        let mut reports = Vec::new();
+        for img in &images {
+            let added = add_image(&repo, img, &opts.reproduced, &mut blobs)?;
+            for tag in &img.entry.tags {
+                names.add_tag(tag, served.len());
+            }
+            reports.push(ServedImageReport {
+                image: img.name(),
+                manifest_digest: added.image.digest.to_string(),
+                original_manifest: added.original_manifest,
+            });
+            served.push(added.image);
+        }
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("Listening on {listen}"))?;
+        let addr = listener.local_addr()?;
+        let inner = Arc::new(Inner {
+            repo,
+            names,
+            images: served,
+            blobs,
+            progress: opts.progress.clone(),
+            log: Mutex::new(Log::default()),
+            rebuilds: Arc::new(tokio::sync::Semaphore::new(opts.jobs.max(1))),
+            workers: opts.jobs.max(1),
+            restarts: Mutex::default(),
+        });
+        Ok(Registry {
+            inner,
+            listener,
+            access,
+            addr,
+            images: reports,
+        })
+    }
+
+    /// Serve until `stop` resolves; then stop accepting and give running
+    /// responses [`GRACE`] to finish.
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let bounds = conn::Bounds {
+            grace: GRACE,
+            access_log: true,
+        };
+        let server = conn::serve(self.listener, router(self.inner), self.access, bounds, rx);
+        let mut server = std::pin::pin!(server);
+        tokio::select! {
+            _ = server.as_mut() => return,
+            _ = stop => {}
+        }
+        let _ = tx.send(());
+        server.await;
+    }
+}
