@@ -9,7 +9,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use composefs_export::compress::{Compression, CompressionChoice};
 use composefs_export::export::{self, ImageSelection};
-use composefs_export::serve::registry::{Registry, Users, GRACE};
+use composefs_export::serve::registry::{Listen, Registry, Users, GRACE};
+use listenfd::ListenFd;
 use composefs_export::{repo, with_repo, UsageError};
 
 use super::source::{tell_host_warnings, Source};
@@ -17,7 +18,8 @@ use super::{export_options, runtime, Cli};
 
 #[derive(Debug, Args)]
 pub(super) struct ServeArgs {
-    /// Address to listen on (port 0: a free one).
+    /// Address to listen on (port 0: a free one); a socket passed by systemd
+    /// socket activation (LISTEN_FDS) is used instead.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5000")]
     listen: SocketAddr,
     /// Answer anyone, without credentials.
@@ -51,13 +53,26 @@ fn serve_compression(s: &str) -> Result<CompressionChoice, String> {
 }
 
 impl ServeArgs {
-    fn users(&self) -> Result<Users, UsageError> {
-        if !self.listen.ip().is_loopback() && !self.insecure_http {
+    /// The socket systemd passed, else `--listen`; plain HTTP beyond
+    /// loopback only when asked.
+    fn listen(&self) -> Result<Listen> {
+        let activated = ListenFd::from_env()
+            .take_tcp_listener(0)
+            .context("Taking the socket systemd passed (LISTEN_FDS)")?;
+        let addr = match &activated {
+            Some(s) => s.local_addr()?,
+            None => self.listen,
+        };
+        if !addr.ip().is_loopback() && !self.insecure_http {
             return Err(UsageError(format!(
-                "{} is not a loopback address and serve has no TLS: put a TLS proxy in front of a loopback serve, or pass --insecure-http",
-                self.listen
-            )));
+                "{addr} is not a loopback address and serve has no TLS: put a TLS proxy in front of a loopback serve, or pass --insecure-http"
+            ))
+            .into());
         }
+        Ok(activated.map_or(Listen::Addr(self.listen), Listen::Socket))
+    }
+
+    fn users(&self) -> Result<Users, UsageError> {
         match (&self.htpasswd, self.anonymous) {
             (Some(f), _) => Ok(Users::Htpasswd(f.clone())),
             (None, true) => Ok(Users::Anyone),
@@ -70,6 +85,8 @@ impl ServeArgs {
 
 pub(super) fn serve_command(cli: &Cli, args: &ServeArgs, out: &mut dyn Write) -> Result<()> {
     let users = args.users()?;
+    // Before any thread starts: it reads and clears LISTEN_FDS.
+    let listen = args.listen()?;
     let source = Source::from_cli(cli)?;
     tell_host_warnings(&source, cli.quiet);
     let repo = repo::open(&source.location)?;
@@ -88,7 +105,7 @@ pub(super) fn serve_command(cli: &Cli, args: &ServeArgs, out: &mut dyn Write) ->
                 .await
                 .context("loading images")??
             };
-            let registry = Registry::bind(r, images, args.listen, &users, &opts).await?;
+            let registry = Registry::bind(r, images, listen, &users, &opts).await?;
             announce(cli, &registry, out)?;
             registry
                 .run(async {

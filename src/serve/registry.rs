@@ -37,6 +37,15 @@ pub enum Users {
     Htpasswd(PathBuf),
 }
 
+/// Where to listen.
+#[derive(Debug)]
+pub enum Listen {
+    /// Bind this address.
+    Addr(SocketAddr),
+    /// A socket already bound (systemd socket activation).
+    Socket(std::net::TcpListener),
+}
+
 /// What one served image became.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ServedImageReport {
@@ -65,7 +74,7 @@ impl<ID: FsVerityHashValue> Registry<ID> {
     pub async fn bind(
         repo: Arc<Repository<ID>>,
         images: Vec<StoredImage<ID>>,
-        listen: SocketAddr,
+        listen: Listen,
         users: &Users,
         opts: &ExportOptions,
     ) -> Result<Self> {
@@ -99,9 +108,15 @@ impl<ID: FsVerityHashValue> Registry<ID> {
             });
             served.push(added.image);
         }
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("Listening on {listen}"))?;
+        let listener = match listen {
+            Listen::Addr(a) => tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("Listening on {a}"))?,
+            Listen::Socket(s) => {
+                s.set_nonblocking(true)?;
+                tokio::net::TcpListener::from_std(s).context("Using the socket systemd passed")?
+            }
+        };
         let addr = listener.local_addr()?;
         let inner = Arc::new(Inner {
             repo,
