@@ -20,7 +20,7 @@ use clap::{Args, Parser, Subcommand};
 
 use composefs_export::compress::{Compression, CompressionChoice};
 use composefs_export::deliver::{self, StorageOptions, TransferOptions};
-use composefs_export::export::{ExportOptions, ExportReport, ImageSelection, Selected};
+use composefs_export::export::{BlobBytes, ExportOptions, ExportReport, ImageSelection, Selected};
 use composefs_export::image;
 use composefs_export::import::{self, ImportOptions};
 use composefs_export::progress::ProgressHandle;
@@ -564,6 +564,37 @@ fn export_on_runtime(
     result
 }
 
+/// Why the manifest is new although `original` was asked: the layers whose
+/// original gzip no encoder we know reproduced (stderr).
+fn tell_misses(report: &ExportReport) {
+    for img in &report.images {
+        let missed: Vec<String> = img
+            .layers
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.blob == BlobBytes::New && l.compression != Compression::Uncompressed)
+            .map(|(i, _)| (i + 1).to_string())
+            .collect();
+        let name = print::escape_control(&img.image);
+        if img.original_manifest {
+            continue;
+        }
+        if !missed.is_empty() {
+            eprintln!(
+                "note: {name}: no encoder we know (klauspost pgzip, Go compress/gzip, zlib 6) made the original gzip of layer{} {}; \
+                 recompressed, so the manifest digest is new (the image ID is kept). The search is remembered, not repeated.",
+                if missed.len() > 1 { "s" } else { "" },
+                missed.join(", ")
+            );
+        } else if report.streamed && img.layers.iter().any(|l| l.blob == BlobBytes::New) {
+            eprintln!(
+                "note: {name}: not every layer's original gzip could be reproduced, so the layers went over uncompressed \
+                 and the manifest digest is new (the image ID is kept)"
+            );
+        }
+    }
+}
+
 /// copy-to-storage's `--compression`: none or original only.
 fn storage_compression(s: &str) -> Result<CompressionChoice, String> {
     match s.parse::<CompressionChoice>() {
@@ -596,12 +627,17 @@ fn export_and_print(
     transfer: TransferOptions,
     out: &mut dyn Write,
 ) -> Result<()> {
+    let original = opts.compression == CompressionChoice::Original;
     let report = export_on_runtime(source, selection, dest, opts, transfer, cli)?;
     tell_deployment_choices(
         report.images.iter().filter_map(|i| i.deployment.as_ref()),
         cli.quiet,
     );
-    print_export(&report, cli.json, cli.quiet, out)
+    print_export(&report, cli.json, cli.quiet, out)?;
+    if original && !cli.quiet {
+        tell_misses(&report);
+    }
+    Ok(())
 }
 
 /// `verify` found damage (exit 1; the findings were already printed).

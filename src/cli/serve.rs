@@ -10,8 +10,8 @@ use clap::Args;
 use composefs_export::compress::{Compression, CompressionChoice};
 use composefs_export::export::{self, ImageSelection};
 use composefs_export::serve::registry::{Listen, Registry, Users, GRACE};
-use listenfd::ListenFd;
 use composefs_export::{repo, with_repo, UsageError};
+use listenfd::ListenFd;
 
 use super::source::{tell_host_warnings, Source};
 use super::{export_options, runtime, Cli};
