@@ -122,6 +122,7 @@ fn main() {
                 "go",
                 "python3",
                 "tar",
+                "gzip",
                 "docker-registry",
                 "htpasswd",
                 "openssl",
