@@ -33,6 +33,29 @@ pub fn run(cmd: &mut Command) -> Result<Output> {
     Ok(out)
 }
 
+/// A fake `skopeo` (Python, stdlib only) at `dir/name`, for `SKOPEO=`: a
+/// preamble finds the served source (`host`, `prefix`) and the credential
+/// (`auth`, `authfile`) cfs-export passes; `body` does the rest.
+pub fn python_skopeo(dir: &Path, name: &str, body: &str) -> Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(
+        &p,
+        format!(
+            r#"#!/usr/bin/env python3
+import base64, hashlib, http.client, json, os, stat, sys, urllib.request
+argv = sys.argv[1:]
+src = [a for a in argv if a.startswith("docker://")][0][len("docker://"):]
+host, prefix, rest = src.split("/", 2)
+authfile = argv[argv.index("--src-authfile") + 1]
+auth = json.load(open(authfile))["auths"][host]["auth"]
+{body}"#
+        ),
+    )?;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
+    Ok(p)
+}
+
 /// Run `cfs-export --repo REPO ARGS…`, requiring success.
 pub fn cfs(repo: &Path, args: &[&str]) -> Result<String> {
     cfs_with(repo, args, &[])

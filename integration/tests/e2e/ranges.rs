@@ -7,27 +7,18 @@ use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
 use integration::fixture::{self, Kind, TarBuilder};
-use integration::run;
+use integration::{python_skopeo, run};
 
-/// A fake skopeo (Python, stdlib only) that reads the image the way a
-/// resuming client does and writes what it saw to `results`.
-fn ranging_skopeo(dir: &Path, results: &Path) -> Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let p = dir.join("ranging-skopeo");
-    std::fs::write(
-        &p,
-        format!(
-            r#"#!/usr/bin/env python3
-import hashlib, http.client, json, sys
-argv = sys.argv[1:]
-src = [a for a in argv if a.startswith("docker://")][0][len("docker://"):]
-host, prefix, rest = src.split("/", 2)
-authfile = argv[argv.index("--src-authfile") + 1]
-auth = json.load(open(authfile))["auths"][host]["auth"]
-base = "/v2/" + prefix + "/image/"
+/// A fake skopeo that reads the image the way a resuming client does and
+/// writes what it saw to `<itself>.out`.
+fn ranging_skopeo(dir: &Path) -> Result<PathBuf> {
+    python_skopeo(dir, "ranging-skopeo", RANGING)
+}
+
+const RANGING: &str = r#"base = "/v2/" + prefix + "/image/"
 def get(path, rng=None):
     c = http.client.HTTPConnection(host, timeout=60)
-    h = {{"Authorization": "Basic " + auth}}
+    h = {"Authorization": "Basic " + auth}
     if rng:
         h["Range"] = rng
     c.request("GET", base + path, headers=h)
@@ -37,7 +28,7 @@ def whole(path, rng=None):
     body = r.read()
     c.close()
     return r, body
-out = open("{results}", "w")
+out = open(sys.argv[0] + ".out", "w")
 r, m = whole("manifests/cfs-export")
 manifest = json.loads(m)
 layer = max(manifest["layers"], key=lambda l: l["size"])
@@ -57,13 +48,7 @@ for rng in ["bytes=-10", "bytes=%d-" % size, "bytes=0-1,5-6", "items=0-1"]:
 cfg = manifest["config"]["digest"]
 r, body = whole("blobs/" + cfg, "bytes=0-9")
 out.write("config 0-9 %d %s %d\n" % (r.status, r.getheader("Content-Range").split("/")[0], len(body)))
-"#,
-            results = results.display()
-        ),
-    )?;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
-    Ok(p)
-}
+"#;
 
 /// A response cut after 10 MiB resumes at that offset (206, the rest of
 /// the layer, which proves the whole); other ranges as the RFC says.
@@ -76,8 +61,8 @@ pub fn loopback_server_answers_ranges() -> Result<()> {
             .file(&format!("usr/small{i}"), format!("{i}\n").as_bytes());
     }
     let (repo, _) = fixture::imported(t.path(), "app:1", &[(tar.finish(true), Kind::Gzip)]);
-    let results = t.path().join("ranges");
-    let fake = ranging_skopeo(t.path(), &results)?;
+    let fake = ranging_skopeo(t.path())?;
+    let results = t.path().join("ranging-skopeo.out");
     std::fs::create_dir_all(t.path().join("tmp"))?;
     run(Command::new(fixture::bin())
         .env("SKOPEO", &fake)

@@ -113,20 +113,11 @@ pub fn copy_to_storage_streams_without_temp_layout() -> Result<()> {
 }
 
 /// A fake skopeo (python) that probes the server while the "copy" runs.
-fn probing_skopeo(dir: &Path, results: &Path) -> Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let p = dir.join("probing-skopeo");
-    std::fs::write(
-        &p,
-        format!(
-            r#"#!/usr/bin/env python3
-import base64, json, os, stat, sys, urllib.request
-argv = sys.argv[1:]
-src = [a for a in argv if a.startswith("docker://")][0][len("docker://"):]
-host, prefix, rest = src.split("/", 2)
-authfile = argv[argv.index("--src-authfile") + 1]
-policy = argv[argv.index("--policy") + 1]
-auth = json.load(open(authfile))["auths"][host]["auth"]
+fn probing_skopeo(dir: &Path) -> Result<PathBuf> {
+    integration::python_skopeo(dir, "probing-skopeo", PROBING)
+}
+
+const PROBING: &str = r#"policy = argv[argv.index("--policy") + 1]
 def mode(p):
     return oct(stat.S_IMODE(os.stat(p).st_mode))
 def status(path, method, credential):
@@ -148,18 +139,12 @@ probes = [
     ("/v2/" + prefix + "/image/blobs/uploads/", "POST"),
     ("/v2/_catalog", "GET"),
 ]
-with open("{}", "w") as f:
+with open(sys.argv[0] + ".out", "w") as f:
     f.write("modes %s %s %s\n" % (mode(os.path.dirname(authfile)), mode(authfile), mode(policy)))
     f.write("policy %s\n" % json.dumps(json.load(open(policy)), sort_keys=True).replace(prefix, "PREFIX").replace(host, "HOST"))
     for path, method in probes:
         f.write("%s %s %d %d\n" % (method, path.replace(prefix, "PREFIX"), status(path, method, False), status(path, method, True)))
-"#,
-            results.display()
-        ),
-    )?;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
-    Ok(p)
-}
+"#;
 
 /// Only our skopeo is answered (its credential in a 0600 file in a 0700
 /// dir, with a policy for our source alone): without it 401 everywhere; with
@@ -167,8 +152,8 @@ with open("{}", "w") as f:
 pub fn server_answers_only_the_expected_requests() -> Result<()> {
     let t = tempfile::tempdir()?;
     let (repo, _) = stream_repo(t.path())?;
-    let results = t.path().join("probes");
-    let fake = probing_skopeo(t.path(), &results)?;
+    let fake = probing_skopeo(t.path())?;
+    let results = t.path().join("probing-skopeo.out");
     std::fs::create_dir_all(t.path().join("tmp"))?;
     run(Command::new(fixture::bin())
         .env("SKOPEO", &fake)
