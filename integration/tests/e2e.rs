@@ -21,6 +21,10 @@ mod roundtrip;
 mod security;
 #[path = "e2e/serve.rs"]
 mod serve;
+#[path = "e2e/serve_http.rs"]
+mod serve_http;
+#[path = "e2e/serve_mirrors.rs"]
+mod serve_mirrors;
 #[path = "e2e/storage_conf.rs"]
 mod storage_conf;
 #[path = "e2e/stream.rs"]
@@ -192,7 +196,7 @@ fn main() {
         trial(
             "serve_podman_pulls_through_a_mirror",
             &["skopeo", "podman"],
-            serve::podman_pulls_through_a_mirror,
+            serve_mirrors::podman_pulls_through_a_mirror,
         ),
         trial(
             "serve_htpasswd_users_and_refusals",
@@ -202,7 +206,7 @@ fn main() {
         trial(
             "serve_http_details_with_curl",
             &["skopeo", "curl"],
-            serve::http_details_with_curl,
+            serve_http::http_details_with_curl,
         ),
         trial(
             "serve_four_parallel_pulls",
@@ -212,7 +216,12 @@ fn main() {
         trial(
             "serve_sigterm_mid_pull",
             &["curl", "kill"],
-            serve::sigterm_mid_pull,
+            serve_http::sigterm_mid_pull,
+        ),
+        trial(
+            "serve_containerd_pulls_through_hosts_toml",
+            &["containerd", "ctr"],
+            serve_mirrors::containerd_pulls_through_hosts_toml,
         ),
         // As above: composefs-oci's pull needs the image proxy of skopeo >= 1.18.
         trial_needing_skopeo(
@@ -220,7 +229,7 @@ fn main() {
             (1, 18),
             "serve_composefs_oci_pulls_into_a_second_repository",
             &["skopeo"],
-            serve::composefs_oci_pulls_from_serve,
+            serve_mirrors::composefs_oci_pulls_from_serve,
         ),
     ];
     println!("== e2e on {} ==", stack.describe());

@@ -1,45 +1,45 @@
 //! Issue 20: `cfs-export serve`, the repository as a read-only registry,
-//! pulled by real clients: skopeo (by tag, by digest, by the
-//! registry-qualified name, both compressions), podman through a
-//! `registries.conf` mirror, htpasswd users and the refusals, curl for the
-//! HTTP details, four parallel pulls, SIGTERM mid-pull, and composefs-oci
-//! filling a second repository from the first (the fleet case).
+//! pulled by real clients. Here the harness (a server started on a free
+//! port and killed by its PID on drop, images built in code), skopeo (by
+//! tag, by digest, by the registry-qualified name, both compressions),
+//! htpasswd users and the refusals, and four parallel pulls; the HTTP
+//! details and SIGTERM in `serve_http`, the mirrors (podman, containerd)
+//! and the fleet case in `serve_mirrors`.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use integration::fixture::{self, sha256, Kind, TarBuilder};
-use integration::{cfs_with, run, Storage};
+use integration::{cfs_with, run};
 
 /// The name the images are tagged with in the repository, and the names it is served as.
-const TAGGED: &str = "quay.io/demo/os:1";
-const SERVED: &str = "demo/os";
-const QUALIFIED: &str = "quay.io/demo/os";
+pub(crate) const TAGGED: &str = "quay.io/demo/os:1";
+pub(crate) const SERVED: &str = "demo/os";
+pub(crate) const QUALIFIED: &str = "quay.io/demo/os";
 
 /// A running `cfs-export serve`, killed (by its PID) when dropped, so a
 /// failing test leaves no server behind.
-struct Serve {
-    child: Child,
+pub(crate) struct Serve {
+    pub(crate) child: Child,
     /// `127.0.0.1:PORT`.
-    addr: String,
+    pub(crate) addr: String,
     /// The first stdout line.
-    first: String,
+    pub(crate) first: String,
     /// The stdout lines after the first, as they come.
-    lines: mpsc::Receiver<String>,
+    pub(crate) lines: mpsc::Receiver<String>,
     /// stderr: messages and the access log.
-    log: PathBuf,
+    pub(crate) log: PathBuf,
 }
 
 impl Serve {
     /// `cfs-export --repo REPO serve --listen 127.0.0.1:0 ARGS…` with the
     /// image's cache and the access log on; waits for the address line.
-    fn start(img: &Image, args: &[&str]) -> Result<Self> {
+    pub(crate) fn start(img: &Image, args: &[&str]) -> Result<Self> {
         static N: AtomicUsize = AtomicUsize::new(0);
         let log = img
             .dir
@@ -96,23 +96,27 @@ impl Serve {
     }
 
     /// The stdout lines after the first that have come within `wait`.
-    fn more_lines(&self, n: usize, wait: Duration) -> Vec<String> {
+    pub(crate) fn more_lines(&self, n: usize, wait: Duration) -> Vec<String> {
         (0..n)
             .map_while(|_| self.lines.recv_timeout(wait).ok())
             .collect()
     }
 
     /// `docker://ADDR/NAME`.
-    fn docker(&self, name: &str) -> String {
+    pub(crate) fn docker(&self, name: &str) -> String {
         format!("docker://{}/{name}", self.addr)
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Send `signal` (`TERM`, `INT`) and wait up to `limit` for the exit.
-    fn signal_and_wait(&mut self, signal: &str, limit: Duration) -> Result<(ExitStatus, Duration)> {
+    pub(crate) fn signal_and_wait(
+        &mut self,
+        signal: &str,
+        limit: Duration,
+    ) -> Result<(ExitStatus, Duration)> {
         let start = Instant::now();
         run(Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]))?;
         loop {
@@ -138,26 +142,26 @@ impl Drop for Serve {
 }
 
 /// An image in a repository of its own, tagged [`TAGGED`].
-struct Image {
+pub(crate) struct Image {
     /// The test's temp dir (logs go here).
-    dir: PathBuf,
-    repo: PathBuf,
+    pub(crate) dir: PathBuf,
+    pub(crate) repo: PathBuf,
     /// `XDG_CACHE_HOME` of every cfs-export run on this repo.
-    cache: PathBuf,
+    pub(crate) cache: PathBuf,
     /// The digest and bytes of the manifest that was imported.
-    manifest_digest: String,
-    manifest_bytes: Vec<u8>,
-    config_digest: String,
-    diff_ids: Vec<String>,
+    pub(crate) manifest_digest: String,
+    pub(crate) manifest_bytes: Vec<u8>,
+    pub(crate) config_digest: String,
+    pub(crate) diff_ids: Vec<String>,
     /// (digest, bytes) of each imported layer blob.
-    blobs: Vec<(String, Vec<u8>)>,
+    pub(crate) blobs: Vec<(String, Vec<u8>)>,
 }
 
 impl Image {
     /// `tars` as pgzip layers written by skopeo's `--dest-compress` (which
     /// cfs-export reproduces, so the original manifest is served), imported
     /// under `tags` (the first is [`TAGGED`]).
-    fn reproducible(dir: &Path, tars: &[Vec<u8>], tags: &[&str]) -> Result<Self> {
+    pub(crate) fn reproducible(dir: &Path, tars: &[Vec<u8>], tags: &[&str]) -> Result<Self> {
         let plain = dir.join("plain");
         let layers: Vec<_> = tars.iter().map(|b| (b.clone(), Kind::Tar)).collect();
         let f = fixture::write_layout(&plain, "os", "amd64", &layers);
@@ -187,7 +191,7 @@ impl Image {
     }
 
     /// `layers` as they are (uncompressed tars), imported under `tags`.
-    fn plain(dir: &Path, tars: &[Vec<u8>], tags: &[&str]) -> Result<Self> {
+    pub(crate) fn plain(dir: &Path, tars: &[Vec<u8>], tags: &[&str]) -> Result<Self> {
         let plain = dir.join("plain");
         let layers: Vec<_> = tars.iter().map(|b| (b.clone(), Kind::Tar)).collect();
         let f = fixture::write_layout(&plain, "os", "amd64", &layers);
@@ -203,7 +207,7 @@ impl Image {
         )
     }
 
-    fn import(
+    pub(crate) fn import(
         dir: &Path,
         layout: &Path,
         tags: &[&str],
@@ -234,14 +238,14 @@ impl Image {
     }
 
     /// cfs-export on this repo with this image's cache.
-    fn cfs(&self, args: &[&str]) -> Result<String> {
+    pub(crate) fn cfs(&self, args: &[&str]) -> Result<String> {
         cfs_with(&self.repo, args, &[("XDG_CACHE_HOME", &self.cache)])
     }
 }
 
 /// A small OS-like tree (composefs-oci wants `/usr`): text that compresses
 /// and noise that does not, over 1 MiB so pgzip's blocks are crossed.
-fn os_tars() -> Vec<Vec<u8>> {
+pub(crate) fn os_tars() -> Vec<Vec<u8>> {
     let words: Vec<u8> = (0..60_000u32)
         .flat_map(|i| {
             format!("line {} of /usr/share/doc/pkg{} ", i * 7919 % 1000, i % 97).into_bytes()
@@ -260,7 +264,7 @@ fn os_tars() -> Vec<Vec<u8>> {
     ]
 }
 
-fn skopeo(args: &[&str]) -> Result<Vec<u8>> {
+pub(crate) fn skopeo(args: &[&str]) -> Result<Vec<u8>> {
     Ok(run(Command::new("skopeo").args(args))?.stdout)
 }
 
@@ -428,56 +432,6 @@ pub fn skopeo_pulls_the_original_manifest() -> Result<()> {
     Ok(())
 }
 
-/// podman pulls `quay.io/demo/os:1` through a `registries.conf` mirror that
-/// is our server: podman records the image ID and the original manifest
-/// digest, and the access log shows the mirror answered.
-pub fn podman_pulls_through_a_mirror() -> Result<()> {
-    let t = tempfile::tempdir()?;
-    let img = Image::reproducible(t.path(), &os_tars(), &[TAGGED])?;
-    let serve = Serve::start(&img, &["--anonymous"])?;
-    let conf = t.path().join("registries.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "unqualified-search-registries = []\n\n\
-             [[registry]]\nlocation = \"quay.io/demo\"\n\n\
-             [[registry.mirror]]\nlocation = \"{}/demo\"\ninsecure = true\n",
-            serve.addr
-        ),
-    )?;
-    let storage = Storage::new(t.path());
-    let env = [("CONTAINERS_REGISTRIES_CONF", conf.as_path())];
-    storage.podman_with_env(&["pull", "-q", TAGGED], &env)?;
-    let got = storage.podman_with_env(
-        &[
-            "image",
-            "inspect",
-            "--format",
-            "{{.Id}} {{.Digest}}",
-            TAGGED,
-        ],
-        &env,
-    )?;
-    let want = format!(
-        "{} {}",
-        img.config_digest.trim_start_matches("sha256:"),
-        img.manifest_digest
-    );
-    ensure!(got.trim() == want, "podman has {got:?}, want {want:?}");
-    let log = serve.log_text();
-    for request in [
-        format!("GET /v2/{SERVED}/manifests/1 200"),
-        format!("GET /v2/{SERVED}/blobs/{} 200", img.blobs[0].0),
-    ] {
-        ensure!(
-            log.contains(&request),
-            "no {request:?} in the access log:\n{log}"
-        );
-    }
-    eprintln!("podman image inspect via the mirror: {}", got.trim());
-    Ok(())
-}
-
 /// `--htpasswd`: the right password is answered, a wrong one and none get
 /// 401; without `--htpasswd` or `--anonymous`, or on a non-loopback address
 /// without `--insecure-http`, serve refuses to start (exit 2).
@@ -559,252 +513,6 @@ pub fn htpasswd_users_and_refusals() -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// One `curl -i` exchange: status, headers (lowercase names) and body.
-struct Exchange {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    transcript: String,
-}
-
-impl Exchange {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The `errors[0].code` of a JSON error body.
-    fn error_code(&self) -> String {
-        serde_json::from_slice::<serde_json::Value>(&self.body)
-            .ok()
-            .and_then(|v| v["errors"][0]["code"].as_str().map(str::to_string))
-            .unwrap_or_default()
-    }
-}
-
-/// `curl -sS -i [-X METHOD] [-H HEADER…] http://ADDR/PATH`.
-fn curl(serve: &Serve, method: &str, path: &str, headers: &[&str]) -> Result<Exchange> {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "-i", "-X", method]);
-    if method == "HEAD" {
-        cmd.arg("-I");
-    }
-    for h in headers {
-        cmd.args(["-H", h]);
-    }
-    let out = run(cmd.arg(format!("http://{}{path}", serve.addr)))?.stdout;
-    let split = out
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("no header end")?;
-    let head = String::from_utf8_lossy(&out[..split]).to_string();
-    let body = out[split + 4..].to_vec();
-    let mut lines = head.lines();
-    let status_line = lines.next().context("status line")?;
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("status line {status_line:?}"))?;
-    let response_headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let shown = if body.len() <= 300 && body.is_ascii() {
-        String::from_utf8_lossy(&body).to_string()
-    } else {
-        format!("<{} bytes>", body.len())
-    };
-    let transcript = format!(
-        "$ curl -i -X {method} {}{path}\n{head}\n\n{shown}\n",
-        headers
-            .iter()
-            .map(|h| format!("-H '{h}' "))
-            .collect::<String>()
-    );
-    Ok(Exchange {
-        status,
-        headers: response_headers,
-        body,
-        transcript,
-    })
-}
-
-/// The HTTP details clients rely on, with curl: headers of manifests and
-/// blobs, ranges (206, 416), paginated `tags/list` with `Link`, `_catalog`,
-/// the spec's JSON errors, 405 for writes, the empty referrers index.
-pub fn http_details_with_curl() -> Result<()> {
-    let t = tempfile::tempdir()?;
-    let img = Image::reproducible(t.path(), &os_tars(), &[TAGGED, "quay.io/demo/os:2"])?;
-    let serve = Serve::start(&img, &["--anonymous"])?;
-    let mut transcript = String::new();
-    let mut check = |method: &str,
-                     path: &str,
-                     headers: &[&str],
-                     status: u16,
-                     f: &dyn Fn(&Exchange) -> Result<()>|
-     -> Result<()> {
-        let x = curl(&serve, method, path, headers)?;
-        transcript.push_str(&x.transcript);
-        ensure!(x.status == status, "want {status}:\n{}", x.transcript);
-        f(&x).with_context(|| x.transcript.clone())
-    };
-    let m = &img.manifest_digest;
-    let (layer, blob) = &img.blobs[0];
-    let n = blob.len();
-    let result = (|| -> Result<()> {
-        check("GET", "/v2/", &[], 200, &|x| {
-            ensure!(x.header("docker-distribution-api-version") == Some("registry/2.0"));
-            Ok(())
-        })?;
-        check(
-            "HEAD",
-            &format!("/v2/{SERVED}/manifests/1"),
-            &["Accept: application/vnd.oci.image.manifest.v1+json"],
-            200,
-            &|x| {
-                ensure!(x.header("docker-content-digest") == Some(m.as_str()));
-                ensure!(
-                    x.header("content-type") == Some("application/vnd.oci.image.manifest.v1+json")
-                );
-                ensure!(x.header("content-length") == Some(&*img.manifest_bytes.len().to_string()));
-                Ok(())
-            },
-        )?;
-        check(
-            "GET",
-            &format!("/v2/{SERVED}/blobs/{layer}"),
-            &["Range: bytes=10-19"],
-            206,
-            &|x| {
-                ensure!(x.body == blob[10..20], "range body");
-                ensure!(x.header("content-range") == Some(&*format!("bytes 10-19/{n}")));
-                ensure!(x.header("accept-ranges") == Some("bytes"));
-                ensure!(x.header("docker-content-digest") == Some(layer.as_str()));
-                ensure!(x.header("content-encoding").is_none());
-                Ok(())
-            },
-        )?;
-        check(
-            "GET",
-            &format!("/v2/{SERVED}/blobs/{layer}"),
-            &["Range: bytes=-7"],
-            206,
-            &|x| {
-                ensure!(x.body == blob[n - 7..], "suffix body");
-                ensure!(
-                    x.header("content-range") == Some(&*format!("bytes {}-{}/{n}", n - 7, n - 1))
-                );
-                Ok(())
-            },
-        )?;
-        check(
-            "GET",
-            &format!("/v2/{SERVED}/blobs/{layer}"),
-            &[&format!("Range: bytes={n}-")],
-            416,
-            &|x| {
-                ensure!(x.header("content-range") == Some(&*format!("bytes */{n}")));
-                Ok(())
-            },
-        )?;
-        check(
-            "GET",
-            &format!("/v2/{SERVED}/tags/list?n=1"),
-            &[],
-            200,
-            &|x| {
-                ensure!(x.body == br#"{"name":"demo/os","tags":["1"]}"#);
-                ensure!(
-                    x.header("link")
-                        == Some(&*format!(
-                            "</v2/{SERVED}/tags/list?n=1&last=1>; rel=\"next\""
-                        ))
-                );
-                Ok(())
-            },
-        )?;
-        check(
-            "GET",
-            &format!("/v2/{SERVED}/tags/list?n=1&last=1"),
-            &[],
-            200,
-            &|x| {
-                ensure!(x.body == br#"{"name":"demo/os","tags":["2"]}"#);
-                ensure!(x.header("link").is_none());
-                Ok(())
-            },
-        )?;
-        check("GET", "/v2/_catalog", &[], 200, &|x| {
-            ensure!(x.body == br#"{"repositories":["demo/os","quay.io/demo/os"]}"#);
-            Ok(())
-        })?;
-        check("GET", "/v2/nosuch/os/manifests/1", &[], 404, &|x| {
-            ensure!(x.error_code() == "NAME_UNKNOWN");
-            ensure!(x.header("content-type") == Some("application/json"));
-            Ok(())
-        })?;
-        check(
-            "GET",
-            &format!("/v2/{SERVED}/manifests/3"),
-            &[],
-            404,
-            &|x| {
-                ensure!(x.error_code() == "MANIFEST_UNKNOWN");
-                Ok(())
-            },
-        )?;
-        check(
-            "GET",
-            &format!("/v2/{SERVED}/blobs/sha256:{}", "0".repeat(64)),
-            &[],
-            404,
-            &|x| {
-                ensure!(x.error_code() == "BLOB_UNKNOWN");
-                Ok(())
-            },
-        )?;
-        check(
-            "GET",
-            &format!("/v2/{SERVED}/blobs/sha256:xyz"),
-            &[],
-            400,
-            &|x| {
-                ensure!(x.error_code() == "DIGEST_INVALID");
-                Ok(())
-            },
-        )?;
-        for (method, path) in [
-            ("DELETE", format!("/v2/{SERVED}/manifests/{m}")),
-            ("PUT", format!("/v2/{SERVED}/manifests/1")),
-            ("POST", format!("/v2/{SERVED}/blobs/uploads/")),
-        ] {
-            check(method, &path, &[], 405, &|x| {
-                ensure!(x.error_code() == "UNSUPPORTED");
-                Ok(())
-            })?;
-        }
-        check(
-            "GET",
-            &format!("/v2/{SERVED}/referrers/{m}"),
-            &[],
-            200,
-            &|x| {
-                let v: serde_json::Value = serde_json::from_slice(&x.body)?;
-                ensure!(v["manifests"] == serde_json::json!([]) && v["schemaVersion"] == 2);
-                ensure!(
-                    x.header("content-type") == Some("application/vnd.oci.image.index.v1+json")
-                );
-                Ok(())
-            },
-        )?;
-        Ok(())
-    })();
-    result.with_context(|| format!("exchanges so far:\n{transcript}"))
 }
 
 /// Four `skopeo copy … dir:` pulls at once all complete, each blob proven
@@ -889,162 +597,23 @@ pub fn four_parallel_pulls() -> Result<()> {
     Ok(())
 }
 
-/// Bytes in `path` so far (0 if it is not there yet).
-fn size_of(path: &Path) -> u64 {
-    std::fs::metadata(path).map_or(0, |m| m.len())
-}
-
-/// SIGTERM while two rate-limited clients read layers: the listener closes
-/// at once, the response that can finish within the grace does, the one
-/// that cannot is cut at the grace, serve exits 0 and the port is closed.
-pub fn sigterm_mid_pull() -> Result<()> {
-    let t = tempfile::tempdir()?;
-    let big = TarBuilder::new()
-        .file("big", &fixture::noise(48 << 20, 51))
-        .finish(false);
-    let small = TarBuilder::new()
-        .file("small", &fixture::noise(3 << 20, 52))
-        .finish(false);
-    let img = Image::plain(t.path(), &[big, small], &[TAGGED])?;
-    let mut serve = Serve::start(&img, &["--anonymous"])?;
-    let fetch = |i: usize, rate: &str| -> Result<(Child, PathBuf)> {
-        let out = t.path().join(format!("blob{i}"));
-        let child = Command::new("curl")
-            .args(["-sS", "--fail", "--limit-rate", rate, "-o"])
-            .arg(&out)
-            .arg(format!(
-                "http://{}/v2/{SERVED}/blobs/{}",
-                serve.addr, img.blobs[i].0
-            ))
-            .stderr(Stdio::piped())
-            .spawn()?;
-        Ok((child, out))
-    };
-    // 48 MiB at 2 MiB/s cannot finish within 10 s; 3 MiB at 1 MiB/s can.
-    let (cut, cut_out) = fetch(0, "2M")?;
-    let (mut whole, whole_out) = fetch(1, "1M")?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while size_of(&cut_out) == 0 || size_of(&whole_out) == 0 {
-        ensure!(Instant::now() < deadline, "the pulls did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let addr = serve.addr.clone();
-    let prober = std::thread::spawn(move || {
-        // Soon after the signal, a new connection is refused.
-        std::thread::sleep(Duration::from_millis(500));
-        TcpStream::connect(&addr).is_err()
-    });
-    let (status, took) = serve.signal_and_wait("TERM", Duration::from_secs(20))?;
-    let refused_during_grace = prober.join().map_err(|_| anyhow::anyhow!("prober"))?;
-    let log = serve.log_text();
-    ensure!(status.code() == Some(0), "serve exited {status}: {log}");
-    ensure!(
-        took >= Duration::from_secs(8) && took <= Duration::from_secs(12),
-        "serve exited {took:.2?} after SIGTERM with a response still running; the grace is 10 s: {log}"
-    );
-    ensure!(
-        refused_during_grace,
-        "a new connection was accepted during the grace"
-    );
-    ensure!(
-        TcpStream::connect(&serve.addr).is_err(),
-        "port still open after exit"
-    );
-
-    let whole_status = whole.wait()?;
-    ensure!(
-        whole_status.success(),
-        "the response within the grace failed: {whole_status}"
-    );
-    ensure!(
-        sha256(&std::fs::read(&whole_out)?) == img.blobs[1].0,
-        "the response within the grace is not the blob"
-    );
-    let cut_status = cut.wait_with_output()?;
-    let got = size_of(&cut_out);
-    ensure!(
-        !cut_status.status.success() && got < img.blobs[0].1.len() as u64,
-        "the response past the grace: {} with {got} bytes",
-        cut_status.status
-    );
-    eprintln!(
-        "SIGTERM: exit {status} after {took:.2?}; cut response at {got} of {} bytes ({})",
-        img.blobs[0].1.len(),
-        String::from_utf8_lossy(&cut_status.stderr).trim()
-    );
-    Ok(())
-}
-
-/// A fresh insecure SHA-512 repository, as bootc makes them.
-fn fresh_repo(
-    path: &Path,
-) -> Result<Arc<composefs::repository::Repository<composefs::fsverity::Sha512HashValue>>> {
-    use composefs::fsverity::{Algorithm, Sha512HashValue};
-    use composefs::repository::{Repository, RepositoryConfig};
-    let config = RepositoryConfig::new(Algorithm::for_hash::<Sha512HashValue>()).set_insecure();
-    let (repo, _) = Repository::<Sha512HashValue>::init_path(rustix::fs::CWD, path, config)?;
-    Ok(Arc::new(repo))
-}
-
-/// The fleet case: host B's composefs-oci (through skopeo's image proxy)
-/// pulls from host A's `serve` into a second repository: the same config and
-/// diff_ids, and B exports the original manifest digest again.
-pub fn composefs_oci_pulls_from_serve() -> Result<()> {
-    let t = tempfile::tempdir()?;
-    let img = Image::reproducible(t.path(), &os_tars(), &[TAGGED])?;
-    let serve = Serve::start(&img, &["--anonymous"])?;
-    let second = t.path().join("host-b");
-    let repo = fresh_repo(&second)?;
-    let source = serve.docker(&format!("{SERVED}:1"));
-    let mut proxy = containers_image_proxy::ImageProxyConfig::default();
-    proxy.insecure_skip_tls_verification = Some(true);
-    proxy.auth_anonymous = true;
-    let opts = composefs_oci::PullOptions {
-        img_proxy_config: Some(proxy),
-        ..Default::default()
-    };
-    let rt = tokio::runtime::Runtime::new()?;
-    let pulled = rt
-        .block_on(composefs_oci::pull(&repo, &source, None, opts))
-        .with_context(|| format!("composefs_oci::pull {source}"))?;
-    ensure!(
-        pulled.manifest_digest.to_string() == img.manifest_digest,
-        "pulled manifest {}, served {}",
-        pulled.manifest_digest,
-        img.manifest_digest
-    );
-    ensure!(
-        pulled.config_digest.to_string() == img.config_digest,
-        "pulled config {}",
-        pulled.config_digest
-    );
-    let opened = composefs_oci::open_config(&repo, &pulled.config_digest, None)?;
-    let ids: Vec<&String> = opened.config.rootfs().diff_ids().iter().collect();
-    ensure!(ids.iter().copied().eq(&img.diff_ids), "diff_ids {ids:?}");
-    composefs_oci::tag_image(&repo, &pulled.manifest_digest, TAGGED)?;
-    drop(repo);
-    ensure!(
-        serve
-            .log_text()
-            .contains(&format!("GET /v2/{SERVED}/manifests/1 200")),
-        "no manifest request in the access log:\n{}",
-        serve.log_text()
-    );
-    drop(serve);
-
-    // Host B, with a cache of its own, exports the original manifest again.
-    let out = t.path().join("from-b");
-    cfs_with(
-        &second,
-        &["export", TAGGED, "--to", &format!("oci:{}", out.display())],
-        &[("XDG_CACHE_HOME", &t.path().join("cache-b"))],
-    )?;
-    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("index.json"))?)?;
-    let digest = index["manifests"][0]["digest"].as_str().context("index")?;
-    ensure!(
-        digest == img.manifest_digest,
-        "host B exported manifest {digest}, the original is {}",
-        img.manifest_digest
-    );
-    Ok(())
+/// An image of other content tagged `REGISTRY/demo/os:1` in `img`'s
+/// repository beside [`TAGGED`]: both are served as `demo/os:1`, and
+/// containerd's `?ns=REGISTRY` chooses. Its manifest digest.
+pub(crate) fn same_path_other_registry(img: &Image, registry: &str) -> Result<String> {
+    let layers = vec![(
+        TarBuilder::new()
+            .dir("usr")
+            .file("usr/os-release", format!("ID={registry}\n").as_bytes())
+            .finish(false),
+        Kind::Tar,
+    )];
+    let f = fixture::write_layout(&img.dir.join("other"), "os", "amd64", &layers);
+    img.cfs(&[
+        "import",
+        &format!("oci:{}:os", f.layout.display()),
+        "--tag",
+        &format!("{registry}/demo/os:1"),
+    ])?;
+    Ok(f.manifest_digest)
 }
