@@ -25,13 +25,13 @@ pub(crate) const QUALIFIED: &str = "quay.io/demo/os";
 /// A running `cfs-export serve`, killed (by its PID) when dropped, so a
 /// failing test leaves no server behind.
 pub(crate) struct Serve {
-    pub(crate) child: Child,
+    child: Child,
     /// `127.0.0.1:PORT`.
     pub(crate) addr: String,
     /// The first stdout line.
     pub(crate) first: String,
     /// The stdout lines after the first, as they come.
-    pub(crate) lines: mpsc::Receiver<String>,
+    lines: mpsc::Receiver<String>,
     /// stderr: messages and the access log.
     pub(crate) log: PathBuf,
 }
@@ -190,7 +190,7 @@ impl Image {
         Self::import(dir, &pg, tags, manifest_digest, manifest_bytes, &f, blobs)
     }
 
-    /// `layers` as they are (uncompressed tars), imported under `tags`.
+    /// `tars` as uncompressed layers, imported under `tags`.
     pub(crate) fn plain(dir: &Path, tars: &[Vec<u8>], tags: &[&str]) -> Result<Self> {
         let plain = dir.join("plain");
         let layers: Vec<_> = tars.iter().map(|b| (b.clone(), Kind::Tar)).collect();
