@@ -165,6 +165,14 @@ impl Storage {
         Ok(String::from_utf8(out.stdout)?)
     }
 
+    /// Run podman against this storage with extra environment variables
+    /// (`CONTAINERS_REGISTRIES_CONF`, …).
+    pub fn podman_with_env(&self, args: &[&str], env: &[(&str, &Path)]) -> Result<String> {
+        let mut cmd = self.podman_command(args);
+        cmd.envs(env.iter().copied());
+        Ok(String::from_utf8(run(&mut cmd)?.stdout)?)
+    }
+
     /// Does this storage hold an image named `name`?
     pub fn has_image(&self, name: &str) -> Result<bool> {
         Ok(self

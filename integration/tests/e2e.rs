@@ -19,6 +19,12 @@ mod ranges;
 mod roundtrip;
 #[path = "e2e/security.rs"]
 mod security;
+#[path = "e2e/serve.rs"]
+mod serve;
+#[path = "e2e/serve_http.rs"]
+mod serve_http;
+#[path = "e2e/serve_mirrors.rs"]
+mod serve_mirrors;
 #[path = "e2e/storage_conf.rs"]
 mod storage_conf;
 #[path = "e2e/stream.rs"]
@@ -182,6 +188,49 @@ fn main() {
             "composefs_round_trip_the_bootc_way",
             &["skopeo", "podman"],
             roundtrip::composefs_round_trip_the_bootc_way,
+        ),
+        trial(
+            "serve_skopeo_pulls_the_original_manifest",
+            &["skopeo"],
+            serve::skopeo_pulls_the_original_manifest,
+        ),
+        trial(
+            "serve_podman_pulls_through_a_mirror",
+            &["skopeo", "podman"],
+            serve_mirrors::podman_pulls_through_a_mirror,
+        ),
+        trial(
+            "serve_htpasswd_users_and_refusals",
+            &["skopeo", "htpasswd"],
+            serve::htpasswd_users_and_refusals,
+        ),
+        trial(
+            "serve_http_details_with_curl",
+            &["skopeo", "curl"],
+            serve_http::http_details_with_curl,
+        ),
+        trial(
+            "serve_four_parallel_pulls",
+            &["skopeo"],
+            serve::four_parallel_pulls,
+        ),
+        trial(
+            "serve_sigterm_mid_pull",
+            &["curl", "kill"],
+            serve_http::sigterm_mid_pull,
+        ),
+        trial(
+            "serve_containerd_pulls_through_hosts_toml",
+            &["containerd", "ctr"],
+            serve_mirrors::containerd_pulls_through_hosts_toml,
+        ),
+        // As above: composefs-oci's pull needs the image proxy of skopeo >= 1.18.
+        trial_needing_skopeo(
+            &stack,
+            (1, 18),
+            "serve_composefs_oci_pulls_into_a_second_repository",
+            &["skopeo"],
+            serve_mirrors::composefs_oci_pulls_from_serve,
         ),
     ];
     println!("== e2e on {} ==", stack.describe());
