@@ -140,18 +140,31 @@ fn announce<ID: composefs::fsverity::FsVerityHashValue>(
         writeln!(out, "listening on {url}")?;
         if !cli.quiet {
             for i in &registry.images {
+                let names = match i.tags.as_slice() {
+                    [] => i.image.clone(),
+                    tags => tags.join(", "),
+                };
+                let kind = if i.original_manifest {
+                    "original"
+                } else {
+                    "new"
+                };
                 writeln!(
                     out,
-                    "  {} manifest {} ({})",
-                    super::print::escape_control(&i.image),
+                    "  {} manifest {} ({kind})",
+                    super::print::escape_control(&names),
                     i.manifest_digest,
-                    if i.original_manifest {
-                        "original"
-                    } else {
-                        "new"
-                    }
                 )?;
             }
+        }
+    }
+    if !cli.quiet {
+        for (name, registries) in &registry.ambiguous {
+            eprintln!(
+                "warning: {} is the short name of images from {}: it is served only as REGISTRY/{0} or with ?ns=REGISTRY; point mirrors at ADDR/REGISTRY/…",
+                super::print::escape_control(name),
+                registries.join(", ")
+            );
         }
     }
     out.flush()?;

@@ -17,6 +17,18 @@ pub(crate) struct Names {
     pub listing: bool,
 }
 
+/// What a tag names.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Lookup<'a> {
+    /// This image.
+    Found(usize),
+    /// Nothing.
+    Unknown,
+    /// Images of these registries: the client must say which (`?ns=` or
+    /// the `REGISTRY/PATH` name).
+    Ambiguous(Vec<&'a str>),
+}
+
 /// A page of a sorted listing.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Page<'a> {
@@ -67,11 +79,34 @@ impl Names {
     }
 
     /// The image `name:tag` names; `ns` (containerd's registry hint) picks
-    /// among images of different registries, else the first one added.
-    pub fn image(&self, name: &str, tag: &str, ns: Option<&str>) -> Option<usize> {
-        let entries = self.repos.get(name)?.get(tag)?;
-        let pick = ns.and_then(|ns| entries.iter().find(|(r, _)| r == ns));
-        pick.or(entries.first()).map(|(_, i)| *i)
+    /// among images of different registries. Without it, a short name that
+    /// several registries' images share is [`Lookup::Ambiguous`]: guessing
+    /// would hand a mirror client the wrong image.
+    pub fn image(&self, name: &str, tag: &str, ns: Option<&str>) -> Lookup<'_> {
+        let Some(entries) = self.repos.get(name).and_then(|t| t.get(tag)) else {
+            return Lookup::Unknown;
+        };
+        if let Some((_, i)) = ns.and_then(|ns| entries.iter().find(|(r, _)| r == ns)) {
+            return Lookup::Found(*i);
+        }
+        match entries.as_slice() {
+            [(_, i)] => Lookup::Found(*i),
+            many => Lookup::Ambiguous(many.iter().map(|(r, _)| r.as_str()).collect()),
+        }
+    }
+
+    /// Short names several registries' images share: `(name:tag, registries)`.
+    pub fn ambiguous(&self) -> Vec<(String, Vec<&str>)> {
+        let mut out = Vec::new();
+        for (name, tags) in &self.repos {
+            for (tag, entries) in tags {
+                if entries.len() > 1 {
+                    let registries = entries.iter().map(|(r, _)| r.as_str()).collect();
+                    out.push((format!("{name}:{tag}"), registries));
+                }
+            }
+        }
+        out
     }
 
     /// The images served under `name` (any tag).
@@ -142,26 +177,36 @@ mod tests {
     #[test]
     fn tags_served_with_and_without_their_registry() {
         let n = names();
-        assert_eq!(n.image("fedora/fedora-bootc", "42", None), Some(0));
+        use Lookup::*;
+        let both = Ambiguous(vec!["quay.io", "ghcr.io"]);
+        assert_eq!(n.image("fedora/fedora-bootc", "42", None), both);
         assert_eq!(
             n.image("fedora/fedora-bootc", "42", Some("ghcr.io")),
-            Some(1)
+            Found(1)
         );
         assert_eq!(
             n.image("fedora/fedora-bootc", "42", Some("quay.io")),
-            Some(0)
+            Found(0)
         );
         assert_eq!(
             n.image("fedora/fedora-bootc", "42", Some("docker.io")),
-            Some(0)
+            both
         );
-        assert_eq!(n.image("quay.io/fedora/fedora-bootc", "42", None), Some(0));
-        assert_eq!(n.image("ghcr.io/fedora/fedora-bootc", "42", None), Some(1));
-        assert_eq!(n.image("app", "1", None), Some(2));
-        assert_eq!(n.image("app", "2", None), Some(3));
-        assert_eq!(n.image("x/y", "t", None), Some(4));
-        assert_eq!(n.image("fedora/fedora-bootc", "41", None), None);
+        assert_eq!(n.image("fedora/fedora-bootc", "latest", None), Found(0));
+        assert_eq!(n.image("quay.io/fedora/fedora-bootc", "42", None), Found(0));
+        assert_eq!(n.image("ghcr.io/fedora/fedora-bootc", "42", None), Found(1));
+        assert_eq!(n.image("app", "1", None), Found(2));
+        assert_eq!(n.image("app", "2", None), Found(3));
+        assert_eq!(n.image("x/y", "t", None), Found(4));
+        assert_eq!(n.image("fedora/fedora-bootc", "41", None), Unknown);
         assert!(!n.has("no-tag"));
+        assert_eq!(
+            n.ambiguous(),
+            [(
+                "fedora/fedora-bootc:42".to_string(),
+                vec!["quay.io", "ghcr.io"]
+            )]
+        );
     }
 
     #[test]

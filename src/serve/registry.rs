@@ -51,6 +51,8 @@ pub enum Listen {
 pub struct ServedImageReport {
     /// The image, as named in the repository.
     pub image: String,
+    /// Its tags in the repository.
+    pub tags: Vec<String>,
     /// The manifest digest served.
     pub manifest_digest: String,
     /// True when it is the original manifest.
@@ -66,6 +68,9 @@ pub struct Registry<ID: FsVerityHashValue> {
     pub addr: SocketAddr,
     /// The images served.
     pub images: Vec<ServedImageReport>,
+    /// Short names that several registries' images share (`name:tag`,
+    /// registries): served only as `REGISTRY/name` or with `?ns=`.
+    pub ambiguous: Vec<(String, Vec<String>)>,
 }
 
 impl<ID: FsVerityHashValue> Registry<ID> {
@@ -103,11 +108,17 @@ impl<ID: FsVerityHashValue> Registry<ID> {
             }
             reports.push(ServedImageReport {
                 image: img.name(),
+                tags: img.entry.tags.clone(),
                 manifest_digest: added.image.digest.to_string(),
                 original_manifest: added.original_manifest,
             });
             served.push(added.image);
         }
+        let ambiguous = names
+            .ambiguous()
+            .into_iter()
+            .map(|(n, r)| (n, r.into_iter().map(str::to_string).collect()))
+            .collect();
         let listener = match listen {
             Listen::Addr(a) => tokio::net::TcpListener::bind(a)
                 .await
@@ -135,6 +146,7 @@ impl<ID: FsVerityHashValue> Registry<ID> {
             access,
             addr,
             images: reports,
+            ambiguous,
         })
     }
 

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use composefs::fsverity::FsVerityHashValue;
 
 use super::body::stream_layer;
-use super::names::Page;
+use super::names::{Lookup, Page};
 use super::ranges::Answer;
 use super::{Blob, Inner};
 
@@ -228,7 +228,20 @@ fn respond<ID: FsVerityHashValue>(
                     .find(|&i| s.images[i].digest.as_ref() == reference)
             } else {
                 let ns = query_value(query, "ns");
-                s.names.image(name, reference, ns.as_deref())
+                match s.names.image(name, reference, ns.as_deref()) {
+                    Lookup::Found(i) => Some(i),
+                    Lookup::Unknown => None,
+                    Lookup::Ambiguous(registries) => {
+                        return error(
+                            StatusCode::NOT_FOUND,
+                            "MANIFEST_UNKNOWN",
+                            &format!(
+                                "{name}:{reference} is served for several registries ({}): ask for REGISTRY/{name}:{reference} or add ?ns=REGISTRY",
+                                registries.join(", ")
+                            ),
+                        );
+                    }
+                }
             };
             let Some(img) = image.map(|i| &s.images[i]) else {
                 return error(

@@ -212,6 +212,22 @@ pub fn http_details_with_curl() -> Result<()> {
                 },
             )?;
         }
+        // Without ?ns= the short name is ambiguous: refused, never guessed.
+        check(
+            "GET",
+            &format!("/v2/{SERVED}/manifests/1"),
+            &[],
+            404,
+            &|x| {
+                ensure!(x.error_code() == "MANIFEST_UNKNOWN");
+                let body = String::from_utf8_lossy(&x.body);
+                ensure!(
+                    body.contains("other.example") && body.contains("quay.io"),
+                    "{body}"
+                );
+                Ok(())
+            },
+        )?;
         check("GET", "/v2/nosuch/os/manifests/1", &[], 404, &|x| {
             ensure!(x.error_code() == "NAME_UNKNOWN");
             ensure!(x.header("content-type") == Some("application/json"));
