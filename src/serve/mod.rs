@@ -1,12 +1,12 @@
 //! Serving images read-only over the OCI distribution API: one image for the
-//! length of one `skopeo copy` (the private hand-off, [`handoff`]: no
+//! length of one `skopeo copy` (the private hand-off, `handoff`: no
 //! temporary layout at all), or a whole repository as a registry
 //! (`cfs-export serve`, [`registry`]). One server, split by job.
 //!
-//! Only those [`access`] admits are answered (the hand-off's per-run
+//! Only those `access` admits are answered (the hand-off's per-run
 //! credential, htpasswd users, or anyone), within bounds on connections,
-//! time and concurrent rebuilds ([`conn`], [`body`]); GET and HEAD only
-//! ([`routes`]), with ranges ([`ranges`]), under the names [`names`] knows. Layers are rebuilt as
+//! time and concurrent rebuilds (`conn`, `body`); GET and HEAD only
+//! (`routes`), with ranges (`ranges`), under the names `names` knows. Layers are rebuilt as
 //! skopeo reads them, proven against the diff_id while they stream:
 //! uncompressed (blob digest = diff_id), or, when every layer's original
 //! compressed bytes are reproducible ([`crate::reproduce`]), those bytes,

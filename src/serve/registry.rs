@@ -1,6 +1,6 @@
 //! `cfs-export serve`: the repository as a read-only OCI registry.
 //!
-//! Every tagged image is served (see [`super::names`]): the original
+//! Every tagged image is served (see the `names` module): the original
 //! compressed blobs and manifest when every compressed layer is reproduced
 //! (as `export --compression original` does), else uncompressed layers under
 //! a new manifest, the same bytes on every host and restart. Nothing is
