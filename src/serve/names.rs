@@ -58,12 +58,13 @@ impl Names {
     }
 
     /// Serve image `image` under a repository tag such as
-    /// `quay.io/fedora/fedora-bootc:42` (also as `fedora/fedora-bootc:42`).
-    /// Tags that are not `NAME:TAG` are skipped.
+    /// `quay.io/fedora/fedora-bootc:42` (also as `fedora/fedora-bootc:42`);
+    /// a bare `NAME` is `NAME:latest`, as for docker and podman.
     pub fn add_tag(&mut self, repo_tag: &str, image: usize) {
-        let Some((name, tag)) = split_tag(repo_tag) else {
+        let (name, tag) = split_tag(repo_tag).unwrap_or((repo_tag, "latest"));
+        if name.is_empty() {
             return;
-        };
+        }
         match name.split_once('/') {
             Some((host, path)) if is_registry(host) => {
                 self.insert(path, tag, host, image);
@@ -170,7 +171,7 @@ mod tests {
         n.add_tag("localhost/app:1", 2);
         n.add_tag("app:2", 3);
         n.add_tag("localhost:5000/x/y:t", 4);
-        n.add_tag("no-tag", 5);
+        n.add_tag("bare", 5);
         n
     }
 
@@ -199,7 +200,7 @@ mod tests {
         assert_eq!(n.image("app", "2", None), Found(3));
         assert_eq!(n.image("x/y", "t", None), Found(4));
         assert_eq!(n.image("fedora/fedora-bootc", "41", None), Unknown);
-        assert!(!n.has("no-tag"));
+        assert_eq!(n.image("bare", "latest", None), Found(5));
         assert_eq!(
             n.ambiguous(),
             [(
@@ -217,6 +218,7 @@ mod tests {
             all.items,
             [
                 "app",
+                "bare",
                 "fedora/fedora-bootc",
                 "ghcr.io/fedora/fedora-bootc",
                 "localhost/app",
@@ -226,8 +228,8 @@ mod tests {
             ]
         );
         assert_eq!(all.more_after, None);
-        let first = n.catalog(Some(2), None);
-        assert_eq!(first.items, ["app", "fedora/fedora-bootc"]);
+        let first = n.catalog(Some(3), None);
+        assert_eq!(first.items, ["app", "bare", "fedora/fedora-bootc"]);
         assert_eq!(first.more_after, Some("fedora/fedora-bootc"));
         let next = n.catalog(Some(2), first.more_after);
         assert_eq!(next.items, ["ghcr.io/fedora/fedora-bootc", "localhost/app"]);
