@@ -10,9 +10,10 @@ REF = os.path.join(ROOT, "target/release/reference-export")
 ENC = os.path.join(ROOT, "target/release/encode")
 SIZE_MIB = int(os.environ.get("BENCH_SIZE_MIB", "1100"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
-# BENCH_SECTIONS: "core" (copy-to-storage, export, compression, push, RSS)
-# and/or "original" (reproducing original gzip layers); default both.
-SECTIONS = os.environ.get("BENCH_SECTIONS", "core,original").split(",")
+# BENCH_SECTIONS: "core" (copy-to-storage, export, compression, push, RSS),
+# "original" (reproducing original gzip layers), "serve" (the registry);
+# default all.
+SECTIONS = os.environ.get("BENCH_SECTIONS", "core,original,serve").split(",")
 CORES = os.cpu_count() or 1
 WORK = tempfile.mkdtemp(prefix="cfs-bench-", dir=os.environ.get("BENCH_DIR", "/var/tmp"))
 
@@ -125,6 +126,29 @@ listing = json.loads(sh(f"{BIN} --repo {repo} --json list"))
 size = next(r["size"] for r in listing if "bench" in r["tags"])
 print(f"image: {size / 2**20:.0f} MiB uncompressed", flush=True)
 X = f"{BIN} --repo {repo} -q"
+
+# A docker-registry on 127.0.0.1 serving the files under {WORK}/registry{n}.
+class Registry:
+    def __init__(self, n):
+        s = socket.socket(); s.bind(("127.0.0.1", 0)); self.port = s.getsockname()[1]; s.close()
+        root = f"{WORK}/registry{n}"
+        os.makedirs(root, exist_ok=True)
+        open(f"{root}.yml", "w").write(
+            f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {root}\n"
+            f"http:\n  addr: 127.0.0.1:{self.port}\n")
+        self.proc = subprocess.Popen(["docker-registry", "serve", f"{root}.yml"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
 
 if on("core"):
     # 1. copy-to-storage (streamed, the default) vs the reference algorithm (+ the same skopeo copy).
@@ -244,28 +268,6 @@ if on("core"):
     # 7. push to a loopback registry: zstd by us vs skopeo compressing an uncompressed layout.
     # Each repeat gets a fresh registry: a registry that already holds the blobs
     # (or a blob-info cache that knows them) would let skopeo skip the upload.
-    class Registry:
-        def __init__(self, n):
-            s = socket.socket(); s.bind(("127.0.0.1", 0)); self.port = s.getsockname()[1]; s.close()
-            root = f"{WORK}/registry{n}"
-            os.makedirs(root, exist_ok=True)
-            open(f"{root}.yml", "w").write(
-                f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {root}\n"
-                f"http:\n  addr: 127.0.0.1:{self.port}\n")
-            self.proc = subprocess.Popen(["docker-registry", "serve", f"{root}.yml"],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for _ in range(100):
-                try:
-                    socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                    return
-                except OSError:
-                    time.sleep(0.1)
-
-        def stop(self):
-            self.proc.terminate()
-            self.proc.wait()
-
-
     def registry_runs(cmd, prep=None):
         runs = []
         for i in range(REPEATS):
@@ -345,6 +347,86 @@ if on("original"):
     r = orig_c2s[0] / none_c2s[0]
     row("copy-to-storage: original / none (wall)", fmt(orig_c2s), fmt(none_c2s), f"{r:.2f}", "-", True,
         "the price of keeping the manifest digest in storage (encoder remembered)")
+
+
+# 10. serve: four parallel `skopeo copy … dir:` pulls of the bench image, from
+# `serve --compression none` and from docker-registry serving the same
+# uncompressed image from its own files; then the original gzip layers.
+def serve_start(repo_path, *args):
+    proc = subprocess.Popen([BIN, "--repo", repo_path, "serve", "--anonymous", "--listen", "127.0.0.1:0", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "XDG_CACHE_HOME": f"{WORK}/cache0"})
+    line = proc.stdout.readline()
+    if not line.startswith("listening on http://"):
+        proc.kill()
+        sys.exit(f"serve did not start: {line!r}")
+    return proc, line.split("http://", 1)[1].strip()
+
+
+def registry_from_layout(layout, root, name, tag):
+    """distribution's filesystem storage, filled from an OCI layout's files."""
+    index = json.load(open(f"{layout}/index.json"))
+    manifest = index["manifests"][0]["digest"].split(":")[1]
+    blobs = os.listdir(f"{layout}/blobs/sha256")
+    base = f"{root}/docker/registry/v2"
+    for b in blobs:
+        d = f"{base}/blobs/sha256/{b[:2]}/{b}"
+        os.makedirs(d, exist_ok=True)
+        os.link(f"{layout}/blobs/sha256/{b}", f"{d}/data")
+        for kind in ["_layers", "_manifests/revisions"]:
+            l = f"{base}/repositories/{name}/{kind}/sha256/{b}"
+            os.makedirs(l, exist_ok=True)
+            open(f"{l}/link", "w").write(f"sha256:{b}")
+    for kind in ["current", f"index/sha256/{manifest}"]:
+        t = f"{base}/repositories/{name}/_manifests/tags/{tag}/{kind}"
+        os.makedirs(t, exist_ok=True)
+        open(f"{t}/link", "w").write(f"sha256:{manifest}")
+
+
+def four_pulls(addr, name, tag, dirs):
+    fresh(*[f"{WORK}/{d}{k}" for d in [dirs] for k in range(4)])
+    t = time.monotonic()
+    sh(" & ".join(f"skopeo copy -q --src-tls-verify=false docker://{addr}/{name}:{tag} dir:{WORK}/{dirs}{k}" for k in range(4)) + " & wait")
+    took = time.monotonic() - t
+    for k in range(4):
+        fresh(f"{WORK}/{dirs}{k}")
+    return took
+
+
+if on("serve"):
+    if not os.path.exists(f"{WORK}/plain"):
+        sh(f"{X} export bench --compression none --to oci:{WORK}/plain")
+    blob_bytes = sum(os.path.getsize(os.path.join(f"{WORK}/plain/blobs/sha256", b)) for b in os.listdir(f"{WORK}/plain/blobs/sha256"))
+    proc, addr = serve_start(repo, "--compression", "none")
+    try:
+        ours = med([four_pulls(addr, "bench", "latest", "sv") for _ in range(REPEATS)])
+        rss = int(re.search(r"VmHWM:\s+(\d+)", open(f"/proc/{proc.pid}/status").read()).group(1))
+    finally:
+        proc.terminate()
+        proc.wait()
+    # Registry("dreg") serves {WORK}/registrydreg: fill it first.
+    registry_from_layout(f"{WORK}/plain", f"{WORK}/registrydreg", "bench", "latest")
+    reg = Registry("dreg")
+    try:
+        theirs = med([four_pulls(f"127.0.0.1:{reg.port}", "bench", "latest", "dr") for _ in range(REPEATS)])
+    finally:
+        reg.stop()
+    ours_tp, theirs_tp = 4 * blob_bytes / ours[0] / 1e6, 4 * blob_bytes / theirs[0] / 1e6
+    r = ours_tp / theirs_tp
+    row("serve none: 4 parallel pulls, aggregate", f"{ours_tp:.0f} MB/s", f"{theirs_tp:.0f} MB/s", f"{r:.2f}", ">=0.9", r >= 0.9,
+        f"baseline: docker-registry from files; {fmt(ours)} vs {fmt(theirs)}")
+    row("serve: peak RSS with four clients", f"{rss / 1024:.0f} MiB", "-", "-", "<200MiB", rss < 200 * 1024)
+    if os.path.exists(f"{WORK}/pgrepo"):
+        proc, addr = serve_start(f"{WORK}/pgrepo")
+        try:
+            gz_bytes = sum(os.path.getsize(os.path.join(f"{WORK}/pg0/blobs/sha256", b)) for b in os.listdir(f"{WORK}/pg0/blobs/sha256"))
+            orig = med([four_pulls(addr, "bench", "latest", "so") for _ in range(REPEATS)])
+        finally:
+            proc.terminate()
+            proc.wait()
+        tp = 4 * gz_bytes / orig[0] / 1e6
+        row("serve original gzip: 4 parallel pulls, aggregate", f"{tp:.0f} MB/s", "-", "-", ">=125MB/s", tp >= 125,
+            f"{fmt(orig)}; each pull re-compresses (no shared cache of reproduced blobs yet)")
 
 machine = f"{platform.machine()}, {CORES} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM, kernel {platform.release()}"
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
