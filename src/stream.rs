@@ -16,7 +16,7 @@ use crate::image::{self, StoredImage};
 use crate::serve::{Served, ServedLayer};
 use crate::skopeo::CopyOptions;
 use crate::transfer::{
-    check_space, create_private_dirs, graph_root, storage_reference, write_authfile,
+    check_space, create_private_dirs, graph_root, image_store, storage_reference, write_authfile,
     write_source_policy, TransferOptions, AUTH_FILE, POLICY_FILE,
 };
 use crate::UsageError;
@@ -81,6 +81,7 @@ pub(crate) async fn stream_to_storage<ID: FsVerityHashValue>(
         ),
     };
     let target = Target {
+        image_store: image_store(reference, &transfer.storage),
         skopeo_dest: storage_reference(reference, &transfer.storage)?,
         destination,
         root,
@@ -117,6 +118,8 @@ struct Target {
     destination: String,
     /// The storage's graph root.
     root: PathBuf,
+    /// storage.conf's `imagestore`, where image layers then live.
+    image_store: Option<PathBuf>,
     /// Where skopeo's private temp directory is made.
     tmp_base: PathBuf,
     /// What to do when it is full.
@@ -189,7 +192,10 @@ async fn copy_streaming<ID: FsVerityHashValue>(
     .await?;
     // skopeo keeps a copy of each blob it receives until the copy ends; only
     // the layers the storage lacks are sent. Their sizes are the served ones.
-    let present = present_layers(&target.root);
+    let mut present = present_layers(&target.root);
+    if let Some(store) = &target.image_store {
+        present.extend(present_layers(store));
+    }
     let needed = img.config_bytes.len() as u64
         + served
             .layers

@@ -165,6 +165,18 @@ pub fn graph_root(reference: &str, storage: &StorageOptions) -> Result<PathBuf> 
     Ok(conf.graph_root)
 }
 
+/// Where containers-storage keeps image layers apart from the graph root
+/// (storage.conf's `imagestore`), when no `--storage-*` option or reference
+/// specifier names the store.
+pub fn image_store(reference: &str, storage: &StorageOptions) -> Option<PathBuf> {
+    if storage.root.is_some() || reference.starts_with('[') {
+        return None;
+    }
+    StorageConf::resolve(&StorageEnv::from_process())
+        .ok()?
+        .image_store
+}
+
 /// The auth file we write into a private directory for skopeo.
 pub(crate) const AUTH_FILE: &str = "auth.json";
 /// The signature policy we write beside it.
