@@ -94,10 +94,16 @@ pub(super) struct FastEncL5 {
     hist: Box<Hist>,
     hist_len: usize,
     cur: i32,
-    // Fixed-size arrays let the compiler drop bounds checks on hash indexes.
-    table: Box<[i32; TABLE_SIZE]>,
+    tables: Box<Tables>,
+}
+
+/// Both hash tables in one allocation, so the hot loop keeps one base
+/// pointer for them; fixed-size arrays let the compiler drop bounds checks
+/// on hash indexes.
+struct Tables {
+    table: [i32; TABLE_SIZE],
     /// `[Cur, Prev]` per slot.
-    b_table: Box<[[i32; 2]; TABLE_SIZE]>,
+    b_table: [[i32; 2]; TABLE_SIZE],
 }
 
 impl FastEncL5 {
@@ -106,8 +112,10 @@ impl FastEncL5 {
             hist: zeroed(),
             hist_len: 0,
             cur: MAX_STORE_BLOCK_SIZE as i32,
-            table: Box::new([0; TABLE_SIZE]),
-            b_table: Box::new([[0; 2]; TABLE_SIZE]),
+            tables: Box::new(Tables {
+                table: [0; TABLE_SIZE],
+                b_table: [[0; 2]; TABLE_SIZE],
+            }),
         }
     }
 
@@ -137,21 +145,21 @@ impl FastEncL5 {
     fn protect_wraparound(&mut self) {
         while self.cur >= BUFFER_RESET {
             if self.hist_len == 0 {
-                self.table.fill(0);
-                self.b_table.fill([0; 2]);
+                self.tables.table.fill(0);
+                self.tables.b_table.fill([0; 2]);
                 self.cur = MAX_MATCH_OFFSET;
                 break;
             }
             let cur = self.cur;
             let min_off = cur + self.hist_len as i32 - MAX_MATCH_OFFSET;
-            for v in self.table.iter_mut() {
+            for v in self.tables.table.iter_mut() {
                 *v = if *v <= min_off {
                     0
                 } else {
                     *v - cur + MAX_MATCH_OFFSET
                 };
             }
-            for v in self.b_table.iter_mut() {
+            for v in self.tables.b_table.iter_mut() {
                 if v[0] <= min_off {
                     *v = [0, 0];
                 } else {
@@ -180,8 +188,7 @@ impl FastEncL5 {
         let cur = self.cur;
         let src = &*self.hist;
         let len = self.hist_len as i32;
-        let table = &mut *self.table;
-        let b_table = &mut *self.b_table;
+        let Tables { table, b_table } = &mut *self.tables;
         let mut next_emit = s;
         let s_limit = len - INPUT_MARGIN;
         let mut cv = load64(src, s);
@@ -204,15 +211,16 @@ impl FastEncL5 {
                 let next = load64(src, next_s);
                 let entry = s + cur;
                 table[next_hash_s] = entry;
-                let e = &mut b_table[next_hash_l];
-                *e = [entry, e[0]];
+                b_table[next_hash_l] = [entry, l_candidate[0]];
 
                 let next_hash_s = hash4(next);
                 let next_hash_l = hash7(next);
                 let next_entry = next_s + cur;
 
-                t = l_candidate[0] - cur;
-                if s - t < MAX_MATCH_OFFSET {
+                // `s - t` with `t = candidate - cur` is `entry - candidate`:
+                // the offset is checked before `t` is computed.
+                if entry - l_candidate[0] < MAX_MATCH_OFFSET {
+                    t = l_candidate[0] - cur;
                     if cv as u32 == load32(src, t) {
                         table[next_hash_s] = next_entry;
                         let e = &mut b_table[next_hash_l];
@@ -229,8 +237,10 @@ impl FastEncL5 {
                         }
                         break;
                     }
-                    t = l_candidate[1] - cur;
-                    if s - t < MAX_MATCH_OFFSET && cv as u32 == load32(src, t) {
+                    if entry - l_candidate[1] < MAX_MATCH_OFFSET
+                        && cv as u32 == load32(src, l_candidate[1] - cur)
+                    {
+                        t = l_candidate[1] - cur;
                         table[next_hash_s] = next_entry;
                         let e = &mut b_table[next_hash_l];
                         *e = [next_entry, e[0]];
@@ -238,8 +248,10 @@ impl FastEncL5 {
                     }
                 }
 
-                t = s_candidate - cur;
-                if s - t < MAX_MATCH_OFFSET && cv as u32 == load32(src, t) {
+                if entry - s_candidate < MAX_MATCH_OFFSET
+                    && cv as u32 == load32(src, s_candidate - cur)
+                {
+                    t = s_candidate - cur;
                     // A 4-byte match; the long candidates at next_s may be longer.
                     l = matchlen(s + 4, t + 4, src, len) + 4;
                     let l_candidate = b_table[next_hash_l];

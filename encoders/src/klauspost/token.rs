@@ -119,8 +119,9 @@ impl Tokens {
 
     #[inline]
     pub fn add_literals(&mut self, lits: &[u8]) {
+        // One capacity check per call, then a plain copy loop.
+        self.toks.extend(lits.iter().map(|&v| u32::from(v)));
         for &v in lits {
-            self.toks.push(v as u32);
             self.lit_hist[v as usize] += 1;
         }
     }
