@@ -213,20 +213,36 @@ impl FastEncL5 {
                 table[next_hash_s] = entry;
                 b_table[next_hash_l] = [entry, l_candidate[0]];
 
+                // All three candidates are tested first without branching (in
+                // text most positions match none of them, and one predictable
+                // branch replaces six that are not); the masked loads make
+                // reading a candidate that is out of reach harmless. The
+                // decisions below then follow klauspost's order exactly.
+                // `s - t` with `t = candidate - cur` is `entry - candidate`.
+                let cv4 = cv as u32;
+                let l0_in = entry - l_candidate[0] < MAX_MATCH_OFFSET;
+                let l0_hit = l0_in & (load32(src, l_candidate[0] - cur) == cv4);
+                let l1_hit = (entry - l_candidate[1] < MAX_MATCH_OFFSET)
+                    & (load32(src, l_candidate[1] - cur) == cv4);
+                let s_hit = (entry - s_candidate < MAX_MATCH_OFFSET)
+                    & (load32(src, s_candidate - cur) == cv4);
+                if !(l0_hit | l1_hit | s_hit) {
+                    cv = next;
+                    continue;
+                }
+
                 let next_hash_s = hash4(next);
                 let next_hash_l = hash7(next);
                 let next_entry = next_s + cur;
 
-                // `s - t` with `t = candidate - cur` is `entry - candidate`:
-                // the offset is checked before `t` is computed.
-                if entry - l_candidate[0] < MAX_MATCH_OFFSET {
-                    t = l_candidate[0] - cur;
-                    if cv as u32 == load32(src, t) {
+                if l0_in {
+                    if l0_hit {
+                        t = l_candidate[0] - cur;
                         table[next_hash_s] = next_entry;
                         let e = &mut b_table[next_hash_l];
                         *e = [next_entry, e[0]];
                         let t2 = l_candidate[1] - cur;
-                        if s - t2 < MAX_MATCH_OFFSET && cv as u32 == load32(src, t2) {
+                        if l1_hit {
                             l = matchlen(s + 4, t + 4, src, len) + 4;
                             let ml1 = matchlen(s + 4, t2 + 4, src, len) + 4;
                             if ml1 > l {
@@ -237,9 +253,7 @@ impl FastEncL5 {
                         }
                         break;
                     }
-                    if entry - l_candidate[1] < MAX_MATCH_OFFSET
-                        && cv as u32 == load32(src, l_candidate[1] - cur)
-                    {
+                    if l1_hit {
                         t = l_candidate[1] - cur;
                         table[next_hash_s] = next_entry;
                         let e = &mut b_table[next_hash_l];
@@ -248,9 +262,7 @@ impl FastEncL5 {
                     }
                 }
 
-                if entry - s_candidate < MAX_MATCH_OFFSET
-                    && cv as u32 == load32(src, s_candidate - cur)
-                {
+                if s_hit {
                     t = s_candidate - cur;
                     // A 4-byte match; the long candidates at next_s may be longer.
                     l = matchlen(s + 4, t + 4, src, len) + 4;
