@@ -270,26 +270,31 @@ impl FastEncL5 {
                     table[next_hash_s] = next_entry;
                     let e = &mut b_table[next_hash_l];
                     *e = [next_entry, e[0]];
+                    // The second candidate counts only if the first is in reach,
+                    // as in klauspost; both tested without branching.
                     let t2 = l_candidate[0] - cur;
-                    if next_s - t2 < MAX_MATCH_OFFSET {
-                        if load32(src, t2) == next as u32 {
-                            let ml = matchlen(next_s + 4, t2 + 4, src, len) + 4;
-                            if ml > l {
-                                t = t2;
-                                s = next_s;
-                                l = ml;
-                                break;
-                            }
+                    let t3 = l_candidate[1] - cur;
+                    let next4 = next as u32;
+                    let in_reach = next_s - t2 < MAX_MATCH_OFFSET;
+                    let hit2 = in_reach & (load32(src, t2) == next4);
+                    let hit3 =
+                        in_reach & (next_s - t3 < MAX_MATCH_OFFSET) & (load32(src, t3) == next4);
+                    if hit2 {
+                        let ml = matchlen(next_s + 4, t2 + 4, src, len) + 4;
+                        if ml > l {
+                            t = t2;
+                            s = next_s;
+                            l = ml;
+                            break;
                         }
-                        let t2 = l_candidate[1] - cur;
-                        if next_s - t2 < MAX_MATCH_OFFSET && load32(src, t2) == next as u32 {
-                            let ml = matchlen(next_s + 4, t2 + 4, src, len) + 4;
-                            if ml > l {
-                                t = t2;
-                                s = next_s;
-                                l = ml;
-                                break;
-                            }
+                    }
+                    if hit3 {
+                        let ml = matchlen(next_s + 4, t3 + 4, src, len) + 4;
+                        if ml > l {
+                            t = t3;
+                            s = next_s;
+                            l = ml;
+                            break;
                         }
                     }
                     break;
@@ -312,7 +317,7 @@ impl FastEncL5 {
                 let t2 = e_long - cur - l + SKIP_BEGINNING;
                 let s2 = s + SKIP_BEGINNING;
                 let off = s2 - t2;
-                if t2 >= 0 && off < MAX_MATCH_OFFSET && off > 0 {
+                if (t2 >= 0) & (off < MAX_MATCH_OFFSET) & (off > 0) {
                     let l2 = matchlen_long(s2, t2, src, len);
                     if l2 > l {
                         t = t2;
