@@ -221,11 +221,14 @@ impl FastEncL5 {
                 // `s - t` with `t = candidate - cur` is `entry - candidate`.
                 let cv4 = cv as u32;
                 let l0_in = entry - l_candidate[0] < MAX_MATCH_OFFSET;
-                let l0_hit = l0_in & (load32(src, l_candidate[0] - cur) == cv4);
-                let l1_hit = (entry - l_candidate[1] < MAX_MATCH_OFFSET)
-                    & (load32(src, l_candidate[1] - cur) == cv4);
-                let s_hit = (entry - s_candidate < MAX_MATCH_OFFSET)
-                    & (load32(src, s_candidate - cur) == cv4);
+                let l1_in = entry - l_candidate[1] < MAX_MATCH_OFFSET;
+                let s_in = entry - s_candidate < MAX_MATCH_OFFSET;
+                // A candidate out of reach reads `s` instead (cached, and the
+                // result is ignored), not a stale far-away position.
+                let at = |inside: bool, candidate: i32| if inside { candidate - cur } else { s };
+                let l0_hit = l0_in & (load32(src, at(l0_in, l_candidate[0])) == cv4);
+                let l1_hit = l1_in & (load32(src, at(l1_in, l_candidate[1])) == cv4);
+                let s_hit = s_in & (load32(src, at(s_in, s_candidate)) == cv4);
                 if !(l0_hit | l1_hit | s_hit) {
                     cv = next;
                     continue;
