@@ -394,3 +394,62 @@ impl FastEncL5 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::token::MATCH_TYPE;
+    use super::*;
+
+    /// Compressible bytes: words from a small vocabulary, some random bytes.
+    fn sample(n: usize) -> Vec<u8> {
+        let mut x = 12345u32;
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            if x >> 28 == 0 {
+                out.push((x >> 16) as u8);
+            } else {
+                let word = (x >> 20) % 200;
+                out.extend_from_slice(format!("w{word} ").as_bytes());
+            }
+        }
+        out.truncate(n);
+        out
+    }
+
+    /// Runs `windows` through `enc` the way `Compressor` does for one block
+    /// (reset, then windows without reset) and returns every window's tokens.
+    fn tokens_of(enc: &mut FastEncL5, windows: &[&[u8]]) -> Vec<Vec<u32>> {
+        let mut tokens = Tokens::new();
+        enc.reset();
+        windows
+            .iter()
+            .map(|w| {
+                tokens.reset();
+                enc.encode(&mut tokens, w);
+                tokens.tokens().to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rebasing_before_wraparound_does_not_change_tokens() {
+        let data = sample(12 * MAX_STORE_BLOCK_SIZE);
+        let windows: Vec<&[u8]> = data.chunks(MAX_STORE_BLOCK_SIZE).collect();
+        let mut fresh = FastEncL5::new();
+        let want = tokens_of(&mut fresh, &windows);
+        assert!(want.iter().any(|t| t.iter().any(|&t| t >= MATCH_TYPE)));
+        // Just below the limit: the first encode clears the tables (empty
+        // history). Further below: history compaction crosses the limit in
+        // the middle of the block, and the tables are rebased with history.
+        for below in [10, 400_000] {
+            let mut late = FastEncL5::new();
+            late.cur = BUFFER_RESET - below;
+            for round in 0..2 {
+                let got = tokens_of(&mut late, &windows);
+                assert!(got == want, "{below} below, round {round}");
+            }
+            assert!(late.cur < BUFFER_RESET / 2, "the tables were rebased");
+        }
+    }
+}
