@@ -52,7 +52,19 @@ impl Bits {
     }
 }
 
+/// Tokens coded per stack-buffer round; each token is at most 48 bits.
+const TOKENS_PER_ROUND: usize = 1024;
+/// Round buffer: a power of two above `TOKENS_PER_ROUND * 6`, plus room
+/// for one 8-byte store at any masked position.
+const ROUND_MASK: usize = 8192 - 1;
+const _: () = assert!(TOKENS_PER_ROUND * 6 + 8 <= ROUND_MASK + 1);
+
 /// klauspost `writeTokens`; a trailing EOB token is written with `le_codes`.
+///
+/// The bit stream is klauspost's; only the flushing differs: after every
+/// token all whole bytes are stored with one unconditional 8-byte write into
+/// a stack buffer, so fewer than 8 bits stay pending and a whole match (at
+/// most 48 bits) fits without checks or data-dependent branches.
 pub(super) fn write_tokens(bw: &mut Bits, tokens: &[u32], le_codes: &[HCode], oe_codes: &[HCode]) {
     let (tokens, defer_eob) = match tokens.split_last() {
         None => return,
@@ -62,41 +74,50 @@ pub(super) fn write_tokens(bw: &mut Bits, tokens: &[u32], le_codes: &[HCode], oe
     let lits = &le_codes[..256];
     let lengths = &le_codes[LENGTH_CODES_START..LITERAL_COUNT];
     let offs = &oe_codes[..OFFSET_CODE_COUNT];
-    let (mut bits, mut nbits) = (bw.bits, bw.nbits);
-    let out = &mut bw.out;
-    macro_rules! put {
-        ($v:expr, $n:expr) => {
-            bits |= ($v as u64) << (nbits & 63);
-            nbits += $n;
-            if nbits >= 48 {
-                out.extend_from_slice(&bits.to_le_bytes()[..6]);
-                bits >>= 48;
-                nbits -= 48;
-            }
-        };
+    // Pending whole bytes first, so fewer than 8 bits are left.
+    while bw.nbits >= 8 {
+        bw.out.push(bw.bits as u8);
+        bw.bits >>= 8;
+        bw.nbits -= 8;
     }
-    for &t in tokens {
-        if t < 256 {
-            let c = lits[t as usize];
-            put!(c >> 8, hlen(c));
-            continue;
+    let (mut bits, mut nbits) = (bw.bits, bw.nbits);
+    let mut buf = [0u8; ROUND_MASK + 1 + 8];
+    for round in tokens.chunks(TOKENS_PER_ROUND) {
+        let mut pos = 0usize;
+        for &t in round {
+            if t < 256 {
+                let c = lits[t as usize];
+                bits |= ((c >> 8) as u64) << nbits;
+                nbits += hlen(c);
+            } else {
+                let length = (t >> LENGTH_SHIFT) as u8;
+                let length_code = LENGTH_CODES[length as usize] as usize & 31;
+                let c = lengths[length_code];
+                bits |= ((c >> 8) as u64) << nbits;
+                nbits += hlen(c);
+                // Zero for the codes without extra bits.
+                let extra = (length - LENGTH_BASE[length_code]) as u64;
+                bits |= extra << nbits;
+                nbits += LENGTH_EXTRA_BITS[length_code] as u32;
+                let offset = t & OFFSET_MASK;
+                let oc = ((offset >> 16) & 31) as usize;
+                let c = offs[oc];
+                bits |= ((c >> 8) as u64) << nbits;
+                nbits += hlen(c);
+                let (base, nb) = offset_code_extra(oc);
+                // Zero for offset codes 0..3, whose base is the offset.
+                bits |= (((offset.wrapping_sub(base)) & MATCH_OFFSET_ONLY_MASK) as u64) << nbits;
+                nbits += nb;
+            }
+            let p = pos & ROUND_MASK;
+            buf[p..p + 8].copy_from_slice(&bits.to_le_bytes());
+            let whole = nbits & !7;
+            pos += (whole >> 3) as usize;
+            // `whole` is at most 48: fewer than 8 bits were pending before the token.
+            bits >>= whole;
+            nbits -= whole;
         }
-        let length = (t >> LENGTH_SHIFT) as u8;
-        let length_code = LENGTH_CODES[length as usize] as usize & 31;
-        let c = lengths[length_code];
-        put!(c >> 8, hlen(c));
-        if length_code >= 8 {
-            let extra = (length - LENGTH_BASE[length_code]) as u32;
-            put!(extra, LENGTH_EXTRA_BITS[length_code] as u32);
-        }
-        let offset = t & OFFSET_MASK;
-        let oc = ((offset >> 16) & 31) as usize;
-        let c = offs[oc];
-        put!(c >> 8, hlen(c));
-        if oc >= 4 {
-            let (base, nb) = offset_code_extra(oc);
-            put!((offset.wrapping_sub(base)) & MATCH_OFFSET_ONLY_MASK, nb);
-        }
+        bw.out.extend_from_slice(&buf[..pos & ROUND_MASK]);
     }
     bw.bits = bits;
     bw.nbits = nbits;

@@ -345,7 +345,7 @@ impl BitWriter {
         }
         write_tokens(
             &mut self.bw,
-            &tokens.toks,
+            tokens.tokens(),
             &self.fixed_literal.codes,
             &self.fixed_offset.codes,
         );
@@ -441,7 +441,7 @@ impl BitWriter {
         }
         write_tokens(
             &mut self.bw,
-            &tokens.toks,
+            tokens.tokens(),
             &self.literal_encoding.codes,
             &self.offset_encoding.codes,
         );

@@ -29,115 +29,137 @@ fn hash7(u: u64) -> usize {
     ((u << 8).wrapping_mul(PRIME7) >> (64 - TABLE_BITS)) as usize
 }
 
+/// The history buffer is a power of two larger than `ALLOC_HISTORY`, plus
+/// 8 bytes: a position masked with `HIST_MASK` can be loaded as 8 bytes
+/// without a bounds check. Every position the encoder reads is below the
+/// history length (the Go code would panic otherwise), so the mask never
+/// changes an index; bytes past the length are only read by `match_len`,
+/// which clamps its result.
+const HIST_MASK: usize = (1 << 19) - 1;
+const HIST_BUF: usize = HIST_MASK + 1 + 8;
+const _: () = assert!(ALLOC_HISTORY <= HIST_MASK + 1);
+
+type Hist = [u8; HIST_BUF];
+
 #[inline(always)]
-fn load64(b: &[u8], i: i32) -> u64 {
-    let i = i as usize;
+fn load64(b: &Hist, i: i32) -> u64 {
+    let i = i as usize & HIST_MASK;
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[i..i + 8]);
     u64::from_le_bytes(a)
 }
 
 #[inline(always)]
-fn load32(b: &[u8], i: i32) -> u32 {
-    let i = i as usize;
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[i..i + 4]);
-    u32::from_le_bytes(a)
+fn load32(b: &Hist, i: i32) -> u32 {
+    load64(b, i) as u32
 }
 
-/// Common prefix length of `a` and `b`; `a` is the shorter.
+/// Common prefix length of the `max` bytes from `a` and those from `b`
+/// (`max` bytes from either are within the history).
 #[inline(always)]
-fn match_len(a: &[u8], b: &[u8]) -> i32 {
-    let len = a.len().min(b.len());
-    let (a, b) = (&a[..len], &b[..len]);
-    let mut n = 0usize;
-    while n + 8 <= len {
-        let diff = load64(a, n as i32) ^ load64(b, n as i32);
+fn match_len(src: &Hist, a: i32, b: i32, max: i32) -> i32 {
+    let mut n = 0i32;
+    while n < max {
+        let diff = load64(src, a + n) ^ load64(src, b + n);
         if diff != 0 {
-            return (n + (diff.trailing_zeros() >> 3) as usize) as i32;
+            return (n + (diff.trailing_zeros() >> 3) as i32).min(max);
         }
         n += 8;
     }
-    while n < len && a[n] == b[n] {
-        n += 1;
-    }
-    n as i32
+    max
 }
 
 /// At most 254 bytes from `s` (klauspost `matchlen`).
 #[inline(always)]
-fn matchlen(s: i32, t: i32, src: &[u8]) -> i32 {
-    let s = s as usize;
-    let end = (s + MAX_MATCH_LENGTH as usize - 4).min(src.len());
-    match_len(&src[s..end], &src[t as usize..])
+fn matchlen(s: i32, t: i32, src: &Hist, len: i32) -> i32 {
+    match_len(src, s, t, (MAX_MATCH_LENGTH - 4).min(len - s))
 }
 
-/// Up to the end of `src` (klauspost `matchlenLong`).
+/// Up to the end of the history (klauspost `matchlenLong`).
 #[inline(always)]
-fn matchlen_long(s: i32, t: i32, src: &[u8]) -> i32 {
-    match_len(&src[s as usize..], &src[t as usize..])
+fn matchlen_long(s: i32, t: i32, src: &Hist, len: i32) -> i32 {
+    match_len(src, s, t, len - s)
+}
+
+/// A zeroed fixed-size array on the heap, never built on the stack.
+fn zeroed<T: Copy + Default, const N: usize>() -> Box<[T; N]> {
+    match vec![T::default(); N].into_boxed_slice().try_into() {
+        Ok(b) => b,
+        Err(_) => unreachable!("the vector has N elements"),
+    }
 }
 
 /// klauspost `fastEncL5`.
 pub(super) struct FastEncL5 {
-    hist: Vec<u8>,
+    hist: Box<Hist>,
+    hist_len: usize,
     cur: i32,
-    // Fixed-size arrays let the compiler drop bounds checks on hash indexes.
-    table: Box<[i32; TABLE_SIZE]>,
+    tables: Box<Tables>,
+}
+
+/// Both hash tables in one allocation, so the hot loop keeps one base
+/// pointer for them; fixed-size arrays let the compiler drop bounds checks
+/// on hash indexes.
+struct Tables {
+    table: [i32; TABLE_SIZE],
     /// `[Cur, Prev]` per slot.
-    b_table: Box<[[i32; 2]; TABLE_SIZE]>,
+    b_table: [[i32; 2]; TABLE_SIZE],
 }
 
 impl FastEncL5 {
     pub fn new() -> Self {
         FastEncL5 {
-            hist: Vec::with_capacity(ALLOC_HISTORY),
+            hist: zeroed(),
+            hist_len: 0,
             cur: MAX_STORE_BLOCK_SIZE as i32,
-            table: Box::new([0; TABLE_SIZE]),
-            b_table: Box::new([[0; 2]; TABLE_SIZE]),
+            tables: Box::new(Tables {
+                table: [0; TABLE_SIZE],
+                b_table: [[0; 2]; TABLE_SIZE],
+            }),
         }
     }
 
     /// Moves `cur` past everything stored so old entries are out of reach.
     pub fn reset(&mut self) {
         if self.cur <= BUFFER_RESET {
-            self.cur += MAX_MATCH_OFFSET + self.hist.len() as i32;
+            self.cur += MAX_MATCH_OFFSET + self.hist_len as i32;
         }
-        self.hist.clear();
+        self.hist_len = 0;
     }
 
     fn add_block(&mut self, src: &[u8]) -> i32 {
-        if self.hist.len() + src.len() > ALLOC_HISTORY {
+        if self.hist_len + src.len() > ALLOC_HISTORY {
             // Keep the last 32 KiB as history.
-            let offset = self.hist.len() - MAX_MATCH_OFFSET as usize;
-            self.hist.copy_within(offset.., 0);
-            self.hist.truncate(MAX_MATCH_OFFSET as usize);
+            let offset = self.hist_len - MAX_MATCH_OFFSET as usize;
+            self.hist.copy_within(offset..self.hist_len, 0);
+            self.hist_len = MAX_MATCH_OFFSET as usize;
             self.cur += offset as i32;
         }
-        let s = self.hist.len() as i32;
-        self.hist.extend_from_slice(src);
-        s
+        let s = self.hist_len;
+        self.hist[s..s + src.len()].copy_from_slice(src);
+        self.hist_len += src.len();
+        s as i32
     }
 
     /// Rebases the tables before `cur` could overflow (output-neutral).
     fn protect_wraparound(&mut self) {
         while self.cur >= BUFFER_RESET {
-            if self.hist.is_empty() {
-                self.table.fill(0);
-                self.b_table.fill([0; 2]);
+            if self.hist_len == 0 {
+                self.tables.table.fill(0);
+                self.tables.b_table.fill([0; 2]);
                 self.cur = MAX_MATCH_OFFSET;
                 break;
             }
             let cur = self.cur;
-            let min_off = cur + self.hist.len() as i32 - MAX_MATCH_OFFSET;
-            for v in self.table.iter_mut() {
+            let min_off = cur + self.hist_len as i32 - MAX_MATCH_OFFSET;
+            for v in self.tables.table.iter_mut() {
                 *v = if *v <= min_off {
                     0
                 } else {
                     *v - cur + MAX_MATCH_OFFSET
                 };
             }
-            for v in self.b_table.iter_mut() {
+            for v in self.tables.b_table.iter_mut() {
                 if v[0] <= min_off {
                     *v = [0, 0];
                 } else {
@@ -164,11 +186,11 @@ impl FastEncL5 {
             return;
         }
         let cur = self.cur;
-        let src = &self.hist[..];
-        let table = &mut *self.table;
-        let b_table = &mut *self.b_table;
+        let src = &*self.hist;
+        let len = self.hist_len as i32;
+        let Tables { table, b_table } = &mut *self.tables;
         let mut next_emit = s;
-        let s_limit = src.len() as i32 - INPUT_MARGIN;
+        let s_limit = len - INPUT_MARGIN;
         let mut cv = load64(src, s);
 
         'outer: loop {
@@ -189,23 +211,43 @@ impl FastEncL5 {
                 let next = load64(src, next_s);
                 let entry = s + cur;
                 table[next_hash_s] = entry;
-                let e = &mut b_table[next_hash_l];
-                *e = [entry, e[0]];
+                b_table[next_hash_l] = [entry, l_candidate[0]];
+
+                // All three candidates are tested first without branching (in
+                // text most positions match none of them, and one predictable
+                // branch replaces six that are not); the masked loads make
+                // reading a candidate that is out of reach harmless. The
+                // decisions below then follow klauspost's order exactly.
+                // `s - t` with `t = candidate - cur` is `entry - candidate`.
+                let cv4 = cv as u32;
+                let l0_in = entry - l_candidate[0] < MAX_MATCH_OFFSET;
+                let l1_in = entry - l_candidate[1] < MAX_MATCH_OFFSET;
+                let s_in = entry - s_candidate < MAX_MATCH_OFFSET;
+                // A candidate out of reach reads `s` instead (cached, and the
+                // result is ignored), not a stale far-away position.
+                let at = |inside: bool, candidate: i32| if inside { candidate - cur } else { s };
+                let l0_hit = l0_in & (load32(src, at(l0_in, l_candidate[0])) == cv4);
+                let l1_hit = l1_in & (load32(src, at(l1_in, l_candidate[1])) == cv4);
+                let s_hit = s_in & (load32(src, at(s_in, s_candidate)) == cv4);
+                if !(l0_hit | l1_hit | s_hit) {
+                    cv = next;
+                    continue;
+                }
 
                 let next_hash_s = hash4(next);
                 let next_hash_l = hash7(next);
                 let next_entry = next_s + cur;
 
-                t = l_candidate[0] - cur;
-                if s - t < MAX_MATCH_OFFSET {
-                    if cv as u32 == load32(src, t) {
+                if l0_in {
+                    if l0_hit {
+                        t = l_candidate[0] - cur;
                         table[next_hash_s] = next_entry;
                         let e = &mut b_table[next_hash_l];
                         *e = [next_entry, e[0]];
                         let t2 = l_candidate[1] - cur;
-                        if s - t2 < MAX_MATCH_OFFSET && cv as u32 == load32(src, t2) {
-                            l = matchlen(s + 4, t + 4, src) + 4;
-                            let ml1 = matchlen(s + 4, t2 + 4, src) + 4;
+                        if l1_hit {
+                            l = matchlen(s + 4, t + 4, src, len) + 4;
+                            let ml1 = matchlen(s + 4, t2 + 4, src, len) + 4;
                             if ml1 > l {
                                 t = t2;
                                 l = ml1;
@@ -214,8 +256,8 @@ impl FastEncL5 {
                         }
                         break;
                     }
-                    t = l_candidate[1] - cur;
-                    if s - t < MAX_MATCH_OFFSET && cv as u32 == load32(src, t) {
+                    if l1_hit {
+                        t = l_candidate[1] - cur;
                         table[next_hash_s] = next_entry;
                         let e = &mut b_table[next_hash_l];
                         *e = [next_entry, e[0]];
@@ -223,34 +265,39 @@ impl FastEncL5 {
                     }
                 }
 
-                t = s_candidate - cur;
-                if s - t < MAX_MATCH_OFFSET && cv as u32 == load32(src, t) {
+                if s_hit {
+                    t = s_candidate - cur;
                     // A 4-byte match; the long candidates at next_s may be longer.
-                    l = matchlen(s + 4, t + 4, src) + 4;
+                    l = matchlen(s + 4, t + 4, src, len) + 4;
                     let l_candidate = b_table[next_hash_l];
                     table[next_hash_s] = next_entry;
                     let e = &mut b_table[next_hash_l];
                     *e = [next_entry, e[0]];
+                    // The second candidate counts only if the first is in reach,
+                    // as in klauspost; both tested without branching.
                     let t2 = l_candidate[0] - cur;
-                    if next_s - t2 < MAX_MATCH_OFFSET {
-                        if load32(src, t2) == next as u32 {
-                            let ml = matchlen(next_s + 4, t2 + 4, src) + 4;
-                            if ml > l {
-                                t = t2;
-                                s = next_s;
-                                l = ml;
-                                break;
-                            }
+                    let t3 = l_candidate[1] - cur;
+                    let next4 = next as u32;
+                    let in_reach = next_s - t2 < MAX_MATCH_OFFSET;
+                    let hit2 = in_reach & (load32(src, t2) == next4);
+                    let hit3 =
+                        in_reach & (next_s - t3 < MAX_MATCH_OFFSET) & (load32(src, t3) == next4);
+                    if hit2 {
+                        let ml = matchlen(next_s + 4, t2 + 4, src, len) + 4;
+                        if ml > l {
+                            t = t2;
+                            s = next_s;
+                            l = ml;
+                            break;
                         }
-                        let t2 = l_candidate[1] - cur;
-                        if next_s - t2 < MAX_MATCH_OFFSET && load32(src, t2) == next as u32 {
-                            let ml = matchlen(next_s + 4, t2 + 4, src) + 4;
-                            if ml > l {
-                                t = t2;
-                                s = next_s;
-                                l = ml;
-                                break;
-                            }
+                    }
+                    if hit3 {
+                        let ml = matchlen(next_s + 4, t3 + 4, src, len) + 4;
+                        if ml > l {
+                            t = t3;
+                            s = next_s;
+                            l = ml;
+                            break;
                         }
                     }
                     break;
@@ -259,9 +306,9 @@ impl FastEncL5 {
             }
 
             if l == 0 {
-                l = matchlen_long(s + 4, t + 4, src) + 4;
+                l = matchlen_long(s + 4, t + 4, src, len) + 4;
             } else if l == MAX_MATCH_LENGTH {
-                l += matchlen_long(s + l, t + l, src);
+                l += matchlen_long(s + l, t + l, src, len);
             }
 
             // A short match may be a later part of a longer one: look up the
@@ -273,8 +320,8 @@ impl FastEncL5 {
                 let t2 = e_long - cur - l + SKIP_BEGINNING;
                 let s2 = s + SKIP_BEGINNING;
                 let off = s2 - t2;
-                if t2 >= 0 && off < MAX_MATCH_OFFSET && off > 0 {
-                    let l2 = matchlen_long(s2, t2, src);
+                if (t2 >= 0) & (off < MAX_MATCH_OFFSET) & (off > 0) {
+                    let l2 = matchlen_long(s2, t2, src, len);
                     if l2 > l {
                         t = t2;
                         l = l2;
@@ -283,7 +330,10 @@ impl FastEncL5 {
                 }
             }
 
-            while t > 0 && s > next_emit && src[(t - 1) as usize] == src[(s - 1) as usize] {
+            while t > 0
+                && s > next_emit
+                && src[(t - 1) as usize & HIST_MASK] == src[(s - 1) as usize & HIST_MASK]
+            {
                 s -= 1;
                 t -= 1;
                 l += 1;
@@ -335,12 +385,71 @@ impl FastEncL5 {
             cv = x >> 8;
         }
 
-        if (next_emit as usize) < src.len() {
+        if next_emit < len {
             // Without any match the caller stores the block as is.
             if dst.n() == 0 {
                 return;
             }
-            dst.add_literals(&src[next_emit as usize..]);
+            dst.add_literals(&src[next_emit as usize..len as usize]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::token::MATCH_TYPE;
+    use super::*;
+
+    /// Compressible bytes: words from a small vocabulary, some random bytes.
+    fn sample(n: usize) -> Vec<u8> {
+        let mut x = 12345u32;
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            if x >> 28 == 0 {
+                out.push((x >> 16) as u8);
+            } else {
+                let word = (x >> 20) % 200;
+                out.extend_from_slice(format!("w{word} ").as_bytes());
+            }
+        }
+        out.truncate(n);
+        out
+    }
+
+    /// Runs `windows` through `enc` the way `Compressor` does for one block
+    /// (reset, then windows without reset) and returns every window's tokens.
+    fn tokens_of(enc: &mut FastEncL5, windows: &[&[u8]]) -> Vec<Vec<u32>> {
+        let mut tokens = Tokens::new();
+        enc.reset();
+        windows
+            .iter()
+            .map(|w| {
+                tokens.reset();
+                enc.encode(&mut tokens, w);
+                tokens.tokens().to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rebasing_before_wraparound_does_not_change_tokens() {
+        let data = sample(12 * MAX_STORE_BLOCK_SIZE);
+        let windows: Vec<&[u8]> = data.chunks(MAX_STORE_BLOCK_SIZE).collect();
+        let mut fresh = FastEncL5::new();
+        let want = tokens_of(&mut fresh, &windows);
+        assert!(want.iter().any(|t| t.iter().any(|&t| t >= MATCH_TYPE)));
+        // Just below the limit: the first encode clears the tables (empty
+        // history). Further below: history compaction crosses the limit in
+        // the middle of the block, and the tables are rebased with history.
+        for below in [10, 400_000] {
+            let mut late = FastEncL5::new();
+            late.cur = BUFFER_RESET - below;
+            for round in 0..2 {
+                let got = tokens_of(&mut late, &windows);
+                assert!(got == want, "{below} below, round {round}");
+            }
+            assert!(late.cur < BUFFER_RESET / 2, "the tables were rebased");
         }
     }
 }

@@ -88,7 +88,10 @@ pub(super) struct Tokens {
     pub extra_hist: [u16; 32],
     pub off_hist: [u16; 32],
     pub lit_hist: [u16; 256],
-    pub toks: Vec<u32>,
+    /// klauspost's fixed token array: a window of at most
+    /// `MAX_STORE_BLOCK_SIZE` bytes gives at most that many tokens, plus EOB.
+    toks: Box<[u32; MAX_STORE_BLOCK_SIZE + 1]>,
+    n: usize,
 }
 
 impl Tokens {
@@ -97,21 +100,27 @@ impl Tokens {
             extra_hist: [0; 32],
             off_hist: [0; 32],
             lit_hist: [0; 256],
-            toks: Vec::with_capacity(MAX_STORE_BLOCK_SIZE + 1),
+            toks: Box::new([0; MAX_STORE_BLOCK_SIZE + 1]),
+            n: 0,
         }
     }
 
     /// Number of tokens (klauspost's `n`).
     #[inline]
     pub fn n(&self) -> usize {
-        self.toks.len()
+        self.n
+    }
+
+    /// The tokens added since the last reset.
+    pub fn tokens(&self) -> &[u32] {
+        &self.toks[..self.n]
     }
 
     pub fn reset(&mut self) {
-        if self.toks.is_empty() {
+        if self.n == 0 {
             return;
         }
-        self.toks.clear();
+        self.n = 0;
         self.lit_hist = [0; 256];
         self.extra_hist = [0; 32];
         self.off_hist = [0; 32];
@@ -119,10 +128,13 @@ impl Tokens {
 
     #[inline]
     pub fn add_literals(&mut self, lits: &[u8]) {
-        for &v in lits {
-            self.toks.push(v as u32);
+        // One bounds check per call, then one loop.
+        let dst = &mut self.toks[self.n..self.n + lits.len()];
+        for (d, &v) in dst.iter_mut().zip(lits) {
+            *d = u32::from(v);
             self.lit_hist[v as usize] += 1;
         }
+        self.n += lits.len();
     }
 
     /// `AddMatchLong`: `length` without the base subtracted, `xoffset` = offset - 1.
@@ -140,12 +152,14 @@ impl Tokens {
             let xl = (xl - 3) as u32;
             self.extra_hist[LENGTH_CODES[xl as usize & 255] as usize + 1] += 1;
             self.off_hist[oc as usize & 31] += 1;
-            self.toks.push(MATCH_TYPE | (xl << LENGTH_SHIFT) | xoffset);
+            self.toks[self.n] = MATCH_TYPE | (xl << LENGTH_SHIFT) | xoffset;
+            self.n += 1;
         }
     }
 
     pub fn add_eob(&mut self) {
-        self.toks.push(END_BLOCK_MARKER);
+        self.toks[self.n] = END_BLOCK_MARKER;
+        self.n += 1;
         self.extra_hist[0] += 1;
     }
 

@@ -1,0 +1,69 @@
+//! Throughput check for the pgzip encoder: compresses a file with
+//! [`PgzipWriter`] into a hashing sink and prints MB/s and the output sha256,
+//! so a speed change can be checked not to change a byte.
+//!
+//! usage: pgzip_speed FILE [WORKERS] [VERSION-ID] [REPEAT]
+
+use std::io::{self, Write};
+use std::time::Instant;
+
+use cfs_encoders::klauspost::{PgzipWriter, Version};
+use sha2::{Digest, Sha256};
+
+/// A sink that only hashes and counts what it is given.
+struct HashSink {
+    hash: Sha256,
+    len: u64,
+}
+
+impl Write for HashSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.hash.update(buf);
+        self.len += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn main() -> io::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let Some(path) = args.next() else {
+        eprintln!("usage: pgzip_speed FILE [WORKERS] [VERSION-ID] [REPEAT]");
+        std::process::exit(2);
+    };
+    let workers: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let version = args
+        .next()
+        .and_then(|s| Version::from_id(&s))
+        .unwrap_or(Version::V1_15_10);
+    let repeat: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let data = std::fs::read(&path)?;
+    for _ in 0..repeat.max(1) {
+        let sink = HashSink {
+            hash: Sha256::new(),
+            len: 0,
+        };
+        let start = Instant::now();
+        let mut w = PgzipWriter::new(sink, version, workers)?;
+        // 128 KiB writes, like a tar stream copied through a buffer.
+        for chunk in data.chunks(128 << 10) {
+            w.write_all(chunk)?;
+        }
+        let sink = w.finish()?;
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "{} workers={} {}: {} -> {} bytes, {:.1} MB/s, sha256 {}",
+            path,
+            workers,
+            version.id(),
+            data.len(),
+            sink.len,
+            data.len() as f64 / secs / 1e6,
+            hex::encode(sink.hash.finalize())
+        );
+    }
+    Ok(())
+}
