@@ -200,6 +200,11 @@ fn main() {
             serve_mirrors::podman_pulls_through_a_mirror,
         ),
         trial(
+            "serve_tls_with_htpasswd",
+            &["skopeo", "openssl", "htpasswd", "curl"],
+            serve::tls_with_htpasswd,
+        ),
+        trial(
             "serve_htpasswd_users_and_refusals",
             &["skopeo", "htpasswd"],
             serve::htpasswd_users_and_refusals,

@@ -10,6 +10,7 @@ use clap::Args;
 use composefs_export::compress::{Compression, CompressionChoice};
 use composefs_export::export::{self, ImageSelection};
 use composefs_export::serve::registry::{Listen, Registry, Users, GRACE};
+use composefs_export::serve::tls::TlsFiles;
 use composefs_export::{repo, with_repo, UsageError};
 use listenfd::ListenFd;
 
@@ -28,9 +29,14 @@ pub(super) struct ServeArgs {
     /// Basic auth for the users of this htpasswd file (bcrypt: `htpasswd -B`).
     #[arg(long, value_name = "FILE")]
     htpasswd: Option<PathBuf>,
-    /// Serve plain HTTP on a non-loopback address (there is no TLS yet:
-    /// put a TLS proxy in front, or accept that pulls cross the network in clear).
-    #[arg(long)]
+    /// HTTPS with this certificate chain (PEM; with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address (pulls cross the network in clear).
+    #[arg(long, conflicts_with = "tls_cert")]
     insecure_http: bool,
     /// original: the original compressed layers and manifest where every
     /// layer is reproduced, else uncompressed; none: always uncompressed.
@@ -63,13 +69,20 @@ impl ServeArgs {
             Some(s) => s.local_addr()?,
             None => self.listen,
         };
-        if !addr.ip().is_loopback() && !self.insecure_http {
+        if !addr.ip().is_loopback() && !self.insecure_http && self.tls().is_none() {
             return Err(UsageError(format!(
-                "{addr} is not a loopback address and serve has no TLS: put a TLS proxy in front of a loopback serve, or pass --insecure-http"
+                "{addr} is not a loopback address: serve HTTPS with --tls-cert and --tls-key, or plain HTTP with --insecure-http"
             ))
             .into());
         }
         Ok(activated.map_or(Listen::Addr(self.listen), Listen::Socket))
+    }
+
+    fn tls(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+        })
     }
 
     fn users(&self) -> Result<Users, UsageError> {
@@ -105,7 +118,7 @@ pub(super) fn serve_command(cli: &Cli, args: &ServeArgs, out: &mut dyn Write) ->
                 .await
                 .context("loading images")??
             };
-            let registry = Registry::bind(r, images, listen, &users, &opts).await?;
+            let registry = Registry::bind(r, images, listen, &users, args.tls().as_ref(), &opts).await?;
             announce(cli, &registry, out)?;
             registry
                 .run(async {
@@ -132,7 +145,8 @@ fn announce<ID: composefs::fsverity::FsVerityHashValue>(
     registry: &Registry<ID>,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let url = format!("http://{}", registry.addr);
+    let scheme = if registry.https { "https" } else { "http" };
+    let url = format!("{scheme}://{}", registry.addr);
     if cli.json {
         let line = serde_json::json!({"listening": url, "images": registry.images});
         writeln!(out, "{line}")?;

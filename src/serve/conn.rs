@@ -135,6 +135,7 @@ pub(crate) async fn serve(
     router: Router,
     access: Arc<Access>,
     bounds: Bounds,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     stop: oneshot::Receiver<()>,
 ) {
     let (draining, drain) = tokio::sync::watch::channel(false);
@@ -163,7 +164,7 @@ pub(crate) async fn serve(
             continue;
         };
         let (gate, router, access) = (gate.clone(), router.clone(), access.clone());
-        let mut drain = drain.clone();
+        let (mut drain, tls) = (drain.clone(), tls.clone());
         connections.spawn(async move {
             let service = {
                 let gate = gate.clone();
@@ -184,21 +185,18 @@ pub(crate) async fn serve(
                     }
                 })
             };
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(MAX_HEAD);
-            let conn = http.serve_connection(TokioIo::new(stream), service);
-            let mut conn = std::pin::pin!(conn);
-            let draining = tokio::select! {
-                _ = conn.as_mut() => false,
-                _ = evicted => false,
-                d = drain.wait_for(|d| *d) => d.is_ok(),
-            };
-            if draining {
-                // Finish the response in flight, then close.
-                conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
+            let mut evicted = evicted;
+            match &tls {
+                None => drive(stream, service, &mut evicted, &mut drain).await,
+                // The handshake is bounded like a request head.
+                Some(tls) => tokio::select! {
+                    shaken = tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream)) => {
+                        if let Ok(Ok(stream)) = shaken {
+                            drive(stream, service, &mut evicted, &mut drain).await;
+                        }
+                    }
+                    _ = &mut evicted => {}
+                },
             }
             gate.leave(id);
         });
@@ -211,6 +209,39 @@ pub(crate) async fn serve(
     }
     // Dropping the set aborts the connections still open.
     drop(connections);
+}
+
+/// HTTP/1.1 on one connection until it ends, is evicted, or (draining) has
+/// finished the response in flight.
+async fn drive<S, Svc>(
+    io: S,
+    service: Svc,
+    evicted: &mut oneshot::Receiver<()>,
+    drain: &mut tokio::sync::watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    Svc: hyper::service::Service<
+        Request<Incoming>,
+        Response = axum::response::Response,
+        Error = Infallible,
+    >,
+{
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEAD);
+    let conn = http.serve_connection(TokioIo::new(io), service);
+    let mut conn = std::pin::pin!(conn);
+    let draining = tokio::select! {
+        _ = conn.as_mut() => false,
+        _ = evicted => false,
+        d = drain.wait_for(|d| *d) => d.is_ok(),
+    };
+    if draining {
+        // Finish the response in flight, then close.
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
+    }
 }
 
 #[cfg(test)]

@@ -78,6 +78,7 @@ impl<ID: FsVerityHashValue> Served<ID> {
             router(inner.clone()),
             access,
             conn::Bounds::hand_off(),
+            None,
             stop,
         ));
         Ok(Served {

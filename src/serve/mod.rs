@@ -23,6 +23,7 @@ mod names;
 mod ranges;
 pub mod registry;
 mod routes;
+pub mod tls;
 
 pub(crate) use handoff::Served;
 

@@ -20,6 +20,7 @@ use composefs::repository::Repository;
 
 use super::access::{Access, Htpasswd};
 use super::names::Names;
+use super::tls::TlsFiles;
 use super::{add_image, conn, router, Inner, Log};
 use crate::compress::CompressionChoice;
 use crate::export::ExportOptions;
@@ -64,10 +65,13 @@ pub struct Registry<ID: FsVerityHashValue> {
     inner: Arc<Inner<ID>>,
     listener: tokio::net::TcpListener,
     access: Arc<Access>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     /// The address it listens on.
     pub addr: SocketAddr,
     /// The images served.
     pub images: Vec<ServedImageReport>,
+    /// Whether it answers HTTPS.
+    pub https: bool,
     /// Short names that several registries' images share (`name:tag`,
     /// registries): served only as `REGISTRY/name` or with `?ns=`.
     pub ambiguous: Vec<(String, Vec<String>)>,
@@ -81,8 +85,10 @@ impl<ID: FsVerityHashValue> Registry<ID> {
         images: Vec<StoredImage<ID>>,
         listen: Listen,
         users: &Users,
+        tls: Option<&TlsFiles>,
         opts: &ExportOptions,
     ) -> Result<Self> {
+        let tls = tls.map(super::tls::acceptor).transpose()?;
         let access = Arc::new(match users {
             Users::Anyone => Access::Anyone,
             Users::Htpasswd(path) => Access::Users(Htpasswd::read(path)?),
@@ -144,6 +150,8 @@ impl<ID: FsVerityHashValue> Registry<ID> {
             inner,
             listener,
             access,
+            https: tls.is_some(),
+            tls,
             addr,
             images: reports,
             ambiguous,
@@ -158,7 +166,14 @@ impl<ID: FsVerityHashValue> Registry<ID> {
             grace: GRACE,
             access_log: true,
         };
-        let server = conn::serve(self.listener, router(self.inner), self.access, bounds, rx);
+        let server = conn::serve(
+            self.listener,
+            router(self.inner),
+            self.access,
+            bounds,
+            self.tls,
+            rx,
+        );
         let mut server = std::pin::pin!(server);
         tokio::select! {
             _ = server.as_mut() => return,

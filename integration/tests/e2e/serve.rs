@@ -89,6 +89,7 @@ impl Serve {
         };
         serve.addr = url
             .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
             .with_context(|| format!("address {url:?}"))?
             .to_string();
         serve.first = first;
@@ -512,6 +513,82 @@ pub fn htpasswd_users_and_refusals() -> Result<()> {
             ensure!(err.contains(w), "{args:?}: no {w} in {err}");
         }
     }
+    Ok(())
+}
+
+/// HTTPS (a certificate of our own) with htpasswd users: skopeo trusting
+/// that certificate and presenting the password reads the original
+/// manifest; without trusting it, or over plain HTTP, nothing.
+pub fn tls_with_htpasswd() -> Result<()> {
+    let t = tempfile::tempdir()?;
+    let img = Image::plain(t.path(), &os_tars()[1..], &[TAGGED])?;
+    let (cert, key) = (t.path().join("cert.pem"), t.path().join("key.pem"));
+    run(Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert))?;
+    let certs = t.path().join("certs.d");
+    std::fs::create_dir_all(&certs)?;
+    std::fs::copy(&cert, certs.join("ca.crt"))?;
+    let htpasswd = t.path().join("htpasswd");
+    run(Command::new("htpasswd")
+        .arg("-Bbc")
+        .arg(&htpasswd)
+        .args(["reader", "Tls-pass"]))?;
+    let serve = Serve::start(
+        &img,
+        &[
+            "--htpasswd",
+            &htpasswd.display().to_string(),
+            "--tls-cert",
+            &cert.display().to_string(),
+            "--tls-key",
+            &key.display().to_string(),
+        ],
+    )?;
+    ensure!(
+        serve.first.starts_with("listening on https://"),
+        "{}",
+        serve.first
+    );
+    let src = serve.docker(&format!("{SERVED}:1"));
+    let inspect = |extra: &[&str]| {
+        Command::new("skopeo")
+            .args(["inspect", "--raw", "--creds", "reader:Tls-pass"])
+            .args(extra)
+            .arg(&src)
+            .output()
+    };
+    let ok = inspect(&["--cert-dir", &certs.display().to_string()])?;
+    ensure!(
+        ok.status.success() && ok.stdout == img.manifest_bytes,
+        "trusted certificate: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let untrusted = inspect(&[])?;
+    let err = String::from_utf8_lossy(&untrusted.stderr);
+    ensure!(
+        !untrusted.status.success() && err.contains("certificate"),
+        "untrusted certificate was accepted: {err}"
+    );
+    let plain = Command::new("curl")
+        .args(["-s", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://{}/v2/", serve.addr))
+        .output()?;
+    ensure!(
+        String::from_utf8_lossy(&plain.stdout) == "000",
+        "plain HTTP was answered: {plain:?}"
+    );
     Ok(())
 }
 
