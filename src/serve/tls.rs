@@ -72,13 +72,13 @@ mod tests {
             cert: cert.clone(),
             key,
         };
-        let err = format!("{:#}", acceptor(&files).unwrap_err());
+        let err = format!("{:#}", acceptor(&files).err().unwrap());
         assert!(err.contains("cert.pem"), "{err}");
         let missing = TlsFiles {
             cert: t.path().join("nope.pem"),
             key: t.path().join("nope.key"),
         };
-        let err = format!("{:#}", acceptor(&missing).unwrap_err());
+        let err = format!("{:#}", acceptor(&missing).err().unwrap());
         assert!(err.contains("nope.pem"), "{err}");
     }
 }
