@@ -65,6 +65,9 @@ def med(values):
 
 def fresh(*paths):
     for p in paths:
+        if os.path.isfile(p) or os.path.islink(p):
+            os.remove(p)
+            continue
         if os.path.exists(p):
             unmount_under(p)
         shutil.rmtree(p, ignore_errors=True)
@@ -295,6 +298,9 @@ if on("core"):
     rss_half = peak_rss_kib(f"{X} export half --compression gzip:6 --to oci:{WORK}/rss2")
     row("peak RSS, full image (half image)", f"{rss_full / 1024:.0f} MiB", f"{rss_half / 1024:.0f} MiB",
         f"{rss_full / rss_half:.2f}", "<100MiB", rss_full < 100 * 1024 and rss_full / rss_half < 1.3, "flat: ratio full/half")
+    # Several GiB of outputs: only the repository and the sources are needed further.
+    keep = {"src", "half", "repo", "plain", "tmpdir"}
+    fresh(*[os.path.join(WORK, d) for d in os.listdir(WORK) if d not in keep and not d.endswith(".yml")])
 
 # 9. Original compression: the bench image's layers as skopeo --dest-compress
 # (pgzip, klauspost/compress) writes them; our reproduction of those bytes vs
@@ -335,7 +341,9 @@ if on("original"):
     r = search[0] / bound[0]
     row("miss: search / one compression per candidate", f"{search[0]:.2f}s", fmt(bound), f"{r:.2f}", "<=1.0",
         r <= 1.0 and recompressed, "search = miss export - remembered miss export; baseline: the 4 encoders, each over every layer")
+    fresh(*[f"{WORK}/{d}{i}" for d in ["rp", "rr", "miss", "mg"] for i in range(REPEATS)])
     rss_orig = peak_rss_kib(f"env XDG_CACHE_HOME={WORK}/rsscache {XP} export bench --to oci:{WORK}/rssorig")
+    fresh(f"{WORK}/rssorig")
     row("peak RSS, original gzip first export", f"{rss_orig / 1024:.0f} MiB", "-", "-", "<100MiB", rss_orig < 100 * 1024,
         "search and write of every layer")
     # copy-to-storage: uncompressed (the default) vs the original bytes.
