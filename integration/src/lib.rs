@@ -56,6 +56,51 @@ auth = json.load(open(authfile))["auths"][host]["auth"]
     Ok(p)
 }
 
+/// A certificate for 127.0.0.1 and its key, `dir/cert.pem` and `dir/key.pem`.
+pub fn self_signed_cert(dir: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    run(Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert))?;
+    Ok((cert, key))
+}
+
+/// `copy-to-storage app:1` from `repo` with `SKOPEO=fake` (see
+/// [`python_skopeo`]); what the fake wrote to `<fake>.out`.
+pub fn copy_with_fake_skopeo(repo: &Path, fake: &Path, dir: &Path) -> Result<String> {
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp)?;
+    run(Command::new(fixture::bin())
+        .env("SKOPEO", fake)
+        .arg("--repo")
+        .arg(repo)
+        .args(["copy-to-storage", "app:1", "--tmpdir"])
+        .arg(&tmp))?;
+    let mut out = fake.as_os_str().to_owned();
+    out.push(".out");
+    std::fs::read_to_string(&out).context("the fake skopeo wrote nothing")
+}
+
+/// Text like a package's docs: `lines` numbered lines of words.
+pub fn doc_words(lines: u32) -> Vec<u8> {
+    (0..lines)
+        .flat_map(|i| {
+            format!("line {} of /usr/share/doc/pkg{} ", i * 7919 % 1000, i % 97).into_bytes()
+        })
+        .collect()
+}
+
 /// Run `cfs-export --repo REPO ARGS…`, requiring success.
 pub fn cfs(repo: &Path, args: &[&str]) -> Result<String> {
     cfs_with(repo, args, &[])
@@ -213,22 +258,7 @@ impl Registry {
     /// Start one under `dir` with a single user.
     pub fn start(dir: &Path, user: &str, password: &str) -> Result<Self> {
         std::fs::create_dir_all(dir.join("data"))?;
-        let cert = dir.join("cert.pem");
-        let key = dir.join("key.pem");
-        run(Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            ])
-            .args([
-                "-subj",
-                "/CN=127.0.0.1",
-                "-addext",
-                "subjectAltName=IP:127.0.0.1",
-            ])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert))?;
+        let (cert, key) = self_signed_cert(dir)?;
         let htpasswd = dir.join("htpasswd");
         run(Command::new("htpasswd")
             .args(["-Bbc"])

@@ -14,11 +14,7 @@ use integration::{cfs_with, run, Registry, Storage};
 /// Layer-like tars: text that compresses, noise that does not, several MiB
 /// so pgzip's 1 MiB blocks are crossed.
 fn tars() -> Vec<Vec<u8>> {
-    let words: Vec<u8> = (0..400_000u32)
-        .flat_map(|i| {
-            format!("line {} of /usr/share/doc/pkg{} ", i * 7919 % 1000, i % 97).into_bytes()
-        })
-        .collect();
+    let words = integration::doc_words(400_000);
     vec![
         TarBuilder::new()
             .dir("usr")

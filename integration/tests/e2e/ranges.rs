@@ -3,11 +3,10 @@
 //! the rest (suffix ranges, 416, several ranges → the whole blob).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use integration::fixture::{self, Kind, TarBuilder};
-use integration::{python_skopeo, run};
+use integration::{copy_with_fake_skopeo, python_skopeo};
 
 /// A fake skopeo that reads the image the way a resuming client does and
 /// writes what it saw to `<itself>.out`.
@@ -62,15 +61,7 @@ pub fn loopback_server_answers_ranges() -> Result<()> {
     }
     let (repo, _) = fixture::imported(t.path(), "app:1", &[(tar.finish(true), Kind::Gzip)]);
     let fake = ranging_skopeo(t.path())?;
-    let results = t.path().join("ranging-skopeo.out");
-    std::fs::create_dir_all(t.path().join("tmp"))?;
-    run(Command::new(fixture::bin())
-        .env("SKOPEO", &fake)
-        .arg("--repo")
-        .arg(&repo)
-        .args(["copy-to-storage", "app:1", "--tmpdir"])
-        .arg(t.path().join("tmp")))?;
-    let got = std::fs::read_to_string(&results).context("the fake skopeo ran")?;
+    let got = copy_with_fake_skopeo(&repo, &fake, t.path())?;
     let want = "first 200 10485760 accept-ranges=bytes\n\
         resume 206 bytes 10485760-N-1/N length=True proven=True\n\
         bytes=-10 206 bytes N-10-N-1/N 10\n\

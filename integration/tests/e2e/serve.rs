@@ -247,11 +247,7 @@ impl Image {
 /// A small OS-like tree (composefs-oci wants `/usr`): text that compresses
 /// and noise that does not, over 1 MiB so pgzip's blocks are crossed.
 pub(crate) fn os_tars() -> Vec<Vec<u8>> {
-    let words: Vec<u8> = (0..60_000u32)
-        .flat_map(|i| {
-            format!("line {} of /usr/share/doc/pkg{} ", i * 7919 % 1000, i % 97).into_bytes()
-        })
-        .collect();
+    let words = integration::doc_words(60_000);
     vec![
         TarBuilder::new()
             .dir("usr")
@@ -522,21 +518,7 @@ pub fn htpasswd_users_and_refusals() -> Result<()> {
 pub fn tls_with_htpasswd() -> Result<()> {
     let t = tempfile::tempdir()?;
     let img = Image::plain(t.path(), &os_tars()[1..], &[TAGGED])?;
-    let (cert, key) = (t.path().join("cert.pem"), t.path().join("key.pem"));
-    run(Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args([
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert))?;
+    let (cert, key) = integration::self_signed_cert(t.path())?;
     let certs = t.path().join("certs.d");
     std::fs::create_dir_all(&certs)?;
     std::fs::copy(&cert, certs.join("ca.crt"))?;

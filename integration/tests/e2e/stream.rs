@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use integration::fixture::{self, Kind, TarBuilder};
 use integration::{run, Storage};
 
@@ -153,15 +153,7 @@ pub fn server_answers_only_the_expected_requests() -> Result<()> {
     let t = tempfile::tempdir()?;
     let (repo, _) = stream_repo(t.path())?;
     let fake = probing_skopeo(t.path())?;
-    let results = t.path().join("probing-skopeo.out");
-    std::fs::create_dir_all(t.path().join("tmp"))?;
-    run(Command::new(fixture::bin())
-        .env("SKOPEO", &fake)
-        .arg("--repo")
-        .arg(&repo)
-        .args(["copy-to-storage", "app:1", "--tmpdir"])
-        .arg(t.path().join("tmp")))?;
-    let got = std::fs::read_to_string(&results).context("the probe ran")?;
+    let got = integration::copy_with_fake_skopeo(&repo, &fake, t.path())?;
     // Without the credential everything is refused; with it, only the
     // expected requests are answered.
     let want = "modes 0o700 0o600 0o600\n\
