@@ -92,6 +92,22 @@ pub fn copy_with_fake_skopeo(repo: &Path, fake: &Path, dir: &Path) -> Result<Str
     std::fs::read_to_string(&out).context("the fake skopeo wrote nothing")
 }
 
+/// `skopeo copy --dest-compress` of `plain:tag` into `out:tag`: layers
+/// compressed as podman and buildah push them (klauspost pgzip).
+pub fn skopeo_pgzip(plain: &Path, out: &Path, tag: &str) -> Result<()> {
+    run(Command::new("skopeo")
+        .args([
+            "copy",
+            "-q",
+            "--dest-compress",
+            "--dest-compress-format",
+            "gzip",
+        ])
+        .arg(format!("oci:{}:{tag}", plain.display()))
+        .arg(format!("oci:{}:{tag}", out.display())))?;
+    Ok(())
+}
+
 /// Text like a package's docs: `lines` numbered lines of words.
 pub fn doc_words(lines: u32) -> Vec<u8> {
     (0..lines)

@@ -136,16 +136,7 @@ pub fn original_compressed_bytes_keep_the_manifest_digest() -> Result<()> {
     let layers: Vec<_> = tars.iter().map(|b| (b.clone(), Kind::Tar)).collect();
     let f = fixture::write_layout(&plain, "app:1", "amd64", &layers);
     let pg = t.path().join("pg");
-    run(Command::new("skopeo")
-        .args([
-            "copy",
-            "-q",
-            "--dest-compress",
-            "--dest-compress-format",
-            "gzip",
-        ])
-        .arg(format!("oci:{}:app:1", plain.display()))
-        .arg(format!("oci:{}:app:1", pg.display())))?;
+    integration::skopeo_pgzip(&plain, &pg, "app:1")?;
     let pg_manifest = index_manifest(&std::fs::read_to_string(pg.join("index.json"))?)?;
     let pg_blob = |i: usize| -> Result<Vec<u8>> {
         let m: serde_json::Value = serde_json::from_slice(&std::fs::read(

@@ -167,16 +167,7 @@ impl Image {
         let layers: Vec<_> = tars.iter().map(|b| (b.clone(), Kind::Tar)).collect();
         let f = fixture::write_layout(&plain, "os", "amd64", &layers);
         let pg = dir.join("pgzip");
-        run(Command::new("skopeo")
-            .args([
-                "copy",
-                "-q",
-                "--dest-compress",
-                "--dest-compress-format",
-                "gzip",
-            ])
-            .arg(format!("oci:{}:os", plain.display()))
-            .arg(format!("oci:{}:os", pg.display())))?;
+        integration::skopeo_pgzip(&plain, &pg, "os")?;
         let (manifest_digest, manifest) = fixture::manifest_for(&pg, "os");
         let manifest_bytes = fixture::read_blob(&pg, &manifest_digest);
         let blobs = manifest["layers"]
