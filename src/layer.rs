@@ -99,6 +99,39 @@ pub struct Restart<'a> {
     pub record: Option<&'a mut dyn FnMut(RestartPoint)>,
 }
 
+/// Copy object `id` into `out`, less the first `skip` bytes of the tar that
+/// remain to be passed over (an object wholly inside them is not read).
+fn copy_object<ID: FsVerityHashValue, W: Write>(
+    repo: &Repository<ID>,
+    id: &ID,
+    skip: &mut u64,
+    out: &mut W,
+    buf: &mut [u8],
+) -> Result<()> {
+    let mut file = File::from(repo.open_object(id)?);
+    if *skip > 0 {
+        let size = file.metadata()?.len();
+        let passed = (*skip).min(size);
+        *skip -= passed;
+        if passed == size {
+            return Ok(());
+        }
+        file.seek(io::SeekFrom::Start(passed))?;
+    }
+    loop {
+        let n = match file.read(buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("reading {}", crate::objects::object_path(id)))
+            }
+        };
+        out.write_all(&buf[..n]).map_err(DestinationWriteError)?;
+    }
+}
+
 /// [`rebuild`] writing only the bytes from `restart.from` on (seeking past
 /// whole objects, not reading them), still proving the whole tar.
 pub fn rebuild_from<ID: FsVerityHashValue, W: Write>(
@@ -146,29 +179,7 @@ pub fn rebuild_from<ID: FsVerityHashValue, W: Write>(
                     .map_err(DestinationWriteError)?;
             }
             SplitStreamData::External(id) => {
-                let mut file = File::from(repo.open_object(&id)?);
-                if skip > 0 {
-                    let size = file.metadata()?.len();
-                    let passed = skip.min(size);
-                    skip -= passed;
-                    if passed == size {
-                        return Ok(());
-                    }
-                    file.seek(io::SeekFrom::Start(passed))?;
-                }
-                loop {
-                    let n = match file.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => {
-                            return Err(e).with_context(|| {
-                                format!("reading {}", crate::objects::object_path(&id))
-                            })
-                        }
-                    };
-                    out.write_all(&buf[..n]).map_err(DestinationWriteError)?;
-                }
+                copy_object(repo, &id, &mut skip, &mut out, &mut buf)?;
             }
         }
         if out.len() >= next_point && skip == 0 {

@@ -218,77 +218,22 @@ fn respond<ID: FsVerityHashValue>(
     };
     match target {
         None => error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "no such path"),
-        Some(Target::Manifest { name, .. } | Target::Blob { name, .. }) if !s.names.has(name) => {
-            name_unknown(name)
-        }
-        Some(Target::Manifest { name, reference }) => {
-            let image = if reference.contains(':') {
-                s.names
-                    .images_of(name)
-                    .find(|&i| s.images[i].digest.as_ref() == reference)
-            } else {
-                let ns = query_value(query, "ns");
-                match s.names.image(name, reference, ns.as_deref()) {
-                    Lookup::Found(i) => Some(i),
-                    Lookup::Unknown => None,
-                    Lookup::Ambiguous(registries) => {
-                        return error(
-                            StatusCode::NOT_FOUND,
-                            "MANIFEST_UNKNOWN",
-                            &format!(
-                                "{name}:{reference} is served for several registries ({}): ask for REGISTRY/{name}:{reference} or add ?ns=REGISTRY",
-                                registries.join(", ")
-                            ),
-                        );
-                    }
-                }
-            };
-            let Some(img) = image.map(|i| &s.images[i]) else {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    "MANIFEST_UNKNOWN",
-                    &format!("no manifest {reference} under {name}"),
-                );
-            };
-            with_headers(
-                bytes_body(&img.manifest, head).into_response(),
-                img.manifest.len() as u64,
-                img.digest.as_ref(),
-                &img.media_type,
+        Some(
+            Target::Manifest { name, .. }
+            | Target::Blob { name, .. }
+            | Target::Referrers { name, .. },
+        ) if !s.names.has(name) => name_unknown(name),
+        Some(Target::Manifest { name, reference }) => manifest(s, name, reference, query, head),
+        Some(Target::Blob { digest, .. } | Target::Referrers { digest, .. })
+            if !is_digest(digest) =>
+        {
+            error(
+                StatusCode::BAD_REQUEST,
+                "DIGEST_INVALID",
+                &format!("{digest:?} is not a sha256 or sha512 digest"),
             )
         }
-        Some(Target::Blob { digest, .. }) if !is_digest(digest) => error(
-            StatusCode::BAD_REQUEST,
-            "DIGEST_INVALID",
-            &format!("{digest:?} is not a sha256 or sha512 digest"),
-        ),
-        Some(Target::Blob { digest, .. }) => match s.blobs.get(digest) {
-            Some(Blob::Bytes(b)) => {
-                blob_response(headers, b.len() as u64, digest, |first, count| {
-                    let part = b.slice(first as usize..(first + count) as usize);
-                    bytes_body(&part, head)
-                })
-            }
-            Some(Blob::Layer(l)) if head => {
-                blob_response(headers, l.served.size(), digest, |_, _| Body::empty())
-            }
-            Some(Blob::Layer(l)) => {
-                blob_response(headers, l.served.size(), digest, |first, count| {
-                    stream_layer(s.clone(), digest.to_string(), first, count)
-                })
-            }
-            None => error(
-                StatusCode::NOT_FOUND,
-                "BLOB_UNKNOWN",
-                &format!("no blob {digest}"),
-            ),
-        },
-        Some(Target::Referrers { name, .. }) if !s.names.has(name) => name_unknown(name),
-        Some(Target::Referrers { digest, .. }) if !is_digest(digest) => error(
-            StatusCode::BAD_REQUEST,
-            "DIGEST_INVALID",
-            &format!("{digest:?} is not a digest"),
-        ),
+        Some(Target::Blob { digest, .. }) => blob(s, digest, headers, head),
         Some(Target::Referrers { .. }) => {
             let index = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
             let digest = crate::digest::sha256(index.as_bytes());
@@ -324,6 +269,76 @@ fn respond<ID: FsVerityHashValue>(
                 head,
             )
         }
+    }
+}
+
+/// A manifest by tag (`?ns=` picks the registry) or by digest.
+fn manifest<ID: FsVerityHashValue>(
+    s: &Inner<ID>,
+    name: &str,
+    reference: &str,
+    query: Option<&str>,
+    head: bool,
+) -> Response {
+    let image = if reference.contains(':') {
+        s.names
+            .images_of(name)
+            .find(|&i| s.images[i].digest.as_ref() == reference)
+    } else {
+        let ns = query_value(query, "ns");
+        match s.names.image(name, reference, ns.as_deref()) {
+            Lookup::Found(i) => Some(i),
+            Lookup::Unknown => None,
+            Lookup::Ambiguous(registries) => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "MANIFEST_UNKNOWN",
+                    &format!(
+                        "{name}:{reference} is served for several registries ({}): ask for REGISTRY/{name}:{reference} or add ?ns=REGISTRY",
+                        registries.join(", ")
+                    ),
+                );
+            }
+        }
+    };
+    let Some(img) = image.map(|i| &s.images[i]) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "MANIFEST_UNKNOWN",
+            &format!("no manifest {reference} under {name}"),
+        );
+    };
+    with_headers(
+        bytes_body(&img.manifest, head).into_response(),
+        img.manifest.len() as u64,
+        img.digest.as_ref(),
+        &img.media_type,
+    )
+}
+
+/// A blob, or the part `Range` asks for.
+fn blob<ID: FsVerityHashValue>(
+    s: &Arc<Inner<ID>>,
+    digest: &str,
+    headers: &HeaderMap,
+    head: bool,
+) -> Response {
+    match s.blobs.get(digest) {
+        Some(Blob::Bytes(b)) => blob_response(headers, b.len() as u64, digest, |first, count| {
+            let part = b.slice(first as usize..(first + count) as usize);
+            bytes_body(&part, head)
+        }),
+        Some(Blob::Layer(l)) if head => {
+            blob_response(headers, l.served.size(), digest, |_, _| Body::empty())
+        }
+        Some(Blob::Layer(l)) => blob_response(headers, l.served.size(), digest, |first, count| {
+            stream_layer(s.clone(), digest.to_string(), first, count)
+        }),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "BLOB_UNKNOWN",
+            &format!("no blob {digest}"),
+        ),
     }
 }
 
