@@ -195,6 +195,11 @@ fn main() {
             serve::skopeo_pulls_the_original_manifest,
         ),
         trial(
+            "serve_buildah_pulls_the_original",
+            &["skopeo", "buildah"],
+            serve_mirrors::buildah_pulls_the_original,
+        ),
+        trial(
             "serve_podman_pulls_through_a_mirror",
             &["skopeo", "podman"],
             serve_mirrors::podman_pulls_through_a_mirror,

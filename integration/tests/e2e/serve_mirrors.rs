@@ -62,6 +62,42 @@ pub fn podman_pulls_through_a_mirror() -> Result<()> {
     Ok(())
 }
 
+/// buildah pulls from serve into its own storage: the image ID and the
+/// original manifest digest, as buildah records them.
+pub fn buildah_pulls_the_original() -> Result<()> {
+    let t = tempfile::tempdir()?;
+    let img = Image::reproducible(t.path(), &os_tars(), &[TAGGED])?;
+    let serve = Serve::start(&img, &["--anonymous"])?;
+    let storage = Storage::new(t.path());
+    let buildah = |args: &[&str]| -> Result<String> {
+        let out = run(Command::new("buildah")
+            .arg("--root")
+            .arg(&storage.root)
+            .arg("--runroot")
+            .arg(&storage.runroot)
+            .args(["--storage-driver", "vfs"])
+            .args(args))?;
+        Ok(String::from_utf8(out.stdout)?)
+    };
+    let src = serve.docker(&format!("{SERVED}:1"));
+    buildah(&["pull", "-q", "--tls-verify=false", &src])?;
+    let got = buildah(&[
+        "inspect",
+        "--type",
+        "image",
+        "--format",
+        "{{.FromImageID}} {{.FromImageDigest}}",
+        &format!("{}/{SERVED}:1", serve.addr),
+    ])?;
+    let want = format!(
+        "{} {}",
+        img.config_digest.trim_start_matches("sha256:"),
+        img.manifest_digest
+    );
+    ensure!(got.trim() == want, "buildah has {got:?}, want {want:?}");
+    Ok(())
+}
+
 /// A fresh insecure SHA-512 repository, as bootc makes them.
 fn fresh_repo(
     path: &Path,
