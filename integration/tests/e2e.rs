@@ -161,6 +161,11 @@ fn main() {
             host::bootc_host_copy_to_storage,
         ),
         trial(
+            "bootc_host_serves_deployments_as_tags",
+            &["skopeo"],
+            host::bootc_host_serves_deployments_as_tags,
+        ),
+        trial(
             "bootc_host_read_only_sysroot",
             &["skopeo", "podman", "mount"],
             host::bootc_host_read_only_sysroot,

@@ -9,10 +9,12 @@ use anyhow::{Context, Result};
 use clap::Args;
 use composefs_export::compress::{Compression, CompressionChoice};
 use composefs_export::export::{self, ImageSelection};
+use composefs_export::host::{split_transport, Host};
 use composefs_export::serve::registry::{Listen, Registry, Users, GRACE};
 use composefs_export::serve::tls::TlsFiles;
 use composefs_export::{repo, with_repo, UsageError};
 use listenfd::ListenFd;
+use oci_spec::image::Digest;
 
 use super::source::{tell_host_warnings, Source};
 use super::{export_options, runtime, Cli};
@@ -118,7 +120,10 @@ pub(super) fn serve_command(cli: &Cli, args: &ServeArgs, out: &mut dyn Write) ->
                 .await
                 .context("loading images")??
             };
-            let registry = Registry::bind(r, images, listen, &users, args.tls().as_ref(), &opts).await?;
+            let deployed = deployment_tags(&r, source.host.as_ref()).await?;
+            let registry =
+                Registry::bind(r, images, &deployed, listen, &users, args.tls().as_ref(), &opts)
+                    .await?;
             announce(cli, &registry, out)?;
             registry
                 .run(async {
@@ -136,6 +141,41 @@ pub(super) fn serve_command(cli: &Cli, args: &ServeArgs, out: &mut dyn Write) ->
     });
     rt.shutdown_background();
     result
+}
+
+/// On a bootc host, each deployment's image also as `NAME:booted`,
+/// `NAME:staged`, `NAME:rollback` (NAME from its origin, without tag).
+async fn deployment_tags<ID: composefs::fsverity::FsVerityHashValue>(
+    repo: &std::sync::Arc<composefs::repository::Repository<ID>>,
+    host: Option<&Host>,
+) -> Result<Vec<(Digest, String)>> {
+    let Some(host) = host.cloned() else {
+        return Ok(Vec::new());
+    };
+    let repo = repo.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut tags = Vec::new();
+        for role in ["booted", "staged", "rollback"] {
+            let wanted = ImageSelection::Deployment(role.to_string());
+            // A role without a deployment (or its image) is simply not served.
+            let Ok(images) = export::load_images(&repo, &wanted, Some(&host)) else {
+                continue;
+            };
+            for img in images {
+                let Some(d) = &img.deployment else { continue };
+                let (_, name) = split_transport(&d.image);
+                let name = match name.rsplit_once(':') {
+                    Some((n, tag)) if !tag.contains('/') => n,
+                    _ => name,
+                };
+                let name = name.split_once('@').map_or(name, |(n, _)| n);
+                tags.push((img.config_digest().clone(), format!("{name}:{role}")));
+            }
+        }
+        tags
+    })
+    .await
+    .context("reading the deployments")
 }
 
 /// The first stdout line is the address (a JSON line with `--json`), then

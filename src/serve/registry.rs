@@ -79,10 +79,13 @@ pub struct Registry<ID: FsVerityHashValue> {
 
 impl<ID: FsVerityHashValue> Registry<ID> {
     /// Prepare `images` (finding their original compression first when
-    /// `opts.compression` is `original`) and bind `listen`.
+    /// `opts.compression` is `original`) and bind `listen`. `extra_tags`
+    /// serves images under more names (`quay.io/x/os:booted` for the image
+    /// whose config digest is given: a bootc host's deployments).
     pub async fn bind(
         repo: Arc<Repository<ID>>,
         images: Vec<StoredImage<ID>>,
+        extra_tags: &[(oci_spec::image::Digest, String)],
         listen: Listen,
         users: &Users,
         tls: Option<&TlsFiles>,
@@ -112,9 +115,16 @@ impl<ID: FsVerityHashValue> Registry<ID> {
             for tag in &img.entry.tags {
                 names.add_tag(tag, served.len());
             }
+            let mut tags = img.entry.tags.clone();
+            for (config, tag) in extra_tags {
+                if config == img.config_digest() {
+                    names.add_tag(tag, served.len());
+                    tags.push(tag.clone());
+                }
+            }
             reports.push(ServedImageReport {
                 image: img.name(),
-                tags: img.entry.tags.clone(),
+                tags,
                 manifest_digest: added.image.digest.to_string(),
                 original_manifest: added.original_manifest,
             });

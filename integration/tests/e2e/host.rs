@@ -195,3 +195,58 @@ pub fn bootc_host_read_only_sysroot() -> Result<()> {
     fixture::assert_same_tree(&before, &fixture::snapshot(&host.tree.sysroot));
     Ok(())
 }
+
+/// `serve` on a bootc host: each deployment's image also as
+/// `NAME:booted`, `NAME:staged`, `NAME:rollback` (with and without the
+/// registry), so peers can pull exactly what a host booted.
+pub fn bootc_host_serves_deployments_as_tags() -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    let t = tempfile::tempdir()?;
+    let host = BootcHost::new(&t.path().join("host"), &versions(&t.path().join("src"))?)?;
+    let mut child = host
+        .tree
+        .command(
+            &host.tree.sysroot,
+            &["serve", "--anonymous", "--listen", "127.0.0.1:0"],
+        )
+        .env("XDG_CACHE_HOME", t.path().join("cache"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let result = (|| -> Result<()> {
+        let mut first = String::new();
+        BufReader::new(child.stdout.as_mut().context("stdout")?).read_line(&mut first)?;
+        let addr = first
+            .trim()
+            .strip_prefix("listening on http://")
+            .with_context(|| format!("first line {first:?}"))?
+            .to_string();
+        let name = BootcHost::NAME.trim_end_matches(":latest");
+        let short = name.trim_start_matches("quay.io/");
+        for (role, img) in [
+            ("rollback", &host.images[0]),
+            ("booted", &host.images[1]),
+            ("staged", &host.images[2]),
+        ] {
+            for served in [name, short] {
+                let out = integration::run(Command::new("skopeo").args([
+                    "inspect",
+                    "--config",
+                    "--raw",
+                    "--tls-verify=false",
+                    &format!("docker://{addr}/{served}:{role}"),
+                ]))?;
+                let got = fixture::sha256(&out.stdout);
+                ensure!(
+                    got == img.config_digest,
+                    "{served}:{role} serves config {got}, the {role} deployment's is {}",
+                    img.config_digest
+                );
+            }
+        }
+        Ok(())
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
