@@ -21,6 +21,7 @@ use crate::host::{DeploymentChoice, Host};
 use crate::image::{self, StoredImage, StoredLayer};
 use crate::layer;
 use crate::layout::{BlobRecord, OciLayout, PendingBlob};
+use crate::lock;
 use crate::progress::{LayerKey, ProgressHandle, ProgressWriter};
 use crate::reproduce::{self, Reproducer};
 pub use crate::select::{ImageSelection, Selected};
@@ -439,10 +440,6 @@ fn run_jobs<ID: FsVerityHashValue>(
         outcomes.push(outcome);
     }
     Ok(outcomes)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The manifest to write: the original bytes when every blob is identical to

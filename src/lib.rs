@@ -70,6 +70,12 @@ pub mod verify;
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// A mutex's guard, also after another thread panicked holding it: every
+/// value we guard stays consistent between statements.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The machine's cores: the default `--jobs`, and the compression workers per layer.
 pub(crate) fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -28,7 +28,7 @@ use oci_spec::image::{Descriptor, Digest, MediaType};
 use sha2::{Digest as _, Sha256};
 
 use crate::image::{StoredImage, StoredLayer};
-use crate::layer;
+use crate::{layer, lock};
 
 /// An encoder whose output we reproduce bit for bit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -246,10 +246,6 @@ pub(crate) fn find_all<ID: FsVerityHashValue, W: Write>(
         return Err(e);
     }
     Ok(found.into_inner().unwrap_or_else(|p| p.into_inner()))
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn is_gzip_type(t: &MediaType) -> bool {

@@ -98,7 +98,7 @@ impl Htpasswd {
     fn admits_value(&self, value: &[u8]) -> bool {
         use sha2::Digest as _;
         let key: [u8; 32] = sha2::Sha256::digest(value).into();
-        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        let mut verified = crate::lock(&self.verified);
         if verified.contains(&key) {
             return true;
         }

@@ -19,6 +19,7 @@ use super::{Blob, Inner, LayerBlob, LayerServed};
 use crate::compress::Compression;
 use crate::digest::HashingWriter;
 use crate::layer::{self, Restart, RestartPoint};
+use crate::lock;
 use crate::progress::{LayerKey, ProgressWriter};
 use crate::reproduce::Reproducer;
 
@@ -87,10 +88,7 @@ fn rebuild_into<ID: FsVerityHashValue>(
         }
     };
     s.progress.layer_finished(&key);
-    let mut log = match s.log.lock() {
-        Ok(l) => l,
-        Err(p) => p.into_inner(),
-    };
+    let mut log = lock(&s.log);
     match result {
         Ok(sender) => {
             // A part that reaches the end completes what skopeo read before.
@@ -145,10 +143,6 @@ fn tar_into<ID: FsVerityHashValue>(
     };
     let (counted, _) = layer::rebuild_from(&s.repo, &blob.image, &blob.layer, counted, restart)?;
     Ok(counted.into_inner().into_inner())
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Rebuild the layer through encoder `r` into `sender`; the output must be

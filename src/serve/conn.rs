@@ -65,7 +65,7 @@ impl Gate {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Open>> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.open)
     }
 
     /// Let connection `id` in, evicting the oldest untrusted one when full;

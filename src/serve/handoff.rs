@@ -117,10 +117,7 @@ impl<ID: FsVerityHashValue> Served<ID> {
         // Connections still open (skopeo is gone) must not hold the port.
         self.task.abort();
         let _ = (&mut self.task).await;
-        let mut log = match self.inner.log.lock() {
-            Ok(mut l) => std::mem::take(&mut *l),
-            Err(p) => std::mem::take(&mut *p.into_inner()),
-        };
+        let mut log = std::mem::take(&mut *crate::lock(&self.inner.log));
         let error = (!log.errors.is_empty()).then(|| log.errors.remove(0));
         (log.served, error)
     }
