@@ -27,12 +27,14 @@ mod deflate;
 mod huffman;
 mod level5;
 mod pgzip;
+mod shared;
 mod token;
 
 #[cfg(test)]
 mod tests;
 
 pub use pgzip::PgzipWriter;
+pub use shared::{BlockClaim, Claim, SharedBlocks};
 
 /// Which klauspost/compress output generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

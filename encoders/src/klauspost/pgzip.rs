@@ -1,7 +1,8 @@
 //! pgzip framing (klauspost/pgzip `gzip.go` `Writer`): the gzip header, input
 //! cut into 1 MiB blocks, each compressed with the previous block's last
 //! 16 KiB as dictionary, and the CRC-32/ISIZE trailer. Blocks are compressed
-//! on worker threads and written in order.
+//! on worker threads and written in order, or copied from [`SharedBlocks`]
+//! when another writer of the same stream made them.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -10,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use super::deflate::Compressor;
+use super::shared::{BlockClaim, Claim, SharedBlocks};
 use super::Version;
 
 /// pgzip `defaultBlockSize`.
@@ -25,6 +27,8 @@ struct Job {
     data: Vec<u8>,
     last: bool,
     out: Vec<u8>,
+    /// Handed the result, when the block is shared.
+    claim: Option<Box<dyn BlockClaim>>,
 }
 
 /// Worker threads and the results that wait for their turn to be written.
@@ -79,6 +83,11 @@ fn worker(version: Version, jobs: &Mutex<Receiver<Job>>, done: &Sender<Job>) {
         let Ok(mut job) = job else { return };
         let out = std::mem::take(&mut job.out);
         job.out = c.compress_block(&job.dict, &job.data, job.last, out);
+        // Here, not in the writer: a writer may be waiting for another
+        // writer's block while its own are claimed by others.
+        if let Some(claim) = job.claim.take() {
+            claim.fulfil(&job.out);
+        }
         if done.send(job).is_err() {
             return;
         }
@@ -107,11 +116,24 @@ pub struct PgzipWriter<W: Write> {
     next_write: u64,
     free: Vec<Vec<u8>>,
     out_buf: Vec<u8>,
+    shared: Option<Arc<dyn SharedBlocks>>,
 }
 
 impl<W: Write> PgzipWriter<W> {
     /// A writer that compresses like pgzip `NewWriter` with klauspost/compress `version`.
     pub fn new(inner: W, version: Version, workers: usize) -> io::Result<Self> {
+        Self::sharing(inner, version, workers, None)
+    }
+
+    /// [`PgzipWriter::new`], taking blocks from and leaving them in
+    /// `shared`: every writer given it must write the same input (the same
+    /// blob), or the output is wrong (a blob is proven by its digest).
+    pub fn sharing(
+        inner: W,
+        version: Version,
+        workers: usize,
+        shared: Option<Arc<dyn SharedBlocks>>,
+    ) -> io::Result<Self> {
         let engine = if workers <= 1 {
             Engine::Inline(Box::new(Compressor::new(version)))
         } else {
@@ -129,6 +151,7 @@ impl<W: Write> PgzipWriter<W> {
             next_write: 0,
             free: Vec::new(),
             out_buf: Vec::new(),
+            shared,
         })
     }
 
@@ -150,10 +173,23 @@ impl<W: Write> PgzipWriter<W> {
         }
         // `dict` now holds the next block's tail; this block gets the previous one.
         std::mem::swap(&mut dict, &mut self.prev_tail);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let claim = match self.shared.as_ref().map(|s| s.claim(seq)) {
+            Some(Claim::Ready(block)) => {
+                return self.copy_shared(&block, data, dict);
+            }
+            Some(Claim::Mine(claim)) => Some(claim),
+            None => None,
+        };
         match &mut self.engine {
             Engine::Inline(c) => {
                 let out = std::mem::take(&mut self.out_buf);
                 let out = c.compress_block(&dict, &data, last, out);
+                if let Some(claim) = claim {
+                    claim.fulfil(&out);
+                }
+                self.next_write += 1;
                 self.inner.write_all(&out)?;
                 self.out_buf = out;
                 self.out_buf.clear();
@@ -161,36 +197,71 @@ impl<W: Write> PgzipWriter<W> {
                 self.free.push(dict);
             }
             Engine::Threads(pool) => {
-                while self.next_seq - self.next_write >= pool.max_in_flight {
+                while seq - self.next_write >= pool.max_in_flight {
                     Self::receive_one(pool, &mut self.inner, &mut self.next_write, &mut self.free)?;
                 }
                 let out = take_buffer(&mut self.free);
                 let job = Job {
-                    seq: self.next_seq,
+                    seq,
                     dict,
                     data,
                     last,
                     out,
+                    claim,
                 };
                 let sent = pool.jobs.as_ref().map(|tx| tx.send(job).is_ok());
                 if sent != Some(true) {
                     return Err(worker_gone());
                 }
-                self.next_seq += 1;
             }
         }
         Ok(())
     }
 
-    /// Waits for one result and writes every result whose turn has come.
+    /// Block `next_seq - 1` is `block`, made by another writer: written in
+    /// its turn (after this writer's blocks still with the workers).
+    fn copy_shared(&mut self, block: &[u8], data: Vec<u8>, dict: Vec<u8>) -> io::Result<()> {
+        let seq = self.next_seq - 1;
+        match &mut self.engine {
+            Engine::Inline(_) => {
+                self.next_write += 1;
+                self.inner.write_all(block)?;
+                self.free.push(data);
+                self.free.push(dict);
+            }
+            Engine::Threads(pool) => {
+                let mut out = take_buffer(&mut self.free);
+                out.extend_from_slice(block);
+                let job = Job {
+                    seq,
+                    dict,
+                    data,
+                    last: false,
+                    out,
+                    claim: None,
+                };
+                pool.pending.insert(seq, job);
+                // This block counts, and may be written in the loop.
+                while self.next_seq - self.next_write > pool.max_in_flight {
+                    Self::receive_one(pool, &mut self.inner, &mut self.next_write, &mut self.free)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for one result unless the next to write is here, and writes
+    /// every result whose turn has come.
     fn receive_one(
         pool: &mut Pool,
         inner: &mut W,
         next_write: &mut u64,
         free: &mut Vec<Vec<u8>>,
     ) -> io::Result<()> {
-        let job = pool.done.recv().map_err(|_| worker_gone())?;
-        pool.pending.insert(job.seq, job);
+        if !pool.pending.contains_key(next_write) {
+            let job = pool.done.recv().map_err(|_| worker_gone())?;
+            pool.pending.insert(job.seq, job);
+        }
         while let Some(mut job) = pool.pending.remove(next_write) {
             inner.write_all(&job.out)?;
             *next_write += 1;

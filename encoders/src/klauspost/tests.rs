@@ -85,3 +85,70 @@ fn version_ids_round_trip() {
     }
     assert_eq!(Version::from_id("pgzip-0"), None);
 }
+
+/// Blocks kept by sequence number, counting what was made and what copied.
+#[derive(Default)]
+struct Store {
+    blocks: std::sync::Mutex<std::collections::HashMap<u64, std::sync::Arc<[u8]>>>,
+    made: std::sync::atomic::AtomicUsize,
+    copied: std::sync::atomic::AtomicUsize,
+}
+
+struct StoreClaim(std::sync::Arc<Store>, u64);
+
+impl super::BlockClaim for StoreClaim {
+    fn fulfil(self: Box<Self>, compressed: &[u8]) {
+        self.0.made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut blocks = self.0.blocks.lock().expect("lock");
+        blocks.insert(self.1, compressed.into());
+    }
+}
+
+struct Shared(std::sync::Arc<Store>);
+
+impl super::SharedBlocks for Shared {
+    fn claim(&self, seq: u64) -> super::Claim {
+        match self.0.blocks.lock().expect("lock").get(&seq) {
+            Some(b) => {
+                self.0.copied.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                super::Claim::Ready(b.clone())
+            }
+            None => super::Claim::Mine(Box::new(StoreClaim(self.0.clone(), seq))),
+        }
+    }
+}
+
+fn compress_shared(data: &[u8], workers: usize, store: &std::sync::Arc<Store>) -> Vec<u8> {
+    let shared: std::sync::Arc<dyn super::SharedBlocks> =
+        std::sync::Arc::new(Shared(store.clone()));
+    let mut w =
+        PgzipWriter::sharing(Vec::new(), Version::V1_15_10, workers, Some(shared)).expect("new");
+    for c in data.chunks(100_000) {
+        w.write_all(c).expect("write");
+    }
+    w.finish().expect("finish")
+}
+
+#[test]
+fn shared_blocks_are_made_once_and_copied_in_order() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let data: Vec<u8> = (0..(5u32 << 20) + 777)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 27) as u8 ^ (i % 251) as u8)
+        .collect();
+    let want = compress(&data, Version::V1_15_10, 1, 1 << 30);
+    let store = std::sync::Arc::new(Store::default());
+    // The first writer makes all six blocks; the others copy them.
+    assert!(compress_shared(&data, 2, &store) == want);
+    assert_eq!((store.made.load(SeqCst), store.copied.load(SeqCst)), (6, 0));
+    for workers in [1, 3] {
+        assert!(compress_shared(&data, workers, &store) == want);
+    }
+    assert_eq!((store.made.load(SeqCst), store.copied.load(SeqCst)), (6, 12));
+    // Half the blocks gone: they are made again, the rest copied.
+    store.blocks.lock().expect("lock").retain(|seq, _| seq % 2 == 0);
+    assert!(compress_shared(&data, 2, &store) == want);
+    assert_eq!((store.made.load(SeqCst), store.copied.load(SeqCst)), (9, 15));
+    // A copied block is what is written: one wrong block, wrong output.
+    store.blocks.lock().expect("lock").insert(2, vec![0u8; 3].into());
+    assert!(compress_shared(&data, 2, &store) != want);
+}
