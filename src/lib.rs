@@ -39,6 +39,7 @@
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
 mod archive;
+pub mod blob_index;
 pub mod catalog;
 pub mod compress;
 pub mod deliver;
