@@ -99,16 +99,7 @@ impl BlobIndex {
 
     /// The remembered blob, if its entry is there and well formed.
     pub fn get(&self, diff_id: &Digest, c: Compression) -> Option<IndexedBlob> {
-        let path = self.entry(diff_id, c)?;
-        let text = std::fs::read_to_string(&path).ok()?;
-        let parsed = parse_entry(&text);
-        if parsed.is_none() {
-            tracing::warn!(
-                "Ignoring the damaged index entry {}: computing it again",
-                path.display()
-            );
-        }
-        parsed
+        parse_entry(&std::fs::read_to_string(self.entry(diff_id, c)?).ok()?)
     }
 
     /// Remember `blob` (atomically); a failure only costs a recompression
@@ -185,6 +176,12 @@ pub(crate) fn index_layers<ID: FsVerityHashValue>(
     let todo = index.missing(images, c);
     let found = Mutex::new(HashMap::new());
     crate::for_each_parallel(&todo, jobs, &|&(img, l)| {
+        if let Some(damaged) = index.entry(&l.diff_id, c).filter(|p| p.exists()) {
+            tracing::warn!(
+                "Ignoring the index entry {}, which does not parse: computing it again",
+                damaged.display()
+            );
+        }
         let blob = compress_to_learn(repo, img, l, c, jobs)?;
         index.put(&l.diff_id, c, &blob);
         lock(&found).insert(l.diff_id.clone(), blob);

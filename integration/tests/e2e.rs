@@ -203,7 +203,7 @@ fn main() {
         ),
         trial(
             "serve_compressed_layers_from_the_index",
-            &["skopeo"],
+            &["skopeo", "curl"],
             serve_compressed::compressed_layers_from_the_index,
         ),
         trial(

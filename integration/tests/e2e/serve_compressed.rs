@@ -4,10 +4,12 @@
 //! blob instead of serving wrong bytes.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
-use integration::fixture::sha256;
+use integration::fixture::{self, sha256};
+use integration::run;
 
 use super::serve::{copied_layout, os_tars, skopeo, Image, Serve, SERVED, TAGGED};
 
@@ -53,6 +55,32 @@ fn entries(img: &Image, kind: &str) -> Result<Vec<PathBuf>> {
         .collect();
     found.sort();
     Ok(found)
+}
+
+/// HEAD of a compressed blob answers its size and digest (from the index,
+/// nothing compressed); a range is that part of the blob skopeo copied.
+fn head_and_range(serve: &Serve, layer: &serde_json::Value, copied: &Path) -> Result<()> {
+    let digest = layer["digest"].as_str().context("digest")?;
+    let url = format!("http://{}/v2/{SERVED}/blobs/{digest}", serve.addr);
+    let head = run(Command::new("curl").args(["-sS", "-I", &url]))?.stdout;
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    for want in [
+        format!("content-length: {}", layer["size"]),
+        format!("docker-content-digest: {digest}"),
+    ] {
+        ensure!(
+            head.contains(&want),
+            "HEAD {digest}: no {want:?} in\n{head}"
+        );
+    }
+    let part = run(Command::new("curl").args(["-sS", "-r", "100000-100999", &url]))?.stdout;
+    let whole = fixture::read_blob(copied, digest);
+    ensure!(
+        part == whole[100_000..101_000],
+        "range 100000-100999 of {digest}: {} bytes, not the copied blob's",
+        part.len()
+    );
+    Ok(())
 }
 
 /// gzip and zstd: skopeo copies the image, each blob hashes to its digest
@@ -106,6 +134,8 @@ pub fn compressed_layers_from_the_index() -> Result<()> {
             super::diff_ids_of_layout(&out, "os")? == img.diff_ids,
             "{kind}: decompressed layers are not the diff_ids"
         );
+        let layer = &manifest["layers"][0];
+        head_and_range(&first, layer, &out)?;
         drop(first);
 
         // A restart compresses nothing and serves the same manifest.
@@ -173,6 +203,9 @@ pub fn compressed_layers_from_the_index() -> Result<()> {
             log.contains(&wrong) && log.contains(&advice),
             "{kind}: serve's log does not name the entry and what to do ({advice:?}):\n{log}"
         );
+        if let Some(line) = log.lines().find(|l| l.contains(&advice)) {
+            eprintln!("{kind}: damaged entry: {line}");
+        }
         drop(damaged);
         std::fs::remove_file(&entry)?;
         // With the entry gone the next start learns it again.
