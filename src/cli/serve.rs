@@ -193,7 +193,11 @@ fn tell_indexing<ID>(images: &[StoredImage<ID>], choice: CompressionChoice) {
     if n == 0 {
         return;
     }
-    let layers = if n == 1 { "layer" } else { "layers" };
+    let (layers, their) = if n == 1 {
+        ("layer", "its")
+    } else {
+        ("layers", "their")
+    };
     let kind = match c {
         Compression::Zstd(_) => "zstd",
         _ => "gzip",
@@ -202,7 +206,7 @@ fn tell_indexing<ID>(images: &[StoredImage<ID>], choice: CompressionChoice) {
         Some(d) => format!("remembered in {}", d.display()),
         None => "not remembered: no cache dir ($XDG_CACHE_HOME or $HOME)".to_string(),
     };
-    eprintln!("note: compressing {n} {layers} once to learn their {kind} digests ({remembered})");
+    eprintln!("note: compressing {n} {layers} once to learn {their} {kind} digests ({remembered})");
 }
 
 /// The first stdout line is the address (a JSON line with `--json`), then
@@ -245,7 +249,7 @@ fn announce<ID: composefs::fsverity::FsVerityHashValue>(
     if !cli.quiet {
         if let Some(i) = registry.indexed.as_ref().filter(|i| i.compressed > 0) {
             eprintln!(
-                "note: compressed {} of {} layers ({}) in {:.1} s",
+                "note: compressed {} of {} distinct layers ({}) in {:.1} s",
                 i.compressed, i.layers, i.compression, i.seconds
             );
         }
