@@ -105,9 +105,9 @@ fn rebuild_into<ID: FsVerityHashValue>(
                 .chain()
                 .any(|c| c.downcast_ref::<layer::DestinationWriteError>().is_some());
             if !gone {
-                // For `serve` this is the operator's only sign; the hand-off
-                // reports it to its caller.
-                tracing::error!("Serving blob {digest}: {e:#}");
+                if s.log_errors {
+                    tracing::error!("Serving blob {digest}: {e:#}");
+                }
                 log.errors.push(e);
             }
         }

@@ -65,6 +65,7 @@ impl<ID: FsVerityHashValue> Served<ID> {
             rebuilds: Arc::new(tokio::sync::Semaphore::new(jobs.max(1))),
             workers: jobs.max(1),
             restarts: Mutex::default(),
+            log_errors: false,
         });
         let credential = Arc::new(Credential::random()?);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -113,6 +113,8 @@ struct Inner<ID: FsVerityHashValue> {
     workers: usize,
     /// Where earlier responses of each uncompressed layer can be resumed.
     restarts: Mutex<HashMap<String, Vec<crate::layer::RestartPoint>>>,
+    /// Log layer errors as they happen (`serve`: no caller reads [`Log`]).
+    log_errors: bool,
 }
 
 /// One image's manifest as served.

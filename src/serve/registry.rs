@@ -179,6 +179,7 @@ impl<ID: FsVerityHashValue> Registry<ID> {
             rebuilds: Arc::new(tokio::sync::Semaphore::new(opts.jobs.max(1))),
             workers: opts.jobs.max(1),
             restarts: Mutex::default(),
+            log_errors: true,
         });
         Ok(Registry {
             inner,
