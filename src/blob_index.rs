@@ -72,7 +72,8 @@ impl Default for BlobIndex {
 }
 
 impl BlobIndex {
-    /// The index under [`crate::cache_dir`]; none without one.
+    /// The index under the user's cache dir (`$XDG_CACHE_HOME` or `~/.cache`,
+    /// `cfs-export/index`); none without one.
     pub fn new() -> Self {
         Self::at(crate::cache_dir().map(|d| d.join("index")))
     }
