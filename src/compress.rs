@@ -122,20 +122,25 @@ impl Compression {
     /// Output depends only on the input bytes and the level: gzip headers carry
     /// mtime 0 and no file name.
     pub fn encoder<W: Write>(&self, inner: W) -> io::Result<Encoder<W>> {
+        self.encoder_on(inner, crate::cores())
+    }
+
+    /// [`Compression::encoder`] on `workers` threads (at least one); the
+    /// bytes are the same for any count.
+    pub fn encoder_on<W: Write>(&self, inner: W, workers: usize) -> io::Result<Encoder<W>> {
+        let workers = workers.max(1);
         Ok(match *self {
             Compression::Uncompressed => Encoder::None(inner),
             // Blocks are cut by size, not by worker count: same bytes for any count.
-            Compression::Gzip(level) => {
-                Encoder::Gzip(ParGzEncoder::new(inner, level, crate::cores())?)
-            }
+            Compression::Gzip(level) => Encoder::Gzip(ParGzEncoder::new(inner, level, workers)?),
             Compression::Zstd(level) => {
                 let mut e = zstd::Encoder::new(inner, level)?;
                 // libzstd's workers split the input into jobs by size, not by
                 // worker count, so the output is the same for any count >= 1.
-                e.multithread(crate::cores() as u32)?;
+                e.multithread(workers as u32)?;
                 Encoder::Zstd(e)
             }
-            Compression::Reproduced(r) => Encoder::Reproduced(r.writer(inner, crate::cores())?),
+            Compression::Reproduced(r) => Encoder::Reproduced(r.writer(inner, workers)?),
         })
     }
 }

@@ -39,6 +39,7 @@
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
 mod archive;
+pub mod blob_index;
 pub mod catalog;
 pub mod compress;
 pub mod deliver;
@@ -79,6 +80,44 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The machine's cores: the default `--jobs`, and the compression workers per layer.
 pub(crate) fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Our directory under the user's cache directory (`$XDG_CACHE_HOME` or
+/// `~/.cache`), never inside a repository; none (no caching) without either.
+pub(crate) fn cache_dir() -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")));
+    base.map(|b| b.join("cfs-export"))
+}
+
+/// `work` on each of `items`, `jobs` at a time; the first error stops
+/// handing out more and is returned.
+pub(crate) fn for_each_parallel<T: Sync>(
+    items: &[T],
+    jobs: usize,
+    work: &(dyn Fn(&T) -> anyhow::Result<()> + Sync),
+) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let first_error = std::sync::Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, items.len().max(1)) {
+            s.spawn(|| {
+                while let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    if let Err(e) = work(item) {
+                        lock(&first_error).get_or_insert(e);
+                        next.store(items.len(), Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Human-readable byte count.

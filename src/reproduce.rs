@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -215,36 +214,18 @@ pub(crate) fn find_all<ID: FsVerityHashValue, W: Write>(
             }
         }
     }
-    let next = AtomicUsize::new(0);
     let found = Mutex::new(HashMap::new());
-    let first_error = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..jobs.clamp(1, todo.len().max(1)) {
-            s.spawn(|| {
-                while let Some(&(img, l, original)) = todo.get(next.fetch_add(1, Ordering::Relaxed))
-                {
-                    let started = Instant::now();
-                    let outcome = find(repo, img, l, original, jobs, sink).and_then(|f| {
-                        let Some((r, written)) = f else {
-                            return Ok(());
-                        };
-                        if let Some(w) = written {
-                            keep(l, w, started.elapsed().as_secs_f64())?;
-                        }
-                        lock(&found).insert(l.diff_id.clone(), r);
-                        Ok(())
-                    });
-                    if let Err(e) = outcome {
-                        lock(&first_error).get_or_insert(e);
-                        next.store(todo.len(), Ordering::Relaxed);
-                    }
-                }
-            });
+    crate::for_each_parallel(&todo, jobs, &|&(img, l, original)| {
+        let started = Instant::now();
+        let Some((r, written)) = find(repo, img, l, original, jobs, sink)? else {
+            return Ok(());
+        };
+        if let Some(w) = written {
+            keep(l, w, started.elapsed().as_secs_f64())?;
         }
-    });
-    if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(e);
-    }
+        lock(&found).insert(l.diff_id.clone(), r);
+        Ok(())
+    })?;
     Ok(found.into_inner().unwrap_or_else(|p| p.into_inner()))
 }
 
@@ -351,14 +332,10 @@ struct Cache {
 }
 
 impl Cache {
-    /// `$XDG_CACHE_HOME` or `~/.cache`; none (no caching) without either.
+    /// Under [`crate::cache_dir`]; none (no caching) without one.
     fn new() -> Self {
-        let base = std::env::var_os("XDG_CACHE_HOME")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
         Cache {
-            dir: base.map(|b| b.join("cfs-export/reproduce")),
+            dir: crate::cache_dir().map(|d| d.join("reproduce")),
         }
     }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::compress::{Compression, CompressionChoice};
+use crate::compress::CompressionChoice;
 use crate::export::{
     self, BlobBytes, ExportOptions, ExportReport, ImageReport, LayerReport, LayerStatus,
 };
@@ -258,9 +258,7 @@ fn streamed_report<ID>(
         .zip(served)
         .map(|(l, d)| {
             let logged = log.get(d.digest().as_ref());
-            let compression = d
-                .reproduced
-                .map_or(Compression::Uncompressed, Compression::Reproduced);
+            let compression = d.compression;
             LayerReport {
                 diff_id: l.diff_id.to_string(),
                 blob_digest: d.digest().to_string(),

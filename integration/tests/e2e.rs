@@ -21,6 +21,8 @@ mod roundtrip;
 mod security;
 #[path = "e2e/serve.rs"]
 mod serve;
+#[path = "e2e/serve_compressed.rs"]
+mod serve_compressed;
 #[path = "e2e/serve_http.rs"]
 mod serve_http;
 #[path = "e2e/serve_mirrors.rs"]
@@ -198,6 +200,11 @@ fn main() {
             "serve_skopeo_pulls_the_original_manifest",
             &["skopeo"],
             serve::skopeo_pulls_the_original_manifest,
+        ),
+        trial(
+            "serve_compressed_layers_from_the_index",
+            &["skopeo", "curl"],
+            serve_compressed::compressed_layers_from_the_index,
         ),
         trial(
             "serve_buildah_pulls_the_original",

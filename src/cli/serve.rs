@@ -7,9 +7,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use composefs_export::blob_index::BlobIndex;
 use composefs_export::compress::{Compression, CompressionChoice};
 use composefs_export::export::{self, ImageSelection};
 use composefs_export::host::{split_transport, Host};
+use composefs_export::image::StoredImage;
 use composefs_export::serve::registry::{Listen, Registry, Users, GRACE};
 use composefs_export::serve::tls::TlsFiles;
 use composefs_export::{repo, with_repo, UsageError};
@@ -41,7 +43,12 @@ pub(super) struct ServeArgs {
     #[arg(long, conflicts_with = "tls_cert")]
     insecure_http: bool,
     /// original: the original compressed layers and manifest where every
-    /// layer is reproduced, else uncompressed; none: always uncompressed.
+    /// layer is reproduced, else uncompressed; none: always uncompressed;
+    /// gzip[:1-9], zstd[:1-19]: every layer compressed so, deterministically
+    /// (the same bytes on every host and restart), under a new manifest.
+    /// gzip and zstd blob digests are computed once per layer at startup and
+    /// remembered under the cache dir ($XDG_CACHE_HOME or ~/.cache,
+    /// cfs-export/index), so later starts compress nothing.
     #[arg(long, value_name = "KIND", default_value = "original", value_parser = serve_compression)]
     compression: CompressionChoice,
     /// Layers rebuilt at once (default: number of cores).
@@ -49,15 +56,9 @@ pub(super) struct ServeArgs {
     jobs: Option<u16>,
 }
 
-/// `--compression` of serve: none or original (gzip and zstd would need a
-/// compression pass to learn each blob's size before its manifest is served).
+/// `--compression` of serve: what export takes.
 fn serve_compression(s: &str) -> Result<CompressionChoice, String> {
-    match s.parse::<CompressionChoice>() {
-        Ok(
-            c @ (CompressionChoice::Original | CompressionChoice::Fixed(Compression::Uncompressed)),
-        ) => Ok(c),
-        _ => Err("expected original or none".to_string()),
-    }
+    s.parse::<CompressionChoice>().map_err(|e| e.to_string())
 }
 
 impl ServeArgs {
@@ -121,6 +122,9 @@ pub(super) fn serve_command(cli: &Cli, args: &ServeArgs, out: &mut dyn Write) ->
                 .context("loading images")??
             };
             let deployed = deployment_tags(&r, source.host.as_ref()).await?;
+            if !cli.quiet {
+                tell_indexing(&images, args.compression);
+            }
             let registry =
                 Registry::bind(r, images, &deployed, listen, &users, args.tls().as_ref(), &opts)
                     .await?;
@@ -178,6 +182,33 @@ async fn deployment_tags<ID: composefs::fsverity::FsVerityHashValue>(
     .context("reading the deployments")
 }
 
+/// Say on stderr which layers must be compressed once before serving, to
+/// learn their gzip or zstd digests (the index has the others).
+fn tell_indexing<ID>(images: &[StoredImage<ID>], choice: CompressionChoice) {
+    let CompressionChoice::Fixed(c @ (Compression::Gzip(_) | Compression::Zstd(_))) = choice else {
+        return;
+    };
+    let index = BlobIndex::new();
+    let n = index.missing(images, c).len();
+    if n == 0 {
+        return;
+    }
+    let (layers, their) = if n == 1 {
+        ("layer", "its")
+    } else {
+        ("layers", "their")
+    };
+    let kind = match c {
+        Compression::Zstd(_) => "zstd",
+        _ => "gzip",
+    };
+    let remembered = match index.dir() {
+        Some(d) => format!("remembered in {}", d.display()),
+        None => "not remembered: no cache dir ($XDG_CACHE_HOME or $HOME)".to_string(),
+    };
+    eprintln!("note: compressing {n} {layers} once to learn {their} {kind} digests ({remembered})");
+}
+
 /// The first stdout line is the address (a JSON line with `--json`), then
 /// one line per image.
 fn announce<ID: composefs::fsverity::FsVerityHashValue>(
@@ -188,7 +219,10 @@ fn announce<ID: composefs::fsverity::FsVerityHashValue>(
     let scheme = if registry.https { "https" } else { "http" };
     let url = format!("{scheme}://{}", registry.addr);
     if cli.json {
-        let line = serde_json::json!({"listening": url, "images": registry.images});
+        let mut line = serde_json::json!({"listening": url, "images": registry.images});
+        if let Some(indexed) = &registry.indexed {
+            line["indexed"] = serde_json::to_value(indexed)?;
+        }
         writeln!(out, "{line}")?;
     } else {
         writeln!(out, "listening on {url}")?;
@@ -213,6 +247,12 @@ fn announce<ID: composefs::fsverity::FsVerityHashValue>(
         }
     }
     if !cli.quiet {
+        if let Some(i) = registry.indexed.as_ref().filter(|i| i.compressed > 0) {
+            eprintln!(
+                "note: compressed {} of {} distinct layers ({}) in {:.1} s",
+                i.compressed, i.layers, i.compression, i.seconds
+            );
+        }
         for (name, registries) in &registry.ambiguous {
             eprintln!(
                 "warning: {} is the short name of images from {}: it is served only as REGISTRY/{0} or with ?ns=REGISTRY; point mirrors at ADDR/REGISTRY/…",

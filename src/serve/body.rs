@@ -16,12 +16,12 @@ use tokio::sync::mpsc;
 
 use super::ranges::Window;
 use super::{Blob, Inner, LayerBlob, LayerServed};
-use crate::compress::Compression;
+use crate::blob_index::BlobIndex;
+use crate::compress::{Compression, Encoder};
 use crate::digest::HashingWriter;
 use crate::layer::{self, Restart, RestartPoint};
 use crate::lock;
 use crate::progress::{LayerKey, ProgressWriter};
-use crate::reproduce::Reproducer;
 
 /// Bytes per response chunk; the last one or two are held back until the layer is proven.
 pub(crate) const CHUNK: usize = 256 * 1024;
@@ -73,18 +73,17 @@ fn rebuild_into<ID: FsVerityHashValue>(
     } = &**blob;
     let key = LayerKey {
         diff_id: layer.diff_id.clone(),
-        compression: served
-            .reproduced
-            .map_or(Compression::Uncompressed, Compression::Reproduced),
+        compression: served.compression,
     };
     let started = Instant::now();
     s.progress.layer_started(image, &key, served.tar_size);
     let sender = HeldBack::new(tx.clone(), runtime);
-    let result = match served.reproduced {
-        None => tar_into(s, blob, digest, (first, count), &key, sender),
-        Some(r) => {
+    let result = match served.compression {
+        Compression::Uncompressed => tar_into(s, blob, digest, (first, count), &key, sender),
+        c => {
+            // A part of a compressed blob: the encoder runs from the start.
             let window = Window::new(sender, first, count);
-            reproduce_into(s, blob, r, &key, window).map(Window::into_inner)
+            compressed_into(s, blob, c, &key, window).map(Window::into_inner)
         }
     };
     s.progress.layer_finished(&key);
@@ -106,6 +105,9 @@ fn rebuild_into<ID: FsVerityHashValue>(
                 .chain()
                 .any(|c| c.downcast_ref::<layer::DestinationWriteError>().is_some());
             if !gone {
+                if s.log_errors {
+                    tracing::error!("Serving blob {digest}: {e:#}");
+                }
                 log.errors.push(e);
             }
         }
@@ -145,16 +147,18 @@ fn tar_into<ID: FsVerityHashValue>(
     Ok(counted.into_inner().into_inner())
 }
 
-/// Rebuild the layer through encoder `r` into `sender`; the output must be
-/// the original blob, digest and size, or nothing more is released.
-fn reproduce_into<ID: FsVerityHashValue, W: Write>(
+/// Rebuild the layer through `compression`'s encoder into `sender`; the
+/// output must be the blob served, digest and size (the original blob for
+/// a reproduced one, the indexed one for gzip and zstd), or nothing more is
+/// released.
+fn compressed_into<ID: FsVerityHashValue, W: Write>(
     s: &Inner<ID>,
     blob: &LayerBlob<ID>,
-    r: Reproducer,
+    compression: Compression,
     key: &LayerKey,
     sender: W,
 ) -> anyhow::Result<W> {
-    let encoder = r.writer(HashingWriter::new(sender), s.workers)?;
+    let encoder = encoder_for(compression, HashingWriter::new(sender), s.workers)?;
     let counted = ProgressWriter::new(encoder, &*s.progress, key);
     let (counted, _) = layer::rebuild(&s.repo, &blob.image, &blob.layer, counted)?;
     let (sender, digest, size) = counted
@@ -164,16 +168,39 @@ fn reproduce_into<ID: FsVerityHashValue, W: Write>(
         .finish();
     let expected = &blob.served.descriptor;
     if &digest != expected.digest() || size != expected.size() {
-        anyhow::bail!(
-            "Layer {} of image {}: the reproduced blob is {digest} ({size} bytes), not the original {} ({} bytes); \
-             export with --compression none",
-            blob.layer.diff_id,
-            blob.image,
-            expected.digest(),
-            expected.size()
-        );
+        let (layer, image) = (&blob.layer.diff_id, &blob.image);
+        let (want, want_size) = (expected.digest(), expected.size());
+        match compression {
+            Compression::Reproduced(_) => anyhow::bail!(
+                "Layer {layer} of image {image}: the reproduced blob is {digest} ({size} bytes), not the original {want} ({want_size} bytes); \
+                 export with --compression none"
+            ),
+            c => {
+                let entry = BlobIndex::new()
+                    .entry(layer, c)
+                    .map_or("it".to_string(), |p| p.display().to_string());
+                anyhow::bail!(
+                    "Layer {layer} of image {image}: compressed with {c} it is {digest} ({size} bytes), not {want} ({want_size} bytes) \
+                     as the index cache says and the manifest served: the cache entry is damaged or the encoder changed; \
+                     delete {entry} and restart serve"
+                )
+            }
+        }
     }
     Ok(sender)
+}
+
+/// The encoder a served layer is made with: the same bytes as the blob
+/// whose digest its manifest holds.
+fn encoder_for<W: Write>(
+    compression: Compression,
+    inner: W,
+    workers: usize,
+) -> std::io::Result<Encoder<W>> {
+    Ok(match compression {
+        Compression::Reproduced(r) => Encoder::Reproduced(r.writer(inner, workers)?),
+        c => c.encoder_on(inner, workers)?,
+    })
 }
 
 /// A writer into the response that keeps the latest chunk back until

@@ -13,7 +13,7 @@ use oci_spec::image::Digest;
 
 use super::access::{self, Access, Credential};
 use super::names::Names;
-use super::{add_image, conn, router, Inner, LayerServed, Log, ServedLayer};
+use super::{add_image, conn, router, Inner, LayerChoice, LayerServed, Log, ServedLayer};
 use crate::image::StoredImage;
 use crate::progress::ProgressHandle;
 use crate::reproduce::Reproducer;
@@ -52,7 +52,7 @@ impl<ID: FsVerityHashValue> Served<ID> {
         jobs: usize,
     ) -> Result<Self> {
         let mut blobs = HashMap::new();
-        let added = add_image(&repo, img, reproduced, &mut blobs)?;
+        let added = add_image(&repo, img, LayerChoice::Original(reproduced), &mut blobs)?;
         let manifest_digest = added.image.digest.clone();
         let prefix = access::random_hex(16)?;
         let inner = Arc::new(Inner {
@@ -65,6 +65,7 @@ impl<ID: FsVerityHashValue> Served<ID> {
             rebuilds: Arc::new(tokio::sync::Semaphore::new(jobs.max(1))),
             workers: jobs.max(1),
             restarts: Mutex::default(),
+            log_errors: false,
         });
         let credential = Arc::new(Credential::random()?);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -11,7 +11,9 @@
 //! uncompressed (blob digest = diff_id), or, when every layer's original
 //! compressed bytes are reproducible ([`crate::reproduce`]), those bytes,
 //! proven also by the original blob's digest and size, under the original
-//! manifest. The last bytes are held back until the proofs succeed, so a
+//! manifest; or (`serve --compression gzip|zstd`) through our deterministic
+//! encoder, proven also by the digest and size the index
+//! ([`crate::blob_index`]) learned. The last bytes are held back until the proofs succeed, so a
 //! damaged layer's response is cut short and can never be committed.
 //! skopeo asks only for the blobs its destination lacks.
 
@@ -38,6 +40,8 @@ use composefs::fsverity::FsVerityHashValue;
 use composefs::repository::Repository;
 use oci_spec::image::{Descriptor, DescriptorBuilder, Digest, MediaType};
 
+use crate::blob_index::IndexedBlob;
+use crate::compress::Compression;
 use crate::image::{self, StoredImage, StoredLayer};
 use crate::progress::ProgressHandle;
 use crate::reproduce::Reproducer;
@@ -65,8 +69,9 @@ pub(crate) struct ServedLayer {
     pub descriptor: Descriptor,
     /// The uncompressed tar's size.
     pub tar_size: u64,
-    /// The encoder reproducing the original blob, when that is what is served.
-    pub reproduced: Option<Reproducer>,
+    /// How the blob is made from the tar: as it is, by the encoder that
+    /// reproduces the original blob, or by our deterministic gzip or zstd.
+    pub compression: Compression,
 }
 
 impl ServedLayer {
@@ -104,10 +109,12 @@ struct Inner<ID: FsVerityHashValue> {
     log: Mutex<Log>,
     /// Layer rebuilds allowed at once.
     rebuilds: Arc<tokio::sync::Semaphore>,
-    /// Compression threads per reproduced layer.
+    /// Compression threads per compressed layer.
     workers: usize,
     /// Where earlier responses of each uncompressed layer can be resumed.
     restarts: Mutex<HashMap<String, Vec<crate::layer::RestartPoint>>>,
+    /// Log layer errors as they happen (`serve`: no caller reads [`Log`]).
+    log_errors: bool,
 }
 
 /// One image's manifest as served.
@@ -124,51 +131,58 @@ struct Added {
     original_manifest: bool,
 }
 
-/// Add `img`'s config and layers to `blobs` and make its manifest. When
-/// `reproduced` has an encoder for every compressed layer, the original
-/// blobs and manifest are served; else every layer uncompressed (the
-/// fastest for a destination that unpacks them, and deterministic).
+/// How the layers of served images become blobs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum LayerChoice<'a> {
+    /// The original blobs and manifest when this has an encoder for every
+    /// compressed layer; else every layer uncompressed (the fastest for a
+    /// destination that unpacks them, and deterministic).
+    Original(&'a HashMap<Digest, Reproducer>),
+    /// Every layer through this encoder, its blob (by diff_id) as indexed.
+    Indexed(Compression, &'a HashMap<Digest, IndexedBlob>),
+}
+
+/// Add `img`'s config and layers to `blobs` and make its manifest, the
+/// layers as `choice` says.
 fn add_image<ID: FsVerityHashValue>(
     repo: &Repository<ID>,
     img: &StoredImage<ID>,
-    reproduced: &HashMap<Digest, Reproducer>,
+    choice: LayerChoice<'_>,
     blobs: &mut HashMap<String, Blob<ID>>,
 ) -> Result<Added> {
     blobs.insert(
         img.config_digest().to_string(),
         Blob::Bytes(Bytes::from(img.config_bytes.clone())),
     );
-    // The original blobs: reproduced, or uncompressed ones as they are.
-    let originals = img
-        .layers
-        .iter()
-        .map(|l| {
-            let o = l.original.as_ref()?;
-            match reproduced.get(&l.diff_id) {
-                Some(r) => Some((o.clone(), Some(*r))),
-                None => (o.digest() == &l.diff_id).then(|| (o.clone(), None)),
-            }
-        })
-        .collect::<Option<Vec<_>>>();
+    let originals = match choice {
+        LayerChoice::Original(reproduced) => original_blobs(img, reproduced),
+        LayerChoice::Indexed(..) => None,
+    };
     let mut layers = Vec::new();
     for (i, l) in img.layers.iter().enumerate() {
         let tar_size = image::layer_size(repo, l)
             .with_context(|| format!("Layer {} of image {}", l.index + 1, img.name()))?;
-        let served = match originals.as_ref().map(|o| &o[i]) {
-            Some((descriptor, r)) => ServedLayer {
-                descriptor: descriptor.clone(),
-                tar_size,
-                reproduced: *r,
-            },
-            None => ServedLayer {
-                descriptor: DescriptorBuilder::default()
-                    .media_type(MediaType::ImageLayer)
-                    .digest(l.diff_id.clone())
-                    .size(tar_size)
-                    .build()?,
-                tar_size,
-                reproduced: None,
-            },
+        let (descriptor, compression) = match (originals.as_ref().map(|o| &o[i]), choice) {
+            (Some((descriptor, c)), _) => (descriptor.clone(), *c),
+            (None, LayerChoice::Indexed(c, indexed)) => {
+                let blob = indexed.get(&l.diff_id).with_context(|| {
+                    format!(
+                        "internal: layer {} of image {} not indexed",
+                        l.diff_id,
+                        img.name()
+                    )
+                })?;
+                (descriptor(c.media_type(), &blob.digest, blob.size)?, c)
+            }
+            (None, LayerChoice::Original(_)) => (
+                descriptor(MediaType::ImageLayer, &l.diff_id, tar_size)?,
+                Compression::Uncompressed,
+            ),
+        };
+        let served = ServedLayer {
+            descriptor,
+            tar_size,
+            compression,
         };
         layers.push(served.clone());
         blobs.insert(
@@ -195,6 +209,33 @@ fn add_image<ID: FsVerityHashValue>(
         layers,
         original_manifest,
     })
+}
+
+/// The original blobs of `img`, if each is served: reproduced by the
+/// encoder in `reproduced`, or uncompressed ones as they are.
+fn original_blobs<ID>(
+    img: &StoredImage<ID>,
+    reproduced: &HashMap<Digest, Reproducer>,
+) -> Option<Vec<(Descriptor, Compression)>> {
+    img.layers
+        .iter()
+        .map(|l| {
+            let o = l.original.as_ref()?;
+            match reproduced.get(&l.diff_id) {
+                Some(r) => Some((o.clone(), Compression::Reproduced(*r))),
+                None => (o.digest() == &l.diff_id).then(|| (o.clone(), Compression::Uncompressed)),
+            }
+        })
+        .collect()
+}
+
+/// A layer descriptor.
+fn descriptor(media_type: MediaType, digest: &Digest, size: u64) -> Result<Descriptor> {
+    Ok(DescriptorBuilder::default()
+        .media_type(media_type)
+        .digest(digest.clone())
+        .size(size)
+        .build()?)
 }
 
 /// The routes over `inner`.

@@ -3,7 +3,11 @@
 //! Every tagged image is served (see the `names` module): the original
 //! compressed blobs and manifest when every compressed layer is reproduced
 //! (as `export --compression original` does), else uncompressed layers under
-//! a new manifest, the same bytes on every host and restart. Nothing is
+//! a new manifest, the same bytes on every host and restart; or, asked for
+//! gzip or zstd, every layer through our deterministic encoder, under a new
+//! manifest whose blob digests and sizes come from the index
+//! ([`crate::blob_index`]: each layer compressed once, at the first start,
+//! then remembered). Nothing is
 //! served anonymously unless asked; connections, header and idle times and
 //! concurrent rebuilds are bounded as for the hand-off, but a response has
 //! no overall deadline (layers are large).
@@ -21,8 +25,9 @@ use composefs::repository::Repository;
 use super::access::{Access, Htpasswd};
 use super::names::Names;
 use super::tls::TlsFiles;
-use super::{add_image, conn, router, Inner, Log};
-use crate::compress::CompressionChoice;
+use super::{add_image, conn, router, Inner, LayerChoice, Log};
+use crate::blob_index::IndexReport;
+use crate::compress::{Compression, CompressionChoice};
 use crate::export::ExportOptions;
 use crate::image::StoredImage;
 
@@ -75,11 +80,15 @@ pub struct Registry<ID: FsVerityHashValue> {
     /// Short names that several registries' images share (`name:tag`,
     /// registries): served only as `REGISTRY/name` or with `?ns=`.
     pub ambiguous: Vec<(String, Vec<String>)>,
+    /// For gzip and zstd: how the blobs' digests were learned.
+    pub indexed: Option<IndexReport>,
 }
 
 impl<ID: FsVerityHashValue> Registry<ID> {
     /// Prepare `images` (finding their original compression first when
-    /// `opts.compression` is `original`) and bind `listen`. `extra_tags`
+    /// `opts.compression` is `original`; for gzip and zstd, the blobs'
+    /// digests and sizes, from the index or by compressing each layer
+    /// not indexed once, `opts.jobs` at a time) and bind `listen`. `extra_tags`
     /// serves images under more names (`quay.io/x/os:booted` for the image
     /// whose config digest is given: a bootc host's deployments).
     pub async fn bind(
@@ -96,14 +105,29 @@ impl<ID: FsVerityHashValue> Registry<ID> {
             Users::Anyone => Access::Anyone,
             Users::Htpasswd(path) => Access::Users(Htpasswd::read(path)?),
         });
-        let opts = match opts.compression {
+        let (opts, indexed) = match opts.compression {
             CompressionChoice::Original => {
                 let (r, i, o) = (repo.clone(), images.clone(), opts.clone());
-                tokio::task::spawn_blocking(move || crate::export::with_reproduced(&r, &i, &o))
-                    .await
-                    .context("export worker")??
+                let opts =
+                    tokio::task::spawn_blocking(move || crate::export::with_reproduced(&r, &i, &o))
+                        .await
+                        .context("export worker")??;
+                (opts, None)
             }
-            CompressionChoice::Fixed(_) => opts.clone(),
+            CompressionChoice::Fixed(c @ (Compression::Gzip(_) | Compression::Zstd(_))) => {
+                let (r, i, jobs) = (repo.clone(), images.clone(), opts.jobs);
+                let indexed = tokio::task::spawn_blocking(move || {
+                    crate::blob_index::index_layers(&r, &i, c, jobs)
+                })
+                .await
+                .context("index worker")??;
+                (opts.clone(), Some((c, indexed)))
+            }
+            CompressionChoice::Fixed(_) => (opts.clone(), None),
+        };
+        let choice = match &indexed {
+            Some((c, (blobs, _))) => LayerChoice::Indexed(*c, blobs),
+            None => LayerChoice::Original(&opts.reproduced),
         };
         let mut names = Names::default();
         names.listing = true;
@@ -111,7 +135,7 @@ impl<ID: FsVerityHashValue> Registry<ID> {
         let mut served = Vec::new();
         let mut reports = Vec::new();
         for img in &images {
-            let added = add_image(&repo, img, &opts.reproduced, &mut blobs)?;
+            let added = add_image(&repo, img, choice, &mut blobs)?;
             for tag in &img.entry.tags {
                 names.add_tag(tag, served.len());
             }
@@ -155,6 +179,7 @@ impl<ID: FsVerityHashValue> Registry<ID> {
             rebuilds: Arc::new(tokio::sync::Semaphore::new(opts.jobs.max(1))),
             workers: opts.jobs.max(1),
             restarts: Mutex::default(),
+            log_errors: true,
         });
         Ok(Registry {
             inner,
@@ -165,6 +190,7 @@ impl<ID: FsVerityHashValue> Registry<ID> {
             addr,
             images: reports,
             ambiguous,
+            indexed: indexed.map(|(_, (_, report))| report),
         })
     }
 

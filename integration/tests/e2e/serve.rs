@@ -258,7 +258,10 @@ pub(crate) fn skopeo(args: &[&str]) -> Result<Vec<u8>> {
 
 /// (manifest digest, manifest) of the image `oci:DIR:os`, its config digest
 /// checked against `config_digest` and each layer against its digest.
-fn copied_layout(layout: &Path, config_digest: &str) -> Result<(String, serde_json::Value)> {
+pub(crate) fn copied_layout(
+    layout: &Path,
+    config_digest: &str,
+) -> Result<(String, serde_json::Value)> {
     let (digest, manifest) = fixture::manifest_for(layout, "os");
     ensure!(
         sha256(&fixture::read_blob(layout, &digest)) == digest,
