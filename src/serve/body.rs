@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
+use cfs_encoders::klauspost::SharedBlocks;
 use composefs::fsverity::FsVerityHashValue;
 use tokio::sync::mpsc;
 
@@ -83,7 +84,12 @@ fn rebuild_into<ID: FsVerityHashValue>(
         c => {
             // A part of a compressed blob: the encoder runs from the start.
             let window = Window::new(sender, first, count);
-            compressed_into(s, blob, c, &key, window).map(Window::into_inner)
+            let sent = compressed_into(s, blob, c, &key, window).map(Window::into_inner);
+            if sent.is_err() {
+                // A block made from damaged input must not be copied again.
+                s.blocks.forget(digest);
+            }
+            sent
         }
     };
     s.progress.layer_finished(&key);
@@ -150,7 +156,9 @@ fn tar_into<ID: FsVerityHashValue>(
 /// Rebuild the layer through `compression`'s encoder into `sender`; the
 /// output must be the blob served, digest and size (the original blob for
 /// a reproduced one, the indexed one for gzip and zstd), or nothing more is
-/// released.
+/// released. A reproduced blob's compressed blocks are shared with the
+/// other responses of that blob (`blocks`): concurrent pulls compress each
+/// block once.
 fn compressed_into<ID: FsVerityHashValue, W: Write>(
     s: &Inner<ID>,
     blob: &LayerBlob<ID>,
@@ -158,7 +166,13 @@ fn compressed_into<ID: FsVerityHashValue, W: Write>(
     key: &LayerKey,
     sender: W,
 ) -> anyhow::Result<W> {
-    let encoder = encoder_for(compression, HashingWriter::new(sender), s.workers)?;
+    let shared = s.blocks.blob(blob.served.digest().as_ref());
+    let encoder = encoder_for(
+        compression,
+        HashingWriter::new(sender),
+        s.workers,
+        shared.clone(),
+    )?;
     let counted = ProgressWriter::new(encoder, &*s.progress, key);
     let (counted, _) = layer::rebuild(&s.repo, &blob.image, &blob.layer, counted)?;
     let (sender, digest, size) = counted
@@ -187,6 +201,10 @@ fn compressed_into<ID: FsVerityHashValue, W: Write>(
             }
         }
     }
+    let (made, copied) = shared.counts();
+    if made + copied > 0 {
+        tracing::info!(target: "blocks", "{want}: {made} blocks compressed, {copied} copied", want = expected.digest());
+    }
     Ok(sender)
 }
 
@@ -196,9 +214,12 @@ fn encoder_for<W: Write>(
     compression: Compression,
     inner: W,
     workers: usize,
+    shared: Arc<dyn SharedBlocks>,
 ) -> std::io::Result<Encoder<W>> {
     Ok(match compression {
-        Compression::Reproduced(r) => Encoder::Reproduced(r.writer(inner, workers)?),
+        Compression::Reproduced(r) => {
+            Encoder::Reproduced(r.writer_sharing(inner, workers, Some(shared))?)
+        }
         c => c.encoder_on(inner, workers)?,
     })
 }

@@ -66,6 +66,8 @@ impl<ID: FsVerityHashValue> Served<ID> {
             workers: jobs.max(1),
             restarts: Mutex::default(),
             log_errors: false,
+            // One client: nothing to share, so nothing kept.
+            blocks: super::blocks::BlockCache::new(0),
         });
         let credential = Arc::new(Credential::random()?);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

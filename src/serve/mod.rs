@@ -18,6 +18,7 @@
 //! skopeo asks only for the blobs its destination lacks.
 
 mod access;
+mod blocks;
 mod body;
 mod conn;
 mod handoff;
@@ -115,6 +116,8 @@ struct Inner<ID: FsVerityHashValue> {
     restarts: Mutex<HashMap<String, Vec<crate::layer::RestartPoint>>>,
     /// Log layer errors as they happen (`serve`: no caller reads [`Log`]).
     log_errors: bool,
+    /// Compressed blocks of reproduced blobs, shared between responses.
+    blocks: Arc<blocks::BlockCache>,
 }
 
 /// One image's manifest as served.

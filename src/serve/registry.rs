@@ -9,7 +9,8 @@
 //! ([`crate::blob_index`]: each layer compressed once, at the first start,
 //! then remembered). Nothing is
 //! served anonymously unless asked; connections, header and idle times and
-//! concurrent rebuilds are bounded as for the hand-off, but a response has
+//! concurrent rebuilds are bounded as for the hand-off (more responses at
+//! once: a fleet pulls one layer many times; see `blocks`), but a response has
 //! no overall deadline (layers are large).
 
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ use composefs::fsverity::FsVerityHashValue;
 use composefs::repository::Repository;
 
 use super::access::{Access, Htpasswd};
+use super::blocks::BlockCache;
 use super::names::Names;
 use super::tls::TlsFiles;
 use super::{add_image, conn, router, Inner, LayerChoice, Log};
@@ -33,6 +35,12 @@ use crate::image::StoredImage;
 
 /// How long running responses may finish after SIGINT/SIGTERM.
 pub const GRACE: Duration = Duration::from_secs(10);
+
+/// Layer responses at once, per `--jobs`: each client pulls several layers
+/// at a time, and a response mostly waits for its client, or copies the
+/// blocks a response of the same blob compressed. Bounded all the same, as
+/// each holds buffers and threads.
+const RESPONSES_PER_JOB: usize = 4;
 
 /// Who may pull.
 #[derive(Debug, Clone)]
@@ -176,10 +184,13 @@ impl<ID: FsVerityHashValue> Registry<ID> {
             blobs,
             progress: opts.progress.clone(),
             log: Mutex::new(Log::default()),
-            rebuilds: Arc::new(tokio::sync::Semaphore::new(opts.jobs.max(1))),
+            rebuilds: Arc::new(tokio::sync::Semaphore::new(
+                opts.jobs.max(1) * RESPONSES_PER_JOB,
+            )),
             workers: opts.jobs.max(1),
             restarts: Mutex::default(),
             log_errors: true,
+            blocks: BlockCache::new(super::blocks::BUDGET),
         });
         Ok(Registry {
             inner,

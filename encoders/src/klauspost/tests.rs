@@ -98,7 +98,9 @@ struct StoreClaim(std::sync::Arc<Store>, u64);
 
 impl super::BlockClaim for StoreClaim {
     fn fulfil(self: Box<Self>, compressed: &[u8]) {
-        self.0.made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0
+            .made
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let mut blocks = self.0.blocks.lock().expect("lock");
         blocks.insert(self.1, compressed.into());
     }
@@ -110,7 +112,9 @@ impl super::SharedBlocks for Shared {
     fn claim(&self, seq: u64) -> super::Claim {
         match self.0.blocks.lock().expect("lock").get(&seq) {
             Some(b) => {
-                self.0.copied.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                self.0
+                    .copied
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 super::Claim::Ready(b.clone())
             }
             None => super::Claim::Mine(Box::new(StoreClaim(self.0.clone(), seq))),
@@ -143,12 +147,26 @@ fn shared_blocks_are_made_once_and_copied_in_order() {
     for workers in [1, 3] {
         assert!(compress_shared(&data, workers, &store) == want);
     }
-    assert_eq!((store.made.load(SeqCst), store.copied.load(SeqCst)), (6, 12));
+    assert_eq!(
+        (store.made.load(SeqCst), store.copied.load(SeqCst)),
+        (6, 12)
+    );
     // Half the blocks gone: they are made again, the rest copied.
-    store.blocks.lock().expect("lock").retain(|seq, _| seq % 2 == 0);
+    store
+        .blocks
+        .lock()
+        .expect("lock")
+        .retain(|seq, _| seq % 2 == 0);
     assert!(compress_shared(&data, 2, &store) == want);
-    assert_eq!((store.made.load(SeqCst), store.copied.load(SeqCst)), (9, 15));
+    assert_eq!(
+        (store.made.load(SeqCst), store.copied.load(SeqCst)),
+        (9, 15)
+    );
     // A copied block is what is written: one wrong block, wrong output.
-    store.blocks.lock().expect("lock").insert(2, vec![0u8; 3].into());
+    store
+        .blocks
+        .lock()
+        .expect("lock")
+        .insert(2, vec![0u8; 3].into());
     assert!(compress_shared(&data, 2, &store) != want);
 }

@@ -50,7 +50,7 @@ impl Serve {
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .env("XDG_CACHE_HOME", &img.cache)
-            .env("RUST_LOG", "warn,access=info")
+            .env("RUST_LOG", "warn,access=info,blocks=info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log)?)
@@ -569,7 +569,8 @@ pub fn tls_with_htpasswd() -> Result<()> {
 }
 
 /// Four `skopeo copy … dir:` pulls at once all complete, each blob proven
-/// by its digest and all four copies byte-identical.
+/// by its digest and all four copies byte-identical, and each pgzip block
+/// of the reproduced layers was compressed once for all four.
 pub fn four_parallel_pulls() -> Result<()> {
     let t = tempfile::tempdir()?;
     let mut tars = os_tars();
@@ -647,6 +648,41 @@ pub fn four_parallel_pulls() -> Result<()> {
         );
     }
     eprintln!("four parallel pulls: {took:.2?}");
+    shared_blocks_made_once(&serve.log_text())
+}
+
+/// The reproduced pgzip blobs' responses (the `blocks` log lines: `DIGEST:
+/// M blocks compressed, C copied`) compressed each block once between them:
+/// per blob, the blocks made add up to the blocks one response wrote.
+fn shared_blocks_made_once(log: &str) -> Result<()> {
+    let mut blobs: std::collections::BTreeMap<&str, Vec<(u64, u64)>> = Default::default();
+    for line in log.lines() {
+        let Some(at) = line.find("sha256:") else {
+            continue;
+        };
+        let Some((digest, rest)) = line[at..].split_once(": ") else {
+            continue;
+        };
+        let Some((made, rest)) = rest.split_once(" blocks compressed, ") else {
+            continue;
+        };
+        let copied = rest.trim_end_matches(" copied");
+        blobs
+            .entry(digest)
+            .or_default()
+            .push((made.parse()?, copied.parse()?));
+    }
+    ensure!(!blobs.is_empty(), "no reproduced blob was logged:\n{log}");
+    for (digest, responses) in &blobs {
+        let made: u64 = responses.iter().map(|r| r.0).sum();
+        let blocks = responses.iter().map(|r| r.0 + r.1).max().unwrap_or(0);
+        ensure!(
+            responses.len() >= 4 && made == blocks,
+            "{digest}: {} responses made {made} of {blocks} blocks: {responses:?}",
+            responses.len()
+        );
+        eprintln!("{digest}: {blocks} blocks, made once across {responses:?}");
+    }
     Ok(())
 }
 
