@@ -7,6 +7,7 @@
 //! threads or memory indefinitely.
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -167,10 +168,11 @@ fn compressed_into<ID: FsVerityHashValue, W: Write>(
     sender: W,
 ) -> anyhow::Result<W> {
     let shared = s.blocks.blob(blob.served.digest().as_ref());
+    let share = s.workers.share();
     let encoder = encoder_for(
         compression,
         HashingWriter::new(sender),
-        s.workers,
+        share.threads,
         shared.clone(),
     )?;
     let counted = ProgressWriter::new(encoder, &*s.progress, key);
@@ -222,6 +224,46 @@ fn encoder_for<W: Write>(
         }
         c => c.encoder_on(inner, workers)?,
     })
+}
+
+/// Compression threads for the responses compressing at once: `jobs` for
+/// the first, fewer for each one more (it has its share of the cores in
+/// running beside the others), so many clients do not mean many threads
+/// each with blocks in flight.
+pub(super) struct Workers {
+    jobs: usize,
+    running: AtomicUsize,
+}
+
+impl Workers {
+    /// Up to `jobs` threads for one response.
+    pub fn new(jobs: usize) -> Self {
+        Workers {
+            jobs: jobs.max(1),
+            running: AtomicUsize::new(0),
+        }
+    }
+
+    /// Threads for one more response, counted as running until dropped.
+    fn share(&self) -> Share<'_> {
+        let before = self.running.fetch_add(1, Ordering::SeqCst);
+        Share {
+            threads: self.jobs.div_ceil(before + 1),
+            running: &self.running,
+        }
+    }
+}
+
+/// One response's [`Workers::share`].
+struct Share<'a> {
+    threads: usize,
+    running: &'a AtomicUsize,
+}
+
+impl Drop for Share<'_> {
+    fn drop(&mut self) {
+        self.running.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A writer into the response that keeps the latest chunk back until
@@ -323,6 +365,18 @@ mod tests {
         });
         released.join().unwrap().unwrap();
         assert_eq!(got, data);
+    }
+
+    #[test]
+    fn later_responses_get_fewer_threads() {
+        let w = Workers::new(4);
+        let first = w.share();
+        let second = w.share();
+        let third = w.share();
+        assert_eq!((first.threads, second.threads, third.threads), (4, 2, 2));
+        drop((first, second, third));
+        assert_eq!(w.share().threads, 4, "all ended: a new one gets them all");
+        assert_eq!(Workers::new(0).share().threads, 1);
     }
 
     #[test]

@@ -63,7 +63,7 @@ impl<ID: FsVerityHashValue> Served<ID> {
             progress,
             log: Mutex::new(Log::default()),
             rebuilds: Arc::new(tokio::sync::Semaphore::new(jobs.max(1))),
-            workers: jobs.max(1),
+            workers: super::body::Workers::new(jobs),
             restarts: Mutex::default(),
             log_errors: false,
             // One client: nothing to share, so nothing kept.

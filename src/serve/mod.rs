@@ -111,7 +111,7 @@ struct Inner<ID: FsVerityHashValue> {
     /// Layer rebuilds allowed at once.
     rebuilds: Arc<tokio::sync::Semaphore>,
     /// Compression threads per compressed layer.
-    workers: usize,
+    workers: body::Workers,
     /// Where earlier responses of each uncompressed layer can be resumed.
     restarts: Mutex<HashMap<String, Vec<crate::layer::RestartPoint>>>,
     /// Log layer errors as they happen (`serve`: no caller reads [`Log`]).

@@ -187,7 +187,7 @@ impl<ID: FsVerityHashValue> Registry<ID> {
             rebuilds: Arc::new(tokio::sync::Semaphore::new(
                 opts.jobs.max(1) * RESPONSES_PER_JOB,
             )),
-            workers: opts.jobs.max(1),
+            workers: super::body::Workers::new(opts.jobs),
             restarts: Mutex::default(),
             log_errors: true,
             blocks: BlockCache::new(super::blocks::BUDGET),
