@@ -25,6 +25,7 @@ mod handoff;
 mod names;
 mod ranges;
 pub mod registry;
+mod resume;
 mod routes;
 pub mod tls;
 
@@ -118,6 +119,8 @@ struct Inner<ID: FsVerityHashValue> {
     log_errors: bool,
     /// Compressed blocks of reproduced blobs, shared between responses.
     blocks: Arc<blocks::BlockCache>,
+    /// Where earlier responses of each reproduced pgzip blob can be resumed.
+    blob_points: Arc<resume::BlobPoints>,
 }
 
 /// One image's manifest as served.

@@ -189,6 +189,7 @@ impl<ID: FsVerityHashValue> Registry<ID> {
             )),
             workers: opts.jobs.max(1),
             restarts: Mutex::default(),
+            blob_points: Arc::default(),
             log_errors: true,
             blocks: BlockCache::new(super::blocks::BUDGET),
         });
