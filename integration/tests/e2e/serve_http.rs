@@ -292,6 +292,77 @@ pub fn http_details_with_curl() -> Result<()> {
     result.with_context(|| format!("exchanges so far:\n{transcript}"))
 }
 
+/// A `Range` on a reproduced pgzip layer, after a whole response of it,
+/// starts at a restart point inside the blob (the `blocks` log line says
+/// where), not at byte 0, and sends exactly the blob's bytes from there.
+pub fn ranges_resume_reproduced_pgzip_at_a_block() -> Result<()> {
+    let t = tempfile::tempdir()?;
+    let mut tars = os_tars();
+    tars.push(
+        TarBuilder::new()
+            .dir("srv")
+            .file("srv/noise", &fixture::noise(24 << 20, 43))
+            .finish(false),
+    );
+    let img = Image::reproducible(t.path(), &tars, &[TAGGED])?;
+    let serve = Serve::start(&img, &["--anonymous"])?;
+    let (layer, blob) = img
+        .blobs
+        .iter()
+        .max_by_key(|(_, b)| b.len())
+        .context("no layers")?;
+    let path = format!("/v2/{SERVED}/blobs/{layer}");
+    let started = Instant::now();
+    let whole = curl(&serve, "GET", &path, &[])?;
+    let whole_took = started.elapsed();
+    ensure!(
+        whole.status == 200 && whole.body == *blob,
+        "{}",
+        whole.transcript
+    );
+    // The last MiB and a bit, as a client resuming a cut pull asks.
+    let n = blob.len();
+    let first = n - (1 << 20) - 12345;
+    let started = Instant::now();
+    let part = curl(&serve, "GET", &path, &[&format!("Range: bytes={first}-")])?;
+    let part_took = started.elapsed();
+    ensure!(part.status == 206, "{}", part.transcript);
+    ensure!(
+        part.header("content-range") == Some(&*format!("bytes {first}-{}/{n}", n - 1)),
+        "{}",
+        part.transcript
+    );
+    ensure!(
+        part.body == blob[first..],
+        "the range is not the blob's tail"
+    );
+    let log = serve.log_text();
+    let said = format!("{layer}: bytes from {first} restart at block ");
+    let line = log
+        .lines()
+        .find(|l| l.contains(&said))
+        .with_context(|| format!("no restart logged for {first}; log:\n{log}"))?;
+    let at: u64 = line
+        .split_once(&said)
+        .and_then(|(_, rest)| {
+            rest.split_once(" (")?
+                .1
+                .split_once(" bytes into")?
+                .0
+                .parse()
+                .ok()
+        })
+        .with_context(|| format!("restart line {line:?}"))?;
+    ensure!(
+        at > 0 && at <= first as u64 && first as u64 - at < 9 << 20,
+        "restarted at {at} for {first}: {line}"
+    );
+    eprintln!(
+        "{n} byte pgzip layer: whole {whole_took:.2?}; bytes={first}- {part_took:.2?}, restarted at blob byte {at}"
+    );
+    Ok(())
+}
+
 /// Bytes in `path` so far (0 if it is not there yet).
 fn size_of(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
