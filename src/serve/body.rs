@@ -1,5 +1,9 @@
 //! A layer's response body: rebuilt from the repository as it is sent,
 //! proven against its diff_id, its last bytes held back until the proof.
+//! A part of a blob starts at the nearest restart point an earlier response
+//! passed: in the tar for an uncompressed layer (`tar_into`), at a pgzip
+//! block for a reproduced pgzip blob (`compressed_into`, `resume`); other
+//! encoders run from the blob's start.
 //!
 //! At most `--jobs` layers are rebuilt at once (a semaphore taken before the
 //! rebuild thread starts), and a client that stops reading for

@@ -15,6 +15,10 @@
 //! encoder, proven also by the digest and size the index
 //! ([`crate::blob_index`]) learned. The last bytes are held back until the proofs succeed, so a
 //! damaged layer's response is cut short and can never be committed.
+//! A range starts at the nearest restart point an earlier response of the
+//! blob passed: a tar offset and hash state for an uncompressed layer, a
+//! pgzip block start for a reproduced pgzip blob (`resume`,
+//! [`crate::pgzip_restart`]), still proven whole.
 //! skopeo asks only for the blobs its destination lacks.
 
 mod access;
