@@ -87,7 +87,7 @@ fn rebuild_into<ID: FsVerityHashValue>(
     let result = match served.compression {
         Compression::Uncompressed => tar_into(s, blob, digest, (first, count), &key, sender),
         c => {
-            let sent = compressed_into(s, blob, digest, c, &key, (first, count), sender);
+            let sent = compressed_into(s, blob, c, &key, (first, count), sender);
             if sent.is_err() {
                 // A block made from damaged input must not be copied again,
                 // nor a response resumed at its points.
@@ -169,7 +169,6 @@ fn tar_into<ID: FsVerityHashValue>(
 fn compressed_into<ID: FsVerityHashValue, W: Write>(
     s: &Inner<ID>,
     blob: &LayerBlob<ID>,
-    served: &str,
     compression: Compression,
     key: &LayerKey,
     (first, count): (u64, u64),
@@ -179,7 +178,7 @@ fn compressed_into<ID: FsVerityHashValue, W: Write>(
     let (window, digest, size) = match compression {
         Compression::Reproduced(Reproducer::Pgzip(version)) => {
             let span = (first, count);
-            resume::pgzip_into(s, blob, served, version, key, span, sender, shared.clone())?
+            resume::pgzip_into(s, blob, version, key, span, sender, shared.clone())?
         }
         c => {
             let window = Window::new(sender, first, count);

@@ -47,24 +47,23 @@ impl BlobPoints {
     }
 }
 
-/// Rebuild the reproduced pgzip blob `digest` into `window`'s sender:
+/// Rebuild the reproduced pgzip blob into `sender`:
 /// bytes `first..first + count`, from the latest restart point before
 /// `first` (from byte 0 without one), recording the points passed. Returns
 /// the window and the whole blob's digest and size, for the proof.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn pgzip_into<ID: FsVerityHashValue, W: std::io::Write>(
     s: &Inner<ID>,
     blob: &LayerBlob<ID>,
-    digest: &str,
     version: Version,
     key: &LayerKey,
     (first, count): (u64, u64),
     sender: W,
     shared: Arc<dyn SharedBlocks>,
 ) -> Result<(Window<W>, Digest, u64)> {
+    let digest = blob.served.digest().to_string();
     let from = match first {
         0 => None,
-        _ => s.blob_points.before(digest, first),
+        _ => s.blob_points.before(&digest, first),
     };
     let start = from.as_ref().map_or(0, |p| p.offset);
     if let Some(p) = &from {
@@ -77,8 +76,7 @@ pub(super) fn pgzip_into<ID: FsVerityHashValue, W: std::io::Write>(
         );
     }
     let points = s.blob_points.clone();
-    let name = digest.to_string();
-    let record = Box::new(move |p: BlobPoint| points.add(&name, p));
+    let record = Box::new(move |p: BlobPoint| points.add(&digest, p));
     let encoder = PgzipBlob {
         version,
         workers: s.workers,

@@ -354,7 +354,7 @@ pub fn ranges_resume_reproduced_pgzip_at_a_block() -> Result<()> {
         })
         .with_context(|| format!("restart line {line:?}"))?;
     ensure!(
-        at > 0 && at <= first as u64 && first as u64 - at < 9 << 20,
+        at > 0 && at <= first as u64 && first as u64 - at < 10 << 20,
         "restarted at {at} for {first}: {line}"
     );
     eprintln!(
