@@ -88,11 +88,18 @@ fn rebuild_into<ID: FsVerityHashValue>(
         Compression::Uncompressed => tar_into(s, blob, digest, (first, count), &key, sender),
         c => {
             let sent = compressed_into(s, blob, c, &key, (first, count), sender);
-            if sent.is_err() {
-                // A block made from damaged input must not be copied again,
-                // nor a response resumed at its points.
+            if let Err(e) = &sent {
+                // A block made from damaged input must not be copied again.
                 s.blocks.forget(digest);
-                s.blob_points.forget(digest);
+                // Nor a response resumed at its points; but a client that
+                // went away will resume at them (a wrong point could only
+                // fail the proof, never send wrong bytes).
+                let gone = e
+                    .chain()
+                    .any(|c| c.downcast_ref::<layer::DestinationWriteError>().is_some());
+                if !gone {
+                    s.blob_points.forget(digest);
+                }
             }
             sent
         }

@@ -292,7 +292,7 @@ pub fn http_details_with_curl() -> Result<()> {
     result.with_context(|| format!("exchanges so far:\n{transcript}"))
 }
 
-/// A `Range` on a reproduced pgzip layer, after a whole response of it,
+/// A `Range` on a reproduced pgzip layer, after a cut or a whole response of it,
 /// starts at a restart point inside the blob (the `blocks` log line says
 /// where), not at byte 0, and sends exactly the blob's bytes from there.
 pub fn ranges_resume_reproduced_pgzip_at_a_block() -> Result<()> {
@@ -312,6 +312,27 @@ pub fn ranges_resume_reproduced_pgzip_at_a_block() -> Result<()> {
         .max_by_key(|(_, b)| b.len())
         .context("no layers")?;
     let path = format!("/v2/{SERVED}/blobs/{layer}");
+    // A pull cut after 12 MiB, resumed there: it restarts at a point the
+    // cut response passed.
+    let cut = 12usize << 20;
+    let url = format!("http://{}{path}", serve.addr);
+    let got = run(Command::new("sh").args([
+        "-c",
+        &format!("curl -sS '{url}' 2>/dev/null | head -c {cut}"),
+    ]))?
+    .stdout;
+    ensure!(
+        got == blob[..cut],
+        "the cut response is not the blob's start"
+    );
+    let resumed = curl(&serve, "GET", &path, &[&format!("Range: bytes={cut}-")])?;
+    ensure!(resumed.status == 206, "{}", resumed.transcript);
+    ensure!(
+        resumed.body == blob[cut..],
+        "the resumed pull is not the blob's rest"
+    );
+    let at = restarted_at(&serve, layer, cut)?;
+    ensure!(at > 0 && at <= cut as u64, "resumed at {cut} from {at}");
     let started = Instant::now();
     let whole = curl(&serve, "GET", &path, &[])?;
     let whole_took = started.elapsed();
@@ -336,14 +357,27 @@ pub fn ranges_resume_reproduced_pgzip_at_a_block() -> Result<()> {
         part.body == blob[first..],
         "the range is not the blob's tail"
     );
+    let at = restarted_at(&serve, layer, first)?;
+    ensure!(
+        at > 0 && at <= first as u64 && first as u64 - at < 10 << 20,
+        "restarted at {at} for {first}"
+    );
+    eprintln!(
+        "{n} byte pgzip layer: whole {whole_took:.2?}; bytes={first}- {part_took:.2?}, restarted at blob byte {at}"
+    );
+    Ok(())
+}
+
+/// The blob offset the response of `layer` from byte `first` restarted at,
+/// as its `blocks` log line says.
+fn restarted_at(serve: &Serve, layer: &str, first: usize) -> Result<u64> {
     let log = serve.log_text();
     let said = format!("{layer}: bytes from {first} restart at block ");
     let line = log
         .lines()
         .find(|l| l.contains(&said))
         .with_context(|| format!("no restart logged for {first}; log:\n{log}"))?;
-    let at: u64 = line
-        .split_once(&said)
+    line.split_once(&said)
         .and_then(|(_, rest)| {
             rest.split_once(" (")?
                 .1
@@ -352,15 +386,7 @@ pub fn ranges_resume_reproduced_pgzip_at_a_block() -> Result<()> {
                 .parse()
                 .ok()
         })
-        .with_context(|| format!("restart line {line:?}"))?;
-    ensure!(
-        at > 0 && at <= first as u64 && first as u64 - at < 10 << 20,
-        "restarted at {at} for {first}: {line}"
-    );
-    eprintln!(
-        "{n} byte pgzip layer: whole {whole_took:.2?}; bytes={first}- {part_took:.2?}, restarted at blob byte {at}"
-    );
-    Ok(())
+        .with_context(|| format!("restart line {line:?}"))
 }
 
 /// Bytes in `path` so far (0 if it is not there yet).
