@@ -53,6 +53,7 @@ mod layout;
 pub mod list;
 pub mod objects;
 mod pgzip;
+pub mod pgzip_restart;
 pub mod progress;
 pub mod repo;
 pub mod reproduce;

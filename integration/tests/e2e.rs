@@ -237,6 +237,11 @@ fn main() {
             serve::four_parallel_pulls,
         ),
         trial(
+            "serve_ranges_resume_reproduced_pgzip_at_a_block",
+            &["skopeo", "curl"],
+            serve_http::ranges_resume_reproduced_pgzip_at_a_block,
+        ),
+        trial(
             "serve_sigterm_mid_pull",
             &["curl", "kill"],
             serve_http::sigterm_mid_pull,

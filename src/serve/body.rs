@@ -1,5 +1,9 @@
 //! A layer's response body: rebuilt from the repository as it is sent,
 //! proven against its diff_id, its last bytes held back until the proof.
+//! A part of a blob starts at the nearest restart point an earlier response
+//! passed: in the tar for an uncompressed layer (`tar_into`), at a pgzip
+//! block for a reproduced pgzip blob (`compressed_into`, `resume`); other
+//! encoders run from the blob's start.
 //!
 //! At most `--jobs` layers are rebuilt at once (a semaphore taken before the
 //! rebuild thread starts), and a client that stops reading for
@@ -17,13 +21,14 @@ use composefs::fsverity::FsVerityHashValue;
 use tokio::sync::mpsc;
 
 use super::ranges::Window;
-use super::{Blob, Inner, LayerBlob, LayerServed};
+use super::{resume, Blob, Inner, LayerBlob, LayerServed};
 use crate::blob_index::BlobIndex;
 use crate::compress::{Compression, Encoder};
 use crate::digest::HashingWriter;
 use crate::layer::{self, Restart, RestartPoint};
 use crate::lock;
 use crate::progress::{LayerKey, ProgressWriter};
+use crate::reproduce::Reproducer;
 
 /// Bytes per response chunk; the last one or two are held back until the layer is proven.
 pub(crate) const CHUNK: usize = 256 * 1024;
@@ -83,12 +88,20 @@ fn rebuild_into<ID: FsVerityHashValue>(
     let result = match served.compression {
         Compression::Uncompressed => tar_into(s, blob, digest, (first, count), &key, sender),
         c => {
-            // A part of a compressed blob: the encoder runs from the start.
-            let window = Window::new(sender, first, count);
-            let sent = compressed_into(s, blob, c, &key, window).map(Window::into_inner);
-            if sent.is_err() {
-                // A block made from damaged input must not be copied again.
-                s.blocks.forget(digest);
+            let sent = compressed_into(s, blob, c, &key, (first, count), sender);
+            if let Err(e) = &sent {
+                // A block made from damaged input must not be copied again,
+                // nor a response resumed at its points; but a client that
+                // went away leaves both to the others and to its own resumed
+                // read (a wrong block or point could only fail the proof,
+                // never send wrong bytes).
+                let gone = e
+                    .chain()
+                    .any(|c| c.downcast_ref::<layer::DestinationWriteError>().is_some());
+                if !gone {
+                    s.blocks.forget(digest);
+                    s.blob_points.forget(digest);
+                }
             }
             sent
         }
@@ -154,34 +167,50 @@ fn tar_into<ID: FsVerityHashValue>(
     Ok(counted.into_inner().into_inner())
 }
 
-/// Rebuild the layer through `compression`'s encoder into `sender`; the
-/// output must be the blob served, digest and size (the original blob for
-/// a reproduced one, the indexed one for gzip and zstd), or nothing more is
-/// released. A reproduced blob's compressed blocks are shared with the
-/// other responses of that blob (`blocks`): concurrent pulls compress each
-/// block once.
+/// Rebuild the layer through `compression`'s encoder into `sender`, bytes
+/// `first..first + count` of the blob; the output must be the blob served,
+/// digest and size (the original blob for a reproduced one, the indexed
+/// one for gzip and zstd), or nothing more is released. A reproduced
+/// pgzip blob's compressed blocks are shared with the other responses of
+/// that blob (`blocks`): concurrent pulls compress each block once; and a
+/// part of it starts at the nearest restart point an earlier response
+/// passed (`resume`). Other encoders run from the blob's start.
 fn compressed_into<ID: FsVerityHashValue, W: Write>(
     s: &Inner<ID>,
     blob: &LayerBlob<ID>,
     compression: Compression,
     key: &LayerKey,
+    (first, count): (u64, u64),
     sender: W,
 ) -> anyhow::Result<W> {
     let shared = s.blocks.blob(blob.served.digest().as_ref());
     let share = s.workers.share();
-    let encoder = encoder_for(
-        compression,
-        HashingWriter::new(sender),
-        share.threads,
-        shared.clone(),
-    )?;
-    let counted = ProgressWriter::new(encoder, &*s.progress, key);
-    let (counted, _) = layer::rebuild(&s.repo, &blob.image, &blob.layer, counted)?;
-    let (sender, digest, size) = counted
-        .into_inner()
-        .finish()
-        .map_err(|e| anyhow::Error::new(layer::DestinationWriteError(e)))?
-        .finish();
+    let (window, digest, size) = match compression {
+        Compression::Reproduced(Reproducer::Pgzip(version)) => {
+            let span = (first, count);
+            resume::pgzip_into(
+                s,
+                blob,
+                version,
+                key,
+                span,
+                sender,
+                (share.threads, shared.clone()),
+            )?
+        }
+        c => {
+            let window = Window::new(sender, first, count);
+            let encoder =
+                encoder_for(c, HashingWriter::new(window), share.threads, shared.clone())?;
+            let counted = ProgressWriter::new(encoder, &*s.progress, key);
+            let (counted, _) = layer::rebuild(&s.repo, &blob.image, &blob.layer, counted)?;
+            counted
+                .into_inner()
+                .finish()
+                .map_err(|e| anyhow::Error::new(layer::DestinationWriteError(e)))?
+                .finish()
+        }
+    };
     let expected = &blob.served.descriptor;
     if &digest != expected.digest() || size != expected.size() {
         let (layer, image) = (&blob.layer.diff_id, &blob.image);
@@ -207,7 +236,7 @@ fn compressed_into<ID: FsVerityHashValue, W: Write>(
     if made + copied > 0 {
         tracing::info!(target: "blocks", "{want}: {made} blocks compressed, {copied} copied", want = expected.digest());
     }
-    Ok(sender)
+    Ok(window.into_inner())
 }
 
 /// The encoder a served layer is made with: the same bytes as the blob

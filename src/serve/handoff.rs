@@ -65,6 +65,7 @@ impl<ID: FsVerityHashValue> Served<ID> {
             rebuilds: Arc::new(tokio::sync::Semaphore::new(jobs.max(1))),
             workers: super::body::Workers::new(jobs),
             restarts: Mutex::default(),
+            blob_points: Arc::default(),
             log_errors: false,
             // One client: nothing to share, so nothing kept.
             blocks: super::blocks::BlockCache::new(0),

@@ -15,6 +15,10 @@
 //! encoder, proven also by the digest and size the index
 //! ([`crate::blob_index`]) learned. The last bytes are held back until the proofs succeed, so a
 //! damaged layer's response is cut short and can never be committed.
+//! A range starts at the nearest restart point an earlier response of the
+//! blob passed: a tar offset and hash state for an uncompressed layer, a
+//! pgzip block start for a reproduced pgzip blob (`resume`,
+//! [`crate::pgzip_restart`]), still proven whole.
 //! skopeo asks only for the blobs its destination lacks.
 
 mod access;
@@ -25,6 +29,7 @@ mod handoff;
 mod names;
 mod ranges;
 pub mod registry;
+mod resume;
 mod routes;
 pub mod tls;
 
@@ -118,6 +123,8 @@ struct Inner<ID: FsVerityHashValue> {
     log_errors: bool,
     /// Compressed blocks of reproduced blobs, shared between responses.
     blocks: Arc<blocks::BlockCache>,
+    /// Where earlier responses of each reproduced pgzip blob can be resumed.
+    blob_points: Arc<resume::BlobPoints>,
 }
 
 /// One image's manifest as served.

@@ -189,6 +189,7 @@ impl<ID: FsVerityHashValue> Registry<ID> {
             )),
             workers: super::body::Workers::new(opts.jobs),
             restarts: Mutex::default(),
+            blob_points: Arc::default(),
             log_errors: true,
             blocks: BlockCache::new(super::blocks::BUDGET),
         });

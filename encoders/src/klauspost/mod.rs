@@ -33,7 +33,7 @@ mod token;
 #[cfg(test)]
 mod tests;
 
-pub use pgzip::PgzipWriter;
+pub use pgzip::{BlockMark, BlockObserver, BlockStart, PgzipWriter, BLOCK_SIZE, TAIL_SIZE};
 pub use shared::{BlockClaim, Claim, SharedBlocks};
 
 /// Which klauspost/compress output generation.

@@ -3,6 +3,12 @@
 //! 16 KiB as dictionary, and the CRC-32/ISIZE trailer. Blocks are compressed
 //! on worker threads and written in order, or copied from [`SharedBlocks`]
 //! when another writer of the same stream made them.
+//!
+//! Block `k`'s output depends only on input bytes `[k·1 MiB − 16 KiB,
+//! (k+1)·1 MiB)` and on whether it is the last, so a writer can also start
+//! at a block ([`PgzipWriter::resume`], given a [`BlockStart`]) and write
+//! exactly the rest of the stream; a running writer reports where each
+//! block starts ([`PgzipWriter::on_block`]).
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -14,15 +20,17 @@ use super::deflate::Compressor;
 use super::shared::{BlockClaim, Claim, SharedBlocks};
 use super::Version;
 
-/// pgzip `defaultBlockSize`.
-const BLOCK_SIZE: usize = 1 << 20;
-/// pgzip `tailSize`: the dictionary handed to the next block.
-const TAIL_SIZE: usize = 16384;
+/// pgzip `defaultBlockSize`: input bytes per block.
+pub const BLOCK_SIZE: usize = 1 << 20;
+/// pgzip `tailSize`: the previous block's last bytes, the next block's dictionary.
+pub const TAIL_SIZE: usize = 16384;
 /// pgzip with a zero `ModTime` writes `uint32(time.Time{}.Unix())` as MTIME.
 const HEADER: [u8; 10] = [0x1f, 0x8b, 0x08, 0x00, 0x00, 0x09, 0x6e, 0x88, 0x00, 0xff];
 
 struct Job {
     seq: u64,
+    /// CRC-32 of the input before the block.
+    crc: u32,
     dict: Vec<u8>,
     data: Vec<u8>,
     last: bool,
@@ -94,6 +102,78 @@ fn worker(version: Version, jobs: &Mutex<Receiver<Job>>, done: &Sender<Job>) {
     }
 }
 
+/// Where a writer starts instead of the gzip header: the beginning of block
+/// `seq`, everything before it having been written by another writer of
+/// the same input.
+#[derive(Debug, Clone)]
+pub struct BlockStart {
+    /// The block's number.
+    pub seq: u64,
+    /// The previous block's last [`TAIL_SIZE`] input bytes (empty for block 0).
+    pub tail: Vec<u8>,
+    /// CRC-32 of the input before the block.
+    pub crc: u32,
+    /// Compressed bytes before the block, the gzip header included (only
+    /// for the [`BlockMark`]s this writer reports).
+    pub offset: u64,
+}
+
+impl BlockStart {
+    /// Input bytes before the block.
+    pub fn input_before(&self) -> u64 {
+        self.seq * BLOCK_SIZE as u64
+    }
+}
+
+/// A block about to be written, as told to [`PgzipWriter::on_block`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockMark {
+    /// The block's number.
+    pub seq: u64,
+    /// Compressed bytes written before it, the gzip header included.
+    pub offset: u64,
+    /// CRC-32 of the input before it.
+    pub crc: u32,
+}
+
+/// Told of each block just before its first byte goes to the inner writer
+/// (which has received exactly `mark.offset` bytes of the stream then).
+pub type BlockObserver<W> = Box<dyn FnMut(&W, BlockMark) + Send>;
+
+/// The inner writer and what goes to it, block after block in order.
+struct Output<W: Write> {
+    inner: W,
+    /// The next block to write.
+    next_write: u64,
+    /// Bytes of the stream written so far (before this writer's first, the
+    /// ones another writer wrote).
+    offset: u64,
+    observer: Option<BlockObserver<W>>,
+}
+
+impl<W: Write> Output<W> {
+    fn block(&mut self, crc: u32, bytes: &[u8]) -> io::Result<()> {
+        let mark = BlockMark {
+            seq: self.next_write,
+            offset: self.offset,
+            crc,
+        };
+        if let Some(observe) = self.observer.as_mut() {
+            observe(&self.inner, mark);
+        }
+        self.inner.write_all(bytes)?;
+        self.offset += bytes.len() as u64;
+        self.next_write += 1;
+        Ok(())
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.inner.write_all(bytes)?;
+        self.offset += bytes.len() as u64;
+        Ok(())
+    }
+}
+
 enum Engine {
     Inline(Box<Compressor>),
     Threads(Pool),
@@ -105,15 +185,16 @@ enum Engine {
 /// or on how the input is split into `write` calls. At most about
 /// 2 × `workers` blocks (1 MiB each) are in flight.
 pub struct PgzipWriter<W: Write> {
-    inner: W,
+    out: Output<W>,
     engine: Engine,
     header_written: bool,
     block: Vec<u8>,
     prev_tail: Vec<u8>,
     crc: crc32fast::Hasher,
+    /// CRC-32 of the input before the current block.
+    block_crc: u32,
     size: u64,
     next_seq: u64,
-    next_write: u64,
     free: Vec<Vec<u8>>,
     out_buf: Vec<u8>,
     shared: Option<Arc<dyn SharedBlocks>>,
@@ -134,31 +215,76 @@ impl<W: Write> PgzipWriter<W> {
         workers: usize,
         shared: Option<Arc<dyn SharedBlocks>>,
     ) -> io::Result<Self> {
+        let start = BlockStart {
+            seq: 0,
+            tail: Vec::new(),
+            crc: 0,
+            offset: 0,
+        };
+        let mut w = Self::resume(inner, version, workers, shared, start)?;
+        w.header_written = false;
+        Ok(w)
+    }
+
+    /// A writer of the same stream as [`PgzipWriter::sharing`] from block
+    /// `at.seq` on, without the header: its input is the input from
+    /// [`BlockStart::input_before`] on, its output the stream's bytes from
+    /// the block on. A wrong `at` gives wrong bytes (a blob is proven by its
+    /// digest); a `tail` of the wrong length is refused.
+    pub fn resume(
+        inner: W,
+        version: Version,
+        workers: usize,
+        shared: Option<Arc<dyn SharedBlocks>>,
+        at: BlockStart,
+    ) -> io::Result<Self> {
+        let tail_len = if at.seq == 0 { 0 } else { TAIL_SIZE };
+        if at.tail.len() != tail_len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "pgzip: resuming at block {} needs the previous block's last {tail_len} bytes, got {}",
+                    at.seq,
+                    at.tail.len()
+                ),
+            ));
+        }
+        let size = at.input_before();
         let engine = if workers <= 1 {
             Engine::Inline(Box::new(Compressor::new(version)))
         } else {
             Engine::Threads(Pool::new(version, workers)?)
         };
         Ok(PgzipWriter {
-            inner,
+            out: Output {
+                inner,
+                next_write: at.seq,
+                offset: at.offset,
+                observer: None,
+            },
             engine,
-            header_written: false,
+            header_written: true,
             block: Vec::new(),
-            prev_tail: Vec::new(),
-            crc: crc32fast::Hasher::new(),
-            size: 0,
-            next_seq: 0,
-            next_write: 0,
+            prev_tail: at.tail,
+            crc: crc32fast::Hasher::new_with_initial_len(at.crc, size),
+            block_crc: at.crc,
+            size,
+            next_seq: at.seq,
             free: Vec::new(),
             out_buf: Vec::new(),
             shared,
         })
     }
 
+    /// Call `observe` before each block this writer writes from now on.
+    pub fn on_block(&mut self, observe: BlockObserver<W>) {
+        self.out.observer = Some(observe);
+    }
+
     fn write_header(&mut self) -> io::Result<()> {
         if !self.header_written {
             self.header_written = true;
-            self.inner.write_all(&HEADER)?;
+            self.out.bytes(&HEADER)?;
         }
         Ok(())
     }
@@ -175,9 +301,10 @@ impl<W: Write> PgzipWriter<W> {
         std::mem::swap(&mut dict, &mut self.prev_tail);
         let seq = self.next_seq;
         self.next_seq += 1;
+        let crc = std::mem::replace(&mut self.block_crc, self.crc.clone().finalize());
         let claim = match self.shared.as_ref().map(|s| s.claim(seq)) {
             Some(Claim::Ready(block)) => {
-                return self.copy_shared(&block, data, dict);
+                return self.copy_shared(&block, crc, data, dict);
             }
             Some(Claim::Mine(claim)) => Some(claim),
             None => None,
@@ -189,20 +316,20 @@ impl<W: Write> PgzipWriter<W> {
                 if let Some(claim) = claim {
                     claim.fulfil(&out);
                 }
-                self.next_write += 1;
-                self.inner.write_all(&out)?;
+                self.out.block(crc, &out)?;
                 self.out_buf = out;
                 self.out_buf.clear();
                 self.free.push(data);
                 self.free.push(dict);
             }
             Engine::Threads(pool) => {
-                while seq - self.next_write >= pool.max_in_flight {
-                    Self::receive_one(pool, &mut self.inner, &mut self.next_write, &mut self.free)?;
+                while seq - self.out.next_write >= pool.max_in_flight {
+                    Self::receive_one(pool, &mut self.out, &mut self.free)?;
                 }
                 let out = take_buffer(&mut self.free);
                 let job = Job {
                     seq,
+                    crc,
                     dict,
                     data,
                     last,
@@ -220,12 +347,17 @@ impl<W: Write> PgzipWriter<W> {
 
     /// Block `next_seq - 1` is `block`, made by another writer: written in
     /// its turn (after this writer's blocks still with the workers).
-    fn copy_shared(&mut self, block: &[u8], data: Vec<u8>, dict: Vec<u8>) -> io::Result<()> {
+    fn copy_shared(
+        &mut self,
+        block: &[u8],
+        crc: u32,
+        data: Vec<u8>,
+        dict: Vec<u8>,
+    ) -> io::Result<()> {
         let seq = self.next_seq - 1;
         match &mut self.engine {
             Engine::Inline(_) => {
-                self.next_write += 1;
-                self.inner.write_all(block)?;
+                self.out.block(crc, block)?;
                 self.free.push(data);
                 self.free.push(dict);
             }
@@ -234,6 +366,7 @@ impl<W: Write> PgzipWriter<W> {
                 out.extend_from_slice(block);
                 let job = Job {
                     seq,
+                    crc,
                     dict,
                     data,
                     last: false,
@@ -242,8 +375,8 @@ impl<W: Write> PgzipWriter<W> {
                 };
                 pool.pending.insert(seq, job);
                 // This block counts, and may be written in the loop.
-                while self.next_seq - self.next_write > pool.max_in_flight {
-                    Self::receive_one(pool, &mut self.inner, &mut self.next_write, &mut self.free)?;
+                while self.next_seq - self.out.next_write > pool.max_in_flight {
+                    Self::receive_one(pool, &mut self.out, &mut self.free)?;
                 }
             }
         }
@@ -254,17 +387,15 @@ impl<W: Write> PgzipWriter<W> {
     /// every result whose turn has come.
     fn receive_one(
         pool: &mut Pool,
-        inner: &mut W,
-        next_write: &mut u64,
+        out: &mut Output<W>,
         free: &mut Vec<Vec<u8>>,
     ) -> io::Result<()> {
-        if !pool.pending.contains_key(next_write) {
+        if !pool.pending.contains_key(&out.next_write) {
             let job = pool.done.recv().map_err(|_| worker_gone())?;
             pool.pending.insert(job.seq, job);
         }
-        while let Some(mut job) = pool.pending.remove(next_write) {
-            inner.write_all(&job.out)?;
-            *next_write += 1;
+        while let Some(mut job) = pool.pending.remove(&out.next_write) {
+            out.block(job.crc, &job.out)?;
             job.out.clear();
             free.push(job.out);
             free.push(job.data);
@@ -278,17 +409,17 @@ impl<W: Write> PgzipWriter<W> {
         self.write_header()?;
         self.submit(true)?;
         if let Engine::Threads(pool) = &mut self.engine {
-            while self.next_write < self.next_seq {
-                Self::receive_one(pool, &mut self.inner, &mut self.next_write, &mut self.free)?;
+            while self.out.next_write < self.next_seq {
+                Self::receive_one(pool, &mut self.out, &mut self.free)?;
             }
         }
         let mut trailer = [0u8; 8];
         trailer[..4].copy_from_slice(&self.crc.clone().finalize().to_le_bytes());
         // ISIZE is the input size modulo 2^32.
         trailer[4..].copy_from_slice(&(self.size as u32).to_le_bytes());
-        self.inner.write_all(&trailer)?;
-        self.inner.flush()?;
-        Ok(self.inner)
+        self.out.bytes(&trailer)?;
+        self.out.inner.flush()?;
+        Ok(self.out.inner)
     }
 }
 
@@ -325,6 +456,6 @@ impl<W: Write> Write for PgzipWriter<W> {
 
     /// Flushes the inner writer only; block boundaries stay those of pgzip.
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        self.out.inner.flush()
     }
 }

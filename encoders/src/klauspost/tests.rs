@@ -170,3 +170,98 @@ fn shared_blocks_are_made_once_and_copied_in_order() {
         .insert(2, vec![0u8; 3].into());
     assert!(compress_shared(&data, 2, &store) != want);
 }
+
+/// Runs a full writer recording every block mark, then resumes at each
+/// chosen block: the header and the blocks before it from the full run,
+/// then the resumed writer's output, are the full output.
+fn check_resume(data: &[u8], version: Version, workers: usize, at: &[u64]) {
+    use super::{BlockMark, BlockStart, BLOCK_SIZE, TAIL_SIZE};
+    let marks = std::sync::Arc::new(std::sync::Mutex::new(Vec::<BlockMark>::new()));
+    let mut w = PgzipWriter::new(Vec::new(), version, workers).expect("new");
+    let seen = marks.clone();
+    w.on_block(Box::new(move |inner: &Vec<u8>, mark| {
+        assert_eq!(inner.len() as u64, mark.offset, "block {}", mark.seq);
+        seen.lock().expect("lock").push(mark);
+    }));
+    for c in data.chunks(300_000) {
+        w.write_all(c).expect("write");
+    }
+    let full = w.finish().expect("finish");
+    assert!(full == compress(data, version, 1, 1 << 30));
+    let marks = marks.lock().expect("lock").clone();
+    // One mark per block, the last one possibly empty, in order.
+    assert_eq!(marks.len(), data.len() / BLOCK_SIZE + 1);
+    for (i, m) in marks.iter().enumerate() {
+        assert_eq!(m.seq, i as u64);
+        let before = &data[..i * BLOCK_SIZE];
+        assert_eq!(m.crc, crc32fast::hash(before), "crc before block {i}");
+    }
+    for &k in at {
+        let mark = marks[k as usize];
+        let input = k as usize * BLOCK_SIZE;
+        let tail = data[input.saturating_sub(if k == 0 { 0 } else { TAIL_SIZE })..input].to_vec();
+        let start = BlockStart {
+            seq: k,
+            tail,
+            crc: mark.crc,
+            offset: mark.offset,
+        };
+        let mut w = PgzipWriter::resume(Vec::new(), version, workers, None, start).expect("resume");
+        let later = std::sync::Arc::new(std::sync::Mutex::new(Vec::<BlockMark>::new()));
+        let seen = later.clone();
+        w.on_block(Box::new(move |_, mark| {
+            seen.lock().expect("lock").push(mark)
+        }));
+        for c in data[input..].chunks(123_457) {
+            w.write_all(c).expect("write");
+        }
+        let rest = w.finish().expect("finish");
+        let mut joined = full[..mark.offset as usize].to_vec();
+        joined.extend_from_slice(&rest);
+        assert!(
+            joined == full,
+            "{} bytes resumed at block {k} of {} (workers {workers}): {} + {} bytes, want {}",
+            data.len(),
+            marks.len(),
+            mark.offset,
+            rest.len(),
+            full.len()
+        );
+        // The resumed writer reports the same marks from there on.
+        assert!(*later.lock().expect("lock") == marks[k as usize..]);
+    }
+}
+
+fn noisy(len: usize) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 27) as u8 ^ (i % 251) as u8)
+        .collect()
+}
+
+#[test]
+fn a_writer_resumed_at_a_block_writes_the_rest_of_the_stream() {
+    // 5 blocks and a bit, and exactly 4 MiB (an empty last block).
+    let odd = noisy((5 << 20) + 4321);
+    let exact = noisy(4 << 20);
+    for version in Version::ALL {
+        for workers in [1, 3] {
+            check_resume(&odd, version, workers, &[0, 1, 3, 5]);
+            check_resume(&exact, version, workers, &[0, 1, 2, 3, 4]);
+        }
+    }
+    check_resume(b"less than a block", Version::V1_15_10, 2, &[0]);
+}
+
+#[test]
+fn a_resumed_writer_wants_the_whole_tail() {
+    let start = super::BlockStart {
+        seq: 2,
+        tail: vec![0; 10],
+        crc: 0,
+        offset: 0,
+    };
+    let err = PgzipWriter::resume(Vec::new(), Version::V1_18_2, 1, None, start)
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("last 16384 bytes"), "{err}");
+}

@@ -292,6 +292,103 @@ pub fn http_details_with_curl() -> Result<()> {
     result.with_context(|| format!("exchanges so far:\n{transcript}"))
 }
 
+/// A `Range` on a reproduced pgzip layer, after a cut or a whole response of it,
+/// starts at a restart point inside the blob (the `blocks` log line says
+/// where), not at byte 0, and sends exactly the blob's bytes from there.
+pub fn ranges_resume_reproduced_pgzip_at_a_block() -> Result<()> {
+    let t = tempfile::tempdir()?;
+    let mut tars = os_tars();
+    tars.push(
+        TarBuilder::new()
+            .dir("srv")
+            .file("srv/noise", &fixture::noise(24 << 20, 43))
+            .finish(false),
+    );
+    let img = Image::reproducible(t.path(), &tars, &[TAGGED])?;
+    let serve = Serve::start(&img, &["--anonymous"])?;
+    let (layer, blob) = img
+        .blobs
+        .iter()
+        .max_by_key(|(_, b)| b.len())
+        .context("no layers")?;
+    let path = format!("/v2/{SERVED}/blobs/{layer}");
+    // A pull cut after 12 MiB, resumed there: it restarts at a point the
+    // cut response passed.
+    let cut = 12usize << 20;
+    let url = format!("http://{}{path}", serve.addr);
+    let got = run(Command::new("sh").args([
+        "-c",
+        &format!("curl -sS '{url}' 2>/dev/null | head -c {cut}"),
+    ]))?
+    .stdout;
+    ensure!(
+        got == blob[..cut],
+        "the cut response is not the blob's start"
+    );
+    let resumed = curl(&serve, "GET", &path, &[&format!("Range: bytes={cut}-")])?;
+    ensure!(resumed.status == 206, "{}", resumed.transcript);
+    ensure!(
+        resumed.body == blob[cut..],
+        "the resumed pull is not the blob's rest"
+    );
+    let at = restarted_at(&serve, layer, cut)?;
+    ensure!(at > 0 && at <= cut as u64, "resumed at {cut} from {at}");
+    let started = Instant::now();
+    let whole = curl(&serve, "GET", &path, &[])?;
+    let whole_took = started.elapsed();
+    ensure!(
+        whole.status == 200 && whole.body == *blob,
+        "{}",
+        whole.transcript
+    );
+    // The last MiB and a bit, as a client resuming a cut pull asks.
+    let n = blob.len();
+    let first = n - (1 << 20) - 12345;
+    let started = Instant::now();
+    let part = curl(&serve, "GET", &path, &[&format!("Range: bytes={first}-")])?;
+    let part_took = started.elapsed();
+    ensure!(part.status == 206, "{}", part.transcript);
+    ensure!(
+        part.header("content-range") == Some(&*format!("bytes {first}-{}/{n}", n - 1)),
+        "{}",
+        part.transcript
+    );
+    ensure!(
+        part.body == blob[first..],
+        "the range is not the blob's tail"
+    );
+    let at = restarted_at(&serve, layer, first)?;
+    ensure!(
+        at > 0 && at <= first as u64 && first as u64 - at < 10 << 20,
+        "restarted at {at} for {first}"
+    );
+    eprintln!(
+        "{n} byte pgzip layer: whole {whole_took:.2?}; bytes={first}- {part_took:.2?}, restarted at blob byte {at}"
+    );
+    Ok(())
+}
+
+/// The blob offset the response of `layer` from byte `first` restarted at,
+/// as its `blocks` log line says.
+fn restarted_at(serve: &Serve, layer: &str, first: usize) -> Result<u64> {
+    let log = serve.log_text();
+    let said = format!("{layer}: bytes from {first} restart at block ");
+    let line = log
+        .lines()
+        .find(|l| l.contains(&said))
+        .with_context(|| format!("no restart logged for {first}; log:\n{log}"))?;
+    line.split_once(&said)
+        .and_then(|(_, rest)| {
+            rest.split_once(" (")?
+                .1
+                .split_once(" bytes into")?
+                .0
+                .parse()
+                .ok()
+        })
+        .with_context(|| format!("restart line {line:?}"))
+}
+
 /// Bytes in `path` so far (0 if it is not there yet).
 fn size_of(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
