@@ -440,7 +440,7 @@ if on("serve"):
     row("serve original gzip: 4 parallel pulls, aggregate", f"{tp:.0f} MB/s", "-", "-", ">=125MB/s", tp >= 125,
         f"{fmt(orig)}; the four responses of a layer share its compressed blocks")
     row("serve: peak RSS, four clients of original gzip", f"{rss_orig / 1024:.0f} MiB", "-", "-", "<200MiB", rss_orig < 200 * 1024,
-        "with up to 64 MiB of shared blocks")
+        "with up to 32 MiB of shared blocks")
 
 machine = f"{platform.machine()}, {CORES} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM, kernel {platform.release()}"
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")

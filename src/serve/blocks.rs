@@ -19,7 +19,7 @@ use cfs_encoders::klauspost::{BlockClaim, Claim, SharedBlocks};
 use crate::lock;
 
 /// Compressed bytes kept for later responses, all blobs together.
-pub(crate) const BUDGET: usize = 64 << 20;
+pub(crate) const BUDGET: usize = 32 << 20;
 /// How long a response waits for another's block before making it itself
 /// (a stalled maker must not stall everyone).
 const WAIT: Duration = Duration::from_secs(30);
