@@ -17,10 +17,10 @@ use composefs_export::reproduce::Reproducer;
 use composefs_export::with_repo;
 use fixtures::*;
 
-#[test]
-fn resumed_rebuilds_match_the_tar_and_are_proven() {
-    let t = tempfile::tempdir().unwrap();
-    // Large objects and small inline files, past several restart spacings.
+/// An image `app:1` in a repository under `dir`: a tar of large objects and
+/// small inline files, past several restart spacings (returned), and another
+/// layer (stored as `other`) to take wrong restart points from.
+fn two_layers(dir: &std::path::Path, other: Kind) -> (Vec<u8>, std::path::PathBuf) {
     let mut tar = TarBuilder::new().dir("usr");
     for i in 0..6u64 {
         tar = tar
@@ -28,14 +28,17 @@ fn resumed_rebuilds_match_the_tar_and_are_proven() {
             .file(&format!("usr/small{i}"), format!("small {i}\n").as_bytes());
     }
     let tar = tar.finish(true);
-    let other = TarBuilder::new()
+    let x = TarBuilder::new()
         .file("x", &noise(20 << 20, 99))
         .finish(true);
-    let (repo, _) = imported(
-        t.path(),
-        "app:1",
-        &[(tar.clone(), Kind::Tar), (other, Kind::Gzip)],
-    );
+    let (repo, _) = imported(dir, "app:1", &[(tar.clone(), Kind::Tar), (x, other)]);
+    (tar, repo)
+}
+
+#[test]
+fn resumed_rebuilds_match_the_tar_and_are_proven() {
+    let t = tempfile::tempdir().unwrap();
+    let (tar, repo) = two_layers(t.path(), Kind::Gzip);
     let repo = repo::open(&RepoLocation::Path(repo)).unwrap();
     with_repo!(&repo, r => {
         let images = export::load_images(r, &ImageSelection::All, None).unwrap();
@@ -106,21 +109,7 @@ fn pgzip_from<ID: composefs::fsverity::FsVerityHashValue>(
 #[test]
 fn resumed_pgzip_blobs_match_the_blob_and_are_proven() {
     let t = tempfile::tempdir().unwrap();
-    let mut tar = TarBuilder::new().dir("usr");
-    for i in 0..6u64 {
-        tar = tar
-            .file(&format!("usr/big{i}"), &noise(5 << 20, i))
-            .file(&format!("usr/small{i}"), format!("small {i}\n").as_bytes());
-    }
-    let tar = tar.finish(true);
-    let other = TarBuilder::new()
-        .file("x", &noise(20 << 20, 99))
-        .finish(true);
-    let (repo, _) = imported(
-        t.path(),
-        "app:1",
-        &[(tar.clone(), Kind::Tar), (other, Kind::Tar)],
-    );
+    let (tar, repo) = two_layers(t.path(), Kind::Tar);
     // The blob, made independently: the whole tar through the reproducer.
     let mut w = Reproducer::from_id("pgzip-1.15.10")
         .unwrap()

@@ -28,7 +28,7 @@ use super::blocks::BlockCache;
 use super::names::Names;
 use super::tls::TlsFiles;
 use super::{add_image, conn, router, Inner, LayerChoice, Log};
-use crate::blob_index::IndexReport;
+use crate::blob_index::{IndexReport, IndexedBlob};
 use crate::compress::{Compression, CompressionChoice};
 use crate::export::ExportOptions;
 use crate::image::StoredImage;
@@ -113,26 +113,7 @@ impl<ID: FsVerityHashValue> Registry<ID> {
             Users::Anyone => Access::Anyone,
             Users::Htpasswd(path) => Access::Users(Htpasswd::read(path)?),
         });
-        let (opts, indexed) = match opts.compression {
-            CompressionChoice::Original => {
-                let (r, i, o) = (repo.clone(), images.clone(), opts.clone());
-                let opts =
-                    tokio::task::spawn_blocking(move || crate::export::with_reproduced(&r, &i, &o))
-                        .await
-                        .context("export worker")??;
-                (opts, None)
-            }
-            CompressionChoice::Fixed(c @ (Compression::Gzip(_) | Compression::Zstd(_))) => {
-                let (r, i, jobs) = (repo.clone(), images.clone(), opts.jobs);
-                let indexed = tokio::task::spawn_blocking(move || {
-                    crate::blob_index::index_layers(&r, &i, c, jobs)
-                })
-                .await
-                .context("index worker")??;
-                (opts.clone(), Some((c, indexed)))
-            }
-            CompressionChoice::Fixed(_) => (opts.clone(), None),
-        };
+        let (opts, indexed) = prepare_layers(&repo, &images, opts).await?;
         let choice = match &indexed {
             Some((c, (blobs, _))) => LayerChoice::Indexed(*c, blobs),
             None => LayerChoice::Original(&opts.reproduced),
@@ -167,15 +148,7 @@ impl<ID: FsVerityHashValue> Registry<ID> {
             .into_iter()
             .map(|(n, r)| (n, r.into_iter().map(str::to_string).collect()))
             .collect();
-        let listener = match listen {
-            Listen::Addr(a) => tokio::net::TcpListener::bind(a)
-                .await
-                .with_context(|| format!("Listening on {a}"))?,
-            Listen::Socket(s) => {
-                s.set_nonblocking(true)?;
-                tokio::net::TcpListener::from_std(s).context("Using the socket systemd passed")?
-            }
-        };
+        let listener = bind_listener(listen).await?;
         let addr = listener.local_addr()?;
         let inner = Arc::new(Inner {
             repo,
@@ -230,4 +203,51 @@ impl<ID: FsVerityHashValue> Registry<ID> {
         let _ = tx.send(());
         server.await;
     }
+}
+
+/// The index's blobs by diff_id, and how the index was made.
+type Indexed = (HashMap<oci_spec::image::Digest, IndexedBlob>, IndexReport);
+
+/// What the layers of `images` are served as: for `original`, the encoders
+/// reproducing them (in the returned options); for gzip and zstd, the
+/// blobs' digests and sizes from the index, compressing each layer not
+/// indexed once, `opts.jobs` at a time.
+async fn prepare_layers<ID: FsVerityHashValue>(
+    repo: &Arc<Repository<ID>>,
+    images: &[StoredImage<ID>],
+    opts: &ExportOptions,
+) -> Result<(ExportOptions, Option<(Compression, Indexed)>)> {
+    Ok(match opts.compression {
+        CompressionChoice::Original => {
+            let (r, i, o) = (repo.clone(), images.to_vec(), opts.clone());
+            let opts =
+                tokio::task::spawn_blocking(move || crate::export::with_reproduced(&r, &i, &o))
+                    .await
+                    .context("export worker")??;
+            (opts, None)
+        }
+        CompressionChoice::Fixed(c @ (Compression::Gzip(_) | Compression::Zstd(_))) => {
+            let (r, i, jobs) = (repo.clone(), images.to_vec(), opts.jobs);
+            let indexed = tokio::task::spawn_blocking(move || {
+                crate::blob_index::index_layers(&r, &i, c, jobs)
+            })
+            .await
+            .context("index worker")??;
+            (opts.clone(), Some((c, indexed)))
+        }
+        CompressionChoice::Fixed(_) => (opts.clone(), None),
+    })
+}
+
+/// The listening socket: `listen`'s address bound, or systemd's socket.
+async fn bind_listener(listen: Listen) -> Result<tokio::net::TcpListener> {
+    Ok(match listen {
+        Listen::Addr(a) => tokio::net::TcpListener::bind(a)
+            .await
+            .with_context(|| format!("Listening on {a}"))?,
+        Listen::Socket(s) => {
+            s.set_nonblocking(true)?;
+            tokio::net::TcpListener::from_std(s).context("Using the socket systemd passed")?
+        }
+    })
 }
