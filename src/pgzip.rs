@@ -6,7 +6,8 @@
 //! sync flush (byte-aligned, not final); an empty last block closes the stream.
 //! In order behind one gzip header they form a single ordinary gzip member, so
 //! readers need nothing special. The cut points do not depend on the worker count
-//! or on timing, and neither do the bytes.
+//! or on timing, and neither do the bytes; so writers of the same blob can
+//! share blocks ([`SharedBlocks`]: serve's concurrent pulls deflate each once).
 //!
 //! zlib-rs rather than the system zlib that flate2 links here: on 300 MB of
 //! /usr as a tar it deflates at level 6 at 61 MB/s on one core in these blocks,
@@ -19,6 +20,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use cfs_encoders::klauspost::{BlockClaim, Claim, SharedBlocks};
 use zlib_rs::{Deflate, DeflateFlush, Status};
 
 /// Input bytes per independently deflated block (pigz's default).
@@ -35,6 +37,8 @@ struct BlockJob {
     data: Arc<Vec<u8>>,
     last: bool,
     reply: SyncSender<io::Result<Vec<u8>>>,
+    /// Handed the block, when it is shared.
+    claim: Option<Box<dyn BlockClaim>>,
 }
 
 /// A gzip encoder that deflates blocks on `workers` threads and writes them in order.
@@ -57,6 +61,9 @@ pub struct ParGzEncoder<W: Write> {
     max_pending: usize,
     jobs: Option<SyncSender<BlockJob>>,
     workers: Vec<JoinHandle<()>>,
+    /// The next block's number, and where blocks are shared.
+    seq: u64,
+    shared: Option<Arc<dyn SharedBlocks>>,
 }
 
 impl<W: Write> std::fmt::Debug for ParGzEncoder<W> {
@@ -72,6 +79,18 @@ impl<W: Write> std::fmt::Debug for ParGzEncoder<W> {
 impl<W: Write> ParGzEncoder<W> {
     /// An encoder at `level` (1–9) on `workers` threads (at least one).
     pub fn new(inner: W, level: u32, workers: usize) -> io::Result<Self> {
+        Self::sharing(inner, level, workers, None)
+    }
+
+    /// [`ParGzEncoder::new`], taking blocks from and leaving them in
+    /// `shared`: every encoder given it must write the same input at the
+    /// same level (the same blob), as a blob is proven by its digest.
+    pub fn sharing(
+        inner: W,
+        level: u32,
+        workers: usize,
+        shared: Option<Arc<dyn SharedBlocks>>,
+    ) -> io::Result<Self> {
         let level = level.clamp(1, 9) as i32;
         let workers = workers.max(1);
         let (jobs, queue) = mpsc::sync_channel::<BlockJob>(workers);
@@ -96,6 +115,8 @@ impl<W: Write> ParGzEncoder<W> {
             max_pending: workers * IN_FLIGHT_PER_WORKER,
             jobs: Some(jobs),
             workers: handles,
+            seq: 0,
+            shared,
         })
     }
 
@@ -122,16 +143,31 @@ impl<W: Write> ParGzEncoder<W> {
             Vec::with_capacity(if last { 0 } else { BLOCK_SIZE }),
         ));
         let (reply, receiver) = mpsc::sync_channel(1);
-        let job = BlockJob {
-            previous: self.previous.replace(Arc::clone(&data)),
-            data,
-            last,
-            reply,
+        let previous = self.previous.replace(Arc::clone(&data));
+        let seq = self.seq;
+        self.seq += 1;
+        let claim = match self.shared.as_ref().map(|s| s.claim(seq)) {
+            Some(Claim::Ready(block)) => {
+                // Deflated by another encoder: in line, ready.
+                let _ = reply.send(Ok(block.to_vec()));
+                None
+            }
+            Some(Claim::Mine(claim)) => Some(Some(claim)),
+            None => Some(None),
         };
-        self.jobs
-            .as_ref()
-            .and_then(|jobs| jobs.send(job).ok())
-            .ok_or_else(workers_gone)?;
+        if let Some(claim) = claim {
+            let job = BlockJob {
+                previous,
+                data,
+                last,
+                reply,
+                claim,
+            };
+            self.jobs
+                .as_ref()
+                .and_then(|jobs| jobs.send(job).ok())
+                .ok_or_else(workers_gone)?;
+        }
         self.pending.push_back(receiver);
         while self.pending.len() >= self.max_pending {
             self.write_oldest()?;
@@ -221,7 +257,7 @@ fn worker(queue: &Mutex<Receiver<BlockJob>>, level: i32) {
             Ok(queue) => queue.recv(),
             Err(_) => return,
         };
-        let Ok(job) = job else { return };
+        let Ok(mut job) = job else { return };
         let dictionary = job
             .previous
             .as_deref()
@@ -231,6 +267,11 @@ fn worker(queue: &Mutex<Receiver<BlockJob>>, level: i32) {
         // depend on which worker took which block.
         let mut deflate = Deflate::new(level, false, 15);
         let result = deflate_block(&mut deflate, dictionary, &job.data, job.last);
+        // Here, not in the encoder: it may be waiting for another encoder's
+        // block while this one is waited for (unfulfilled, a claim passes on).
+        if let (Ok(block), Some(claim)) = (&result, job.claim.take()) {
+            claim.fulfil(block);
+        }
         // The encoder may be gone (an error elsewhere); nobody needs the block then.
         let _ = job.reply.send(result);
     }
@@ -313,6 +354,23 @@ mod tests {
             e.write_all(piece).unwrap();
         }
         e.finish().unwrap()
+    }
+
+    /// Encoders of one blob deflate each block once between them; the
+    /// copies are the same bytes, at any worker count.
+    #[test]
+    fn shared_blocks_are_deflated_once() {
+        let data = sample(5 * BLOCK_SIZE + 1000);
+        let want = encode(&data, 6, 1, usize::MAX);
+        let cache = crate::serve::blocks::BlockCache::new(1 << 30);
+        for (workers, made, copied) in [(2, 6, 0), (1, 0, 6), (3, 0, 6)] {
+            let shared = cache.blob("sha256:blob");
+            let mut e =
+                ParGzEncoder::sharing(Vec::new(), 6, workers, Some(shared.clone())).unwrap();
+            e.write_all(&data).unwrap();
+            assert!(e.finish().unwrap() == want, "{workers} workers");
+            assert_eq!(shared.counts(), (made, copied), "{workers} workers");
+        }
     }
 
     #[test]

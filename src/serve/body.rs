@@ -27,6 +27,7 @@ use crate::compress::{Compression, Encoder};
 use crate::digest::HashingWriter;
 use crate::layer::{self, Restart, RestartPoint};
 use crate::lock;
+use crate::pgzip::ParGzEncoder;
 use crate::progress::{LayerKey, ProgressWriter};
 use crate::reproduce::Reproducer;
 
@@ -250,6 +251,9 @@ fn encoder_for<W: Write>(
     Ok(match compression {
         Compression::Reproduced(r) => {
             Encoder::Reproduced(r.writer_sharing(inner, workers, Some(shared))?)
+        }
+        Compression::Gzip(level) => {
+            Encoder::Gzip(ParGzEncoder::sharing(inner, level, workers, Some(shared))?)
         }
         c => c.encoder_on(inner, workers)?,
     })

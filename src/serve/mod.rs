@@ -22,7 +22,7 @@
 //! skopeo asks only for the blobs its destination lacks.
 
 mod access;
-mod blocks;
+pub(crate) mod blocks;
 mod body;
 mod conn;
 mod handoff;
