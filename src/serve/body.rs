@@ -201,8 +201,12 @@ fn compressed_into<ID: FsVerityHashValue, W: Write>(
         }
         c => {
             let window = Window::new(sender, first, count);
-            let encoder =
-                encoder_for(c, HashingWriter::new(window), share.threads, shared.clone())?;
+            // gzip's blocks are small (128 KiB): all the threads cost little memory.
+            let threads = match c {
+                Compression::Gzip(_) => s.workers.jobs,
+                _ => share.threads,
+            };
+            let encoder = encoder_for(c, HashingWriter::new(window), threads, shared.clone())?;
             let counted = ProgressWriter::new(encoder, &*s.progress, key);
             let (counted, _) = layer::rebuild(&s.repo, &blob.image, &blob.layer, counted)?;
             counted
