@@ -15,12 +15,12 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::Result;
 use cfs_encoders::gostd::GzipWriter;
-use cfs_encoders::klauspost::{PgzipWriter, SharedBlocks, Version};
+use cfs_encoders::klauspost::{PgzipWriter, Version};
 use composefs::fsverity::FsVerityHashValue;
 use composefs::repository::Repository;
 use oci_spec::image::{Descriptor, Digest, MediaType};
@@ -69,21 +69,8 @@ impl Reproducer {
 
     /// An encoder writing into `inner`, on `workers` threads where the format allows.
     pub fn writer<W: Write>(self, inner: W, workers: usize) -> io::Result<ReproWriter<W>> {
-        self.writer_sharing(inner, workers, None)
-    }
-
-    /// [`Reproducer::writer`] for one blob, sharing compressed blocks with
-    /// the other writers of that blob where the format allows (pgzip).
-    pub fn writer_sharing<W: Write>(
-        self,
-        inner: W,
-        workers: usize,
-        shared: Option<Arc<dyn SharedBlocks>>,
-    ) -> io::Result<ReproWriter<W>> {
         Ok(match self {
-            Reproducer::Pgzip(v) => {
-                ReproWriter::Pgzip(PgzipWriter::sharing(inner, v, workers, shared)?)
-            }
+            Reproducer::Pgzip(v) => ReproWriter::Pgzip(PgzipWriter::new(inner, v, workers)?),
             Reproducer::GoGzip => ReproWriter::Go(GzipWriter::new(inner)),
             Reproducer::Zlib6 => ReproWriter::Zlib(flate2::write::GzEncoder::new(
                 inner,

@@ -245,7 +245,8 @@ fn compressed_into<ID: FsVerityHashValue, W: Write>(
 }
 
 /// The encoder a served layer is made with: the same bytes as the blob
-/// whose digest its manifest holds.
+/// whose digest its manifest holds. Reproduced pgzip blobs do not come
+/// here (`resume` makes them, sharing blocks); gzip shares blocks too.
 fn encoder_for<W: Write>(
     compression: Compression,
     inner: W,
@@ -253,9 +254,6 @@ fn encoder_for<W: Write>(
     shared: Arc<dyn SharedBlocks>,
 ) -> std::io::Result<Encoder<W>> {
     Ok(match compression {
-        Compression::Reproduced(r) => {
-            Encoder::Reproduced(r.writer_sharing(inner, workers, Some(shared))?)
-        }
         Compression::Gzip(level) => {
             Encoder::Gzip(ParGzEncoder::sharing(inner, level, workers, Some(shared))?)
         }
