@@ -573,14 +573,7 @@ pub fn tls_with_htpasswd() -> Result<()> {
 /// of the reproduced layers was compressed once for all four.
 pub fn four_parallel_pulls() -> Result<()> {
     let t = tempfile::tempdir()?;
-    let mut tars = os_tars();
-    tars.push(
-        TarBuilder::new()
-            .dir("srv")
-            .file("srv/noise", &fixture::noise(12 << 20, 41))
-            .finish(false),
-    );
-    let img = Image::reproducible(t.path(), &tars, &[TAGGED])?;
+    let (img, layers) = with_noise(t.path(), 12 << 20, 41)?;
     let serve = Serve::start(&img, &["--anonymous"])?;
     let started = Instant::now();
     let pulls: Vec<_> = (0..4)
@@ -635,7 +628,7 @@ pub fn four_parallel_pulls() -> Result<()> {
         }
     }
     ensure!(
-        first.iter().filter(|(n, _)| n.len() == 64).count() == 1 + tars.len(),
+        first.iter().filter(|(n, _)| n.len() == 64).count() == 1 + layers,
         "blobs: {:?}",
         first.iter().map(|(n, _)| n).collect::<Vec<_>>()
     );
@@ -684,6 +677,19 @@ fn shared_blocks_made_once(log: &str) -> Result<()> {
         eprintln!("{digest}: {blocks} blocks, made once across {responses:?}");
     }
     Ok(())
+}
+
+/// [`TAGGED`] with reproduced layers: [`os_tars`] and one of `size` bytes
+/// of noise (`seed`), many pgzip blocks. The image and its layer count.
+pub(crate) fn with_noise(dir: &Path, size: usize, seed: u64) -> Result<(Image, usize)> {
+    let mut tars = os_tars();
+    tars.push(
+        TarBuilder::new()
+            .dir("srv")
+            .file("srv/noise", &fixture::noise(size, seed))
+            .finish(false),
+    );
+    Ok((Image::reproducible(dir, &tars, &[TAGGED])?, tars.len()))
 }
 
 /// An image of other content tagged `REGISTRY/demo/os:1` in `img`'s

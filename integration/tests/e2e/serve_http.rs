@@ -11,7 +11,9 @@ use anyhow::{ensure, Context, Result};
 use integration::fixture::{self, sha256, TarBuilder};
 use integration::run;
 
-use super::serve::{os_tars, same_path_other_registry, Image, Serve, QUALIFIED, SERVED, TAGGED};
+use super::serve::{
+    os_tars, same_path_other_registry, with_noise, Image, Serve, QUALIFIED, SERVED, TAGGED,
+};
 
 /// One `curl -i` exchange: status, headers (lowercase names) and body.
 struct Exchange {
@@ -297,14 +299,7 @@ pub fn http_details_with_curl() -> Result<()> {
 /// where), not at byte 0, and sends exactly the blob's bytes from there.
 pub fn ranges_resume_reproduced_pgzip_at_a_block() -> Result<()> {
     let t = tempfile::tempdir()?;
-    let mut tars = os_tars();
-    tars.push(
-        TarBuilder::new()
-            .dir("srv")
-            .file("srv/noise", &fixture::noise(24 << 20, 43))
-            .finish(false),
-    );
-    let img = Image::reproducible(t.path(), &tars, &[TAGGED])?;
+    let (img, _) = with_noise(t.path(), 24 << 20, 43)?;
     let serve = Serve::start(&img, &["--anonymous"])?;
     let (layer, blob) = img
         .blobs
