@@ -102,6 +102,40 @@ pub fn check_object<ID: FsVerityHashValue>(
     })
 }
 
+/// The first object of a split-stream that is not there (the stream's
+/// own object, or one it references), by path; a stream that cannot be
+/// opened counts as its own object missing. Only presence is checked (no
+/// hashing): cheap enough to ask before every response.
+pub fn first_missing<ID: FsVerityHashValue>(
+    repo: &Repository<ID>,
+    stream_name: &str,
+    stream: &ID,
+) -> Option<String> {
+    let present = |id: &ID| {
+        let path = object_path(id);
+        rustix::fs::accessat(
+            repo.repo_fd(),
+            path.as_str(),
+            rustix::fs::Access::EXISTS,
+            rustix::fs::AtFlags::empty(),
+        )
+        .map_err(|_| path)
+    };
+    if let Err(path) = present(stream) {
+        return Some(path);
+    }
+    let Ok(mut reader) = open_stream(repo, stream_name, Some(stream), None, Check::Header) else {
+        return Some(object_path(stream));
+    };
+    let mut missing = None;
+    let _ = reader.get_object_refs(|id| {
+        if missing.is_none() {
+            missing = present(id).err();
+        }
+    });
+    missing
+}
+
 /// Every damaged object of a split-stream: the stream object itself and the
 /// objects it references.
 pub fn damaged_objects<ID: FsVerityHashValue>(

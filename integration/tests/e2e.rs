@@ -21,12 +21,16 @@ mod roundtrip;
 mod security;
 #[path = "e2e/serve.rs"]
 mod serve;
+#[path = "e2e/serve_attacks.rs"]
+mod serve_attacks;
 #[path = "e2e/serve_compressed.rs"]
 mod serve_compressed;
 #[path = "e2e/serve_http.rs"]
 mod serve_http;
 #[path = "e2e/serve_mirrors.rs"]
 mod serve_mirrors;
+#[path = "e2e/serve_reload.rs"]
+mod serve_reload;
 #[path = "e2e/storage_conf.rs"]
 mod storage_conf;
 #[path = "e2e/stream.rs"]
@@ -240,6 +244,46 @@ fn main() {
             "serve_ranges_resume_reproduced_pgzip_at_a_block",
             &["skopeo", "curl"],
             serve_http::ranges_resume_reproduced_pgzip_at_a_block,
+        ),
+        trial(
+            "serve_attack_stalled_and_slow_readers",
+            &["skopeo"],
+            serve_attacks::stalled_and_slow_readers,
+        ),
+        trial(
+            "serve_attack_bad_passwords",
+            &["skopeo", "htpasswd"],
+            serve_attacks::bad_passwords,
+        ),
+        trial(
+            "serve_attack_idle_authenticated_connections",
+            &["skopeo", "htpasswd"],
+            serve_attacks::idle_authenticated_connections,
+        ),
+        trial(
+            "serve_attack_first_byte_ranges",
+            &["skopeo"],
+            serve_attacks::first_byte_ranges,
+        ),
+        trial(
+            "serve_unknown_user_costs_a_wrong_password",
+            &["htpasswd"],
+            serve_attacks::unknown_user_costs_a_wrong_password,
+        ),
+        trial(
+            "serve_sighup_reloads_users_and_images",
+            &["skopeo", "htpasswd", "kill"],
+            serve_reload::sighup_reloads_users_and_images,
+        ),
+        trial(
+            "serve_vanished_objects_answer_before_any_byte",
+            &[],
+            serve_reload::vanished_objects_answer_before_any_byte,
+        ),
+        trial(
+            "serve_conformance_details",
+            &[],
+            serve_reload::conformance_details,
         ),
         trial(
             "serve_sigterm_mid_pull",

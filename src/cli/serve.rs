@@ -1,5 +1,5 @@
 //! `cfs-export serve`: flags, refusals, the first line (the address), and
-//! running until SIGINT/SIGTERM.
+//! running until SIGINT/SIGTERM; SIGHUP reads the users and the repository anew.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -112,39 +112,95 @@ pub(super) fn serve_command(cli: &Cli, args: &ServeArgs, out: &mut dyn Write) ->
         use tokio::signal::unix::{signal, SignalKind};
         let mut int = signal(SignalKind::interrupt()).context("Installing a SIGINT handler")?;
         let mut term = signal(SignalKind::terminate()).context("Installing a SIGTERM handler")?;
+        let mut signals = Signals::install()?;
         with_repo!(repo, r => {
-            let images = {
-                let r = r.clone();
-                tokio::task::spawn_blocking(move || {
-                    export::load_images(&r, &ImageSelection::All, None)
-                })
-                .await
-                .context("loading images")??
-            };
+            let images = load_all(&r).await?;
             let deployed = deployment_tags(&r, source.host.as_ref()).await?;
             if !cli.quiet {
                 tell_indexing(&images, args.compression);
             }
             let registry =
-                Registry::bind(r, images, &deployed, listen, &users, args.tls().as_ref(), &opts)
+                Registry::bind(r.clone(), images, &deployed, listen, &users, args.tls().as_ref(), &opts)
                     .await?;
             announce(cli, &registry, out)?;
-            registry
-                .run(async {
-                    tokio::select! {
-                        _ = int.recv() => {}
-                        _ = term.recv() => {}
+            let reloader = registry.reloader();
+            let reloads = async {
+                while signals.next().await {
+                    let rescanned = async {
+                        let images = load_all(&r).await?;
+                        let deployed = deployment_tags(&r, source.host.as_ref()).await?;
+                        if !cli.quiet {
+                            tell_indexing(&images, args.compression);
+                        }
+                        reloader.reload(images, &deployed).await
+                    };
+                    match rescanned.await {
+                        Ok(content) if !cli.quiet => {
+                            eprintln!("reloaded (SIGHUP): {} images, users and repository read anew", content.images.len());
+                        }
+                        Ok(_) => {}
+                        Err(e) => eprintln!("warning: reload (SIGHUP) failed, serving what was served before: {e:#}"),
                     }
-                    if !cli.quiet {
-                        eprintln!("stopping: running responses get {} s to finish", GRACE.as_secs());
-                    }
-                })
-                .await;
+                }
+            };
+            let stop = async {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+                if !cli.quiet {
+                    eprintln!("stopping: running responses get {} s to finish", GRACE.as_secs());
+                }
+            };
+            tokio::select! {
+                _ = registry.run(stop) => {}
+                _ = reloads => {}
+            }
             Ok(())
         })
     });
     rt.shutdown_background();
     result
+}
+
+/// SIGHUP asks for a reload; SIGUSR1 and SIGUSR2, which would kill the
+/// server, are caught and ignored.
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            hup: signal(SignalKind::hangup()).context("Installing a SIGHUP handler")?,
+            usr1: signal(SignalKind::user_defined1()).context("Installing a SIGUSR1 handler")?,
+            usr2: signal(SignalKind::user_defined2()).context("Installing a SIGUSR2 handler")?,
+        })
+    }
+
+    /// The next SIGHUP (false: no more signals come).
+    async fn next(&mut self) -> bool {
+        loop {
+            tokio::select! {
+                h = self.hup.recv() => return h.is_some(),
+                _ = self.usr1.recv() => {}
+                _ = self.usr2.recv() => {}
+            }
+        }
+    }
+}
+
+/// Every image of the repository.
+async fn load_all<ID: composefs::fsverity::FsVerityHashValue>(
+    repo: &std::sync::Arc<composefs::repository::Repository<ID>>,
+) -> Result<Vec<StoredImage<ID>>> {
+    let r = repo.clone();
+    tokio::task::spawn_blocking(move || export::load_images(&r, &ImageSelection::All, None))
+        .await
+        .context("loading images")?
 }
 
 /// On a bootc host, each deployment's image also as `NAME:booted`,
@@ -219,15 +275,15 @@ fn announce<ID: composefs::fsverity::FsVerityHashValue>(
     let scheme = if registry.https { "https" } else { "http" };
     let url = format!("{scheme}://{}", registry.addr);
     if cli.json {
-        let mut line = serde_json::json!({"listening": url, "images": registry.images});
-        if let Some(indexed) = &registry.indexed {
+        let mut line = serde_json::json!({"listening": url, "images": registry.content.images});
+        if let Some(indexed) = &registry.content.indexed {
             line["indexed"] = serde_json::to_value(indexed)?;
         }
         writeln!(out, "{line}")?;
     } else {
         writeln!(out, "listening on {url}")?;
         if !cli.quiet {
-            for i in &registry.images {
+            for i in &registry.content.images {
                 let names = match i.tags.as_slice() {
                     [] => i.image.clone(),
                     tags => tags.join(", "),
@@ -247,13 +303,18 @@ fn announce<ID: composefs::fsverity::FsVerityHashValue>(
         }
     }
     if !cli.quiet {
-        if let Some(i) = registry.indexed.as_ref().filter(|i| i.compressed > 0) {
+        if let Some(i) = registry
+            .content
+            .indexed
+            .as_ref()
+            .filter(|i| i.compressed > 0)
+        {
             eprintln!(
                 "note: compressed {} of {} distinct layers ({}) in {:.1} s",
                 i.compressed, i.layers, i.compression, i.seconds
             );
         }
-        for (name, registries) in &registry.ambiguous {
+        for (name, registries) in &registry.content.ambiguous {
             eprintln!(
                 "warning: {} is the short name of images from {}: it is served only as REGISTRY/{0} or with ?ns=REGISTRY; point mirrors at ADDR/REGISTRY/…",
                 super::print::escape_control(name),

@@ -8,19 +8,38 @@
 //! 401, `/v2/` included.
 //!
 //! htpasswd files are distribution's: `user:bcrypt-hash` lines (`htpasswd
-//! -B`). bcrypt is slow on purpose, so a verified `Authorization` value is
-//! remembered (as its sha256) for the life of the server.
+//! -B`). bcrypt is slow on purpose, so what a client can make us spend is
+//! bounded: only a request's first `Authorization` header counts; a
+//! verified value is remembered (as its sha256) for the life of the
+//! server; bcrypt runs on blocking threads, [`BCRYPT_AT_ONCE`] at a time,
+//! never under a lock; an unknown user costs one bcrypt too (a dummy hash
+//! of the same cost), so names cannot be told by timing; and a client
+//! address past [`FREE_FAILURES`] failures backs off, doubling up to
+//! [`MAX_BACK_OFF`], answered 429 with `Retry-After` without a bcrypt.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+
+/// bcrypt checks running at once, over all clients.
+const BCRYPT_AT_ONCE: usize = 2;
+/// Failed checks a client address makes before it must wait.
+const FREE_FAILURES: u32 = 5;
+/// The longest wait after failures.
+const MAX_BACK_OFF: Duration = Duration::from_secs(60);
+/// Failures older than this are forgotten.
+const FORGET_FAILURES: Duration = Duration::from_secs(600);
+/// Client addresses whose failures are remembered, at most.
+const MAX_CLIENTS: usize = 4096;
 
 /// Who is answered.
 pub(crate) enum Access {
@@ -32,22 +51,53 @@ pub(crate) enum Access {
     Anyone,
 }
 
+/// What a request's credentials earn it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Answered.
+    Admit,
+    /// 401.
+    Refuse,
+    /// 429: the client failed too often; it may try again after this long.
+    BackOff(Duration),
+}
+
 impl Access {
-    /// Whether the request may be answered.
-    pub fn admits(&self, headers: &HeaderMap) -> bool {
+    /// Whether a request from `client` with `headers` may be answered.
+    pub async fn check(&self, headers: &HeaderMap, client: IpAddr) -> Verdict {
+        let value = headers
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes);
         match self {
-            Access::Token(c) => c.admits(headers),
-            Access::Users(h) => h.admits(headers),
-            Access::Anyone => true,
+            Access::Token(c) => match value.is_some_and(|v| c.admits_value(v)) {
+                true => Verdict::Admit,
+                false => Verdict::Refuse,
+            },
+            Access::Users(h) => match value {
+                Some(v) => h.check(v, client).await,
+                None => Verdict::Refuse,
+            },
+            Access::Anyone => Verdict::Admit,
         }
     }
+}
+
+/// `Basic` credentials (the scheme in any case, RFC 9110 §11.1): the token.
+fn basic_token(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, token) = value.split_at_checked(6)?;
+    scheme.eq_ignore_ascii_case(b"basic ").then_some(token)
 }
 
 /// Users and their bcrypt hashes, from an htpasswd file.
 pub(crate) struct Htpasswd {
     users: HashMap<String, String>,
+    /// Checked for an unknown user, so that it costs what a wrong password does.
+    dummy: String,
     /// sha256 of `Authorization` values already verified.
     verified: Mutex<HashSet<[u8; 32]>>,
+    /// bcrypt checks running.
+    bcrypts: Arc<tokio::sync::Semaphore>,
+    failures: Failures,
 }
 
 /// At most this many verified values are remembered.
@@ -71,7 +121,11 @@ impl Htpasswd {
             let Some((user, hash)) = line.split_once(':') else {
                 anyhow::bail!("line {}: expected user:hash", n + 1);
             };
-            if !["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p)) {
+            let cost = ["$2a$", "$2b$", "$2y$"]
+                .iter()
+                .find_map(|p| hash.strip_prefix(p))
+                .and_then(|rest| rest.get(..2)?.parse::<u32>().ok());
+            if cost.is_none() {
                 anyhow::bail!(
                     "line {}: user {user:?} has no bcrypt hash; make it with `htpasswd -B`",
                     n + 1
@@ -79,52 +133,129 @@ impl Htpasswd {
             }
             users.insert(user.to_string(), hash.to_string());
         }
-        if users.is_empty() {
-            anyhow::bail!("no users; add one with `htpasswd -B FILE USER`");
+        // The dummy costs what the users' hashes cost (the most common cost).
+        let mut costs: HashMap<&str, usize> = HashMap::new();
+        for hash in users.values() {
+            *costs.entry(&hash[4..6]).or_default() += 1;
         }
+        let Some(cost) = costs
+            .into_iter()
+            .max_by_key(|(c, n)| (*n, *c))
+            .and_then(|(c, _)| c.parse::<u32>().ok())
+        else {
+            anyhow::bail!("no users; add one with `htpasswd -B FILE USER`");
+        };
+        let dummy = bcrypt::hash(random_hex(16)?, cost)
+            .with_context(|| format!("Making a bcrypt hash of cost {cost}"))?;
         Ok(Htpasswd {
             users,
+            dummy,
             verified: Mutex::default(),
+            bcrypts: Arc::new(tokio::sync::Semaphore::new(BCRYPT_AT_ONCE)),
+            failures: Failures::default(),
         })
     }
 
-    fn admits(&self, headers: &HeaderMap) -> bool {
-        headers
-            .get_all(header::AUTHORIZATION)
-            .iter()
-            .any(|v| self.admits_value(v.as_bytes()))
-    }
-
-    fn admits_value(&self, value: &[u8]) -> bool {
+    /// Check one `Authorization` value from `client`.
+    async fn check(&self, value: &[u8], client: IpAddr) -> Verdict {
         use sha2::Digest as _;
         let key: [u8; 32] = sha2::Sha256::digest(value).into();
-        let mut verified = crate::lock(&self.verified);
-        if verified.contains(&key) {
-            return true;
+        if crate::lock(&self.verified).contains(&key) {
+            return Verdict::Admit;
         }
-        let Some(token) = value.strip_prefix(b"Basic ") else {
-            return false;
-        };
-        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(token) else {
-            return false;
-        };
-        let Some((user, password)) = std::str::from_utf8(&decoded)
-            .ok()
-            .and_then(|s| s.split_once(':'))
-        else {
-            return false;
-        };
-        let ok = self
-            .users
-            .get(user)
-            .is_some_and(|hash| bcrypt::verify(password, hash).unwrap_or(false));
-        if ok {
-            if verified.len() >= MAX_VERIFIED {
-                verified.clear();
+        if let Some(wait) = self.failures.waiting(client, Instant::now()) {
+            return Verdict::BackOff(wait);
+        }
+        let ok = match self.user_password(value) {
+            Some((user, password)) => {
+                let hash = self.users.get(&user).unwrap_or(&self.dummy).clone();
+                let known = self.users.contains_key(&user);
+                let Ok(_turn) = self.bcrypts.acquire().await else {
+                    return Verdict::Refuse;
+                };
+                let verified = tokio::task::spawn_blocking(move || {
+                    bcrypt::verify(password, &hash).unwrap_or(false)
+                })
+                .await
+                .unwrap_or(false);
+                verified && known
             }
-            verified.insert(key);
+            None => false,
+        };
+        if !ok {
+            self.failures.failed(client, Instant::now());
+            return Verdict::Refuse;
         }
-        ok
+        self.failures.forgive(client);
+        let mut verified = crate::lock(&self.verified);
+        if verified.len() >= MAX_VERIFIED {
+            verified.clear();
+        }
+        verified.insert(key);
+        Verdict::Admit
+    }
+
+    /// The user and password of a `Basic` value.
+    fn user_password(&self, value: &[u8]) -> Option<(String, String)> {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(basic_token(value)?)
+            .ok()?;
+        let (user, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+        Some((user.to_string(), password.to_string()))
+    }
+}
+
+/// Failed checks by client address.
+#[derive(Default)]
+struct Failures(Mutex<HashMap<IpAddr, Strikes>>);
+
+/// One address's recent failures.
+#[derive(Debug, Clone, Copy)]
+struct Strikes {
+    count: u32,
+    last: Instant,
+    /// It may try again from then on.
+    until: Instant,
+}
+
+impl Failures {
+    /// How long `client` must still wait, if it must.
+    fn waiting(&self, client: IpAddr, now: Instant) -> Option<Duration> {
+        let strikes = *crate::lock(&self.0).get(&client)?;
+        (strikes.until > now).then(|| strikes.until - now)
+    }
+
+    /// `client` failed a check at `now`.
+    fn failed(&self, client: IpAddr, now: Instant) {
+        let mut all = crate::lock(&self.0);
+        if all.len() >= MAX_CLIENTS && !all.contains_key(&client) {
+            all.retain(|_, s| now.duration_since(s.last) < FORGET_FAILURES);
+            if all.len() >= MAX_CLIENTS {
+                // Still full: the quietest address makes room.
+                if let Some(quiet) = all.iter().min_by_key(|(_, s)| s.last).map(|(a, _)| *a) {
+                    all.remove(&quiet);
+                }
+            }
+        }
+        let s = all.entry(client).or_insert(Strikes {
+            count: 0,
+            last: now,
+            until: now,
+        });
+        if now.duration_since(s.last) >= FORGET_FAILURES {
+            s.count = 0;
+        }
+        s.count += 1;
+        s.last = now;
+        if let Some(over) = s.count.checked_sub(FREE_FAILURES + 1) {
+            let wait = Duration::from_secs(1u64 << over.min(16)).min(MAX_BACK_OFF);
+            s.until = now + wait;
+        }
+    }
+
+    /// `client` passed a check: its failures are forgotten.
+    fn forgive(&self, client: IpAddr) {
+        crate::lock(&self.0).remove(&client);
     }
 }
 
@@ -134,7 +265,7 @@ const USER: &str = "cfs-export";
 /// A random credential for one run.
 pub(crate) struct Credential {
     password: String,
-    /// The whole `Authorization` value a client must send.
+    /// The `Basic` token a client must send.
     expected: Vec<u8>,
 }
 
@@ -147,7 +278,7 @@ impl Credential {
     fn with_password(password: String) -> Self {
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{password}"));
         Credential {
-            expected: format!("Basic {token}").into_bytes(),
+            expected: token.into_bytes(),
             password,
         }
     }
@@ -157,12 +288,10 @@ impl Credential {
         format!("{USER}:{}", self.password)
     }
 
-    /// Whether the request carries this credential (compared in constant time).
-    pub fn admits(&self, headers: &HeaderMap) -> bool {
-        headers
-            .get_all(header::AUTHORIZATION)
-            .iter()
-            .any(|v| constant_time_eq(v.as_bytes(), &self.expected))
+    /// Whether an `Authorization` value is this credential (the token
+    /// compared in constant time).
+    fn admits_value(&self, value: &[u8]) -> bool {
+        basic_token(value).is_some_and(|t| constant_time_eq(t, &self.expected))
     }
 }
 
@@ -204,6 +333,26 @@ pub(crate) fn unauthorized() -> Response {
     r
 }
 
+/// The answer to a client that failed too often: 429 with `Retry-After`
+/// (whole seconds, rounded up), and the connection closed.
+pub(crate) fn too_many(wait: Duration) -> Response {
+    let body = r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"too many failed logins: retry later","detail":null}]}"#;
+    let mut r = (StatusCode::TOO_MANY_REQUESTS, Body::from(body)).into_response();
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let h = r.headers_mut();
+    h.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    h.insert(
+        "Docker-Distribution-API-Version",
+        HeaderValue::from_static("registry/2.0"),
+    );
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,19 +365,38 @@ mod tests {
         h
     }
 
+    const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    fn check(access: &Access, values: &[&str]) -> Verdict {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(access.check(&headers(values), CLIENT))
+    }
+
+    fn basic(up: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(up)
+        )
+    }
+
     #[test]
     fn only_the_exact_credential_is_admitted() {
-        let c = Credential::with_password("s3cret".into());
-        let good = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode("cfs-export:s3cret")
+        let c = Access::Token(Arc::new(Credential::with_password("s3cret".into())));
+        let good = basic("cfs-export:s3cret");
+        assert_eq!(check(&c, &[&good]), Verdict::Admit);
+        let lower = good.replacen("Basic", "basic", 1);
+        assert_eq!(
+            check(&c, &[&lower]),
+            Verdict::Admit,
+            "the scheme in any case"
         );
-        assert!(c.admits(&headers(&[&good])));
-        assert!(c.admits(&headers(&["Bearer x", &good])));
-        let wrong_password = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode("cfs-export:s3creT")
-        );
+        assert_eq!(check(&c, &[&good, "Bearer x"]), Verdict::Admit);
+        // Only the first header counts.
+        assert_eq!(check(&c, &["Bearer x", &good]), Verdict::Refuse);
+        let wrong_password = basic("cfs-export:s3creT");
         for bad in [
             &[][..],
             &["Basic "][..],
@@ -237,32 +405,64 @@ mod tests {
             &[format!("{good}=").as_str()][..],
             &[good.to_lowercase().as_str()][..],
         ] {
-            assert!(!c.admits(&headers(bad)), "{bad:?}");
+            assert_eq!(check(&c, bad), Verdict::Refuse, "{bad:?}");
         }
-        assert_eq!(c.user_password(), "cfs-export:s3cret");
     }
 
     #[test]
     fn htpasswd_users_with_the_right_password_only() {
         let hash = bcrypt::hash("right", 4).unwrap();
-        let h = Htpasswd::parse(&format!("# users\nalice:{hash}\n")).unwrap();
-        let basic = |up: &str| {
-            format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(up)
-            )
-        };
-        assert!(h.admits(&headers(&[&basic("alice:right")])));
+        let h = Access::Users(Htpasswd::parse(&format!("# users\nalice:{hash}\n")).unwrap());
+        assert_eq!(check(&h, &[&basic("alice:right")]), Verdict::Admit);
         // Remembered, still right.
-        assert!(h.admits(&headers(&[&basic("alice:right")])));
-        for bad in ["alice:wrong", "bob:right", "alice:", "alice", ""] {
-            assert!(!h.admits(&headers(&[&basic(bad)])), "{bad}");
+        assert_eq!(check(&h, &[&basic("alice:right")]), Verdict::Admit);
+        for bad in ["alice:wrong", "bob:right", "alice:", "alice"] {
+            assert_eq!(check(&h, &[&basic(bad)]), Verdict::Refuse, "{bad}");
         }
-        assert!(!h.admits(&headers(&["Bearer x"])));
-        assert!(!h.admits(&HeaderMap::new()));
+        assert_eq!(check(&h, &["Bearer x"]), Verdict::Refuse);
+        assert_eq!(check(&h, &[&basic("alice:wrong")]), Verdict::Refuse);
+        // Past the free failures the address waits, without a bcrypt...
+        assert!(matches!(
+            check(&h, &[&basic("alice:wrong")]),
+            Verdict::BackOff(_)
+        ));
+        // ... but a value verified before is still admitted.
+        assert_eq!(check(&h, &[&basic("alice:right")]), Verdict::Admit);
+        assert_eq!(check(&h, &[]), Verdict::Refuse);
         for bad in ["", "alice:plain", "nocolon"] {
             assert!(Htpasswd::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn failures_back_off_doubling_then_are_forgiven() {
+        let f = Failures::default();
+        let (a, b) = (CLIENT, IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2)));
+        let t0 = Instant::now();
+        for _ in 0..FREE_FAILURES {
+            f.failed(a, t0);
+        }
+        assert_eq!(f.waiting(a, t0), None, "free failures");
+        let mut waits = Vec::new();
+        for _ in 0..9 {
+            f.failed(a, t0);
+            waits.push(f.waiting(a, t0).unwrap().as_secs());
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(f.waiting(b, t0), None, "other addresses do not wait");
+        assert_eq!(f.waiting(a, t0 + MAX_BACK_OFF), None, "the wait ends");
+        // Long quiet: counting starts again.
+        f.failed(a, t0 + FORGET_FAILURES);
+        assert_eq!(f.waiting(a, t0 + FORGET_FAILURES), None);
+        f.forgive(a);
+        assert!(crate::lock(&f.0).is_empty());
+    }
+
+    #[test]
+    fn the_dummy_hash_costs_what_the_users_cost() {
+        let hash = bcrypt::hash("x", 5).unwrap();
+        let h = Htpasswd::parse(&format!("alice:{hash}\nbob:{hash}\n")).unwrap();
+        assert_eq!(&h.dummy[..7], &hash[..7]);
     }
 
     #[test]
@@ -271,6 +471,14 @@ mod tests {
         let b = Credential::random().unwrap();
         assert_ne!(a.password, b.password);
         assert_eq!(a.password.len(), 64);
+    }
+
+    #[test]
+    fn back_off_says_when_to_try_again() {
+        let r = too_many(Duration::from_millis(2500));
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "3");
+        assert_eq!(r.headers()[header::CONNECTION], "close");
     }
 
     #[test]

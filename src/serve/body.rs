@@ -3,24 +3,31 @@
 //! A part of a blob starts at the nearest restart point an earlier response
 //! passed: in the tar for an uncompressed layer (`tar_into`), at a pgzip
 //! block for a reproduced pgzip blob (`compressed_into`, `resume`); other
-//! encoders run from the blob's start.
+//! encoders run from the blob's start. A part that ends before the blob
+//! does stops there: a range costs what precedes its end, not the whole
+//! blob (its client proves the blob it assembles; a part that reaches the
+//! end is proven here as a whole response is).
 //!
-//! At most `--jobs` layers are rebuilt at once (a semaphore taken before the
-//! rebuild thread starts), and a client that stops reading for
-//! [`SEND_TIMEOUT`] loses its response, so no client can hold rebuild
-//! threads or memory indefinitely.
+//! Bounds, so that no client can hold what others need: at most
+//! `Pool::rebuilds` layers are rebuilt at once, and a response whose client
+//! stops reading gives its turn up while it waits ([`Turn`]); each client
+//! address has at most [`Clients::PER_CLIENT`] layer responses at once
+//! (more wait); a response whose client reads no chunk for the stall
+//! timeout is dropped. No lock is held across a send.
 
+use std::collections::HashMap;
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use cfs_encoders::klauspost::SharedBlocks;
 use composefs::fsverity::FsVerityHashValue;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use super::ranges::Window;
+use super::ranges::{Release, Window};
 use super::{resume, Blob, Inner, LayerBlob, LayerServed};
 use crate::blob_index::BlobIndex;
 use crate::compress::{Compression, Encoder};
@@ -33,43 +40,54 @@ use crate::reproduce::Reproducer;
 
 /// Bytes per response chunk; the last one or two are held back until the layer is proven.
 pub(crate) const CHUNK: usize = 256 * 1024;
-/// How long a chunk may wait for the client to read before the response is dropped.
-const SEND_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A response body that rebuilds the layer on a blocking thread as it is
-/// sent: `count` bytes of the blob from `first` on.
+/// sent: `count` bytes of the blob from `first` on, for `client`.
 pub(super) fn stream_layer<ID: FsVerityHashValue>(
     s: Arc<Inner<ID>>,
     digest: String,
-    first: u64,
-    count: u64,
+    (first, count): (u64, u64),
+    client: Option<IpAddr>,
 ) -> Body {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
     let runtime = tokio::runtime::Handle::current();
     tokio::spawn(async move {
-        let Ok(permit) = s.rebuilds.clone().acquire_owned().await else {
-            return;
+        // Waiting for a turn ends when the client gives up.
+        let turns = async {
+            let mine = s.pool.clients.enter(client).await;
+            let permit = s.pool.rebuilds.clone().acquire_owned().await.ok()?;
+            Some((mine, permit))
         };
-        // The client may have given up while it waited for its turn.
-        if tx.is_closed() {
-            return;
-        }
+        let (mine, permit) = tokio::select! {
+            t = turns => match t { Some(t) => t, None => return },
+            _ = tx.closed() => return,
+        };
         let rebuild = tokio::task::spawn_blocking(move || {
-            rebuild_into(&s, &digest, (first, count), tx, runtime);
-            drop(permit);
+            let turn = Turn {
+                rebuilds: Some(s.pool.rebuilds.clone()),
+                permit: Some(permit),
+            };
+            let held = HeldBack::new(tx, runtime, turn, s.pool.stall);
+            rebuild_into(&s, &digest, (first, count), held);
+            drop(mine);
         });
         let _ = rebuild.await;
     });
     Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
-/// Rebuild one layer into the response channel and log how it went.
+/// Whether `e` is the client going away (not damage to report).
+fn client_gone(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.downcast_ref::<layer::DestinationWriteError>().is_some())
+}
+
+/// Rebuild one layer into the response and log how it went.
 fn rebuild_into<ID: FsVerityHashValue>(
     s: &Inner<ID>,
     digest: &str,
     (first, count): (u64, u64),
-    tx: mpsc::Sender<io::Result<Bytes>>,
-    runtime: tokio::runtime::Handle,
+    sender: HeldBack,
 ) {
     let Some(Blob::Layer(blob)) = s.blobs.get(digest) else {
         return;
@@ -84,55 +102,51 @@ fn rebuild_into<ID: FsVerityHashValue>(
         compression: served.compression,
     };
     let started = Instant::now();
+    let (tx, part_sent) = (sender.tx.clone(), sender.part_sent.clone());
+    // A part that reaches the end completes what the client read before.
+    let to_the_end = first + count == served.size();
     s.progress.layer_started(image, &key, served.tar_size);
-    let sender = HeldBack::new(tx.clone(), runtime);
     let result = match served.compression {
-        Compression::Uncompressed => tar_into(s, blob, digest, (first, count), &key, sender),
-        c => {
-            let sent = compressed_into(s, blob, c, &key, (first, count), sender);
-            if let Err(e) = &sent {
-                // A block made from damaged input must not be copied again,
-                // nor a response resumed at its points; but a client that
-                // went away leaves both to the others and to its own resumed
-                // read (a wrong block or point could only fail the proof,
-                // never send wrong bytes).
-                let gone = e
-                    .chain()
-                    .any(|c| c.downcast_ref::<layer::DestinationWriteError>().is_some());
-                if !gone {
-                    s.blocks.forget(digest);
-                    s.blob_points.forget(digest);
-                }
-            }
-            sent
+        Compression::Uncompressed => {
+            tar_into(s, blob, digest, (first, count, to_the_end), &key, sender)
         }
+        c => compressed_into(s, blob, c, &key, (first, count, to_the_end), sender),
     };
     s.progress.layer_finished(&key);
-    let mut log = lock(&s.log);
-    match result {
+    let failed = match result {
         Ok(sender) => {
-            // A part that reaches the end completes what skopeo read before.
-            let to_the_end = first + count == served.size();
-            if sender.release().is_ok() && to_the_end {
+            let released = sender.release().is_ok();
+            if released && to_the_end {
                 let seconds = started.elapsed().as_secs_f64();
-                log.served
+                lock(&s.log)
+                    .served
                     .insert(digest.to_string(), LayerServed { seconds });
             }
+            return;
         }
-        Err(e) => {
-            // The held-back bytes are dropped: the response stops short.
-            let _ = tx.blocking_send(Err(io::Error::other(format!("{e:#}"))));
-            let gone = e
-                .chain()
-                .any(|c| c.downcast_ref::<layer::DestinationWriteError>().is_some());
-            if !gone {
-                if s.log_errors {
-                    tracing::error!("Serving blob {digest}: {e:#}");
-                }
-                log.errors.push(e);
-            }
-        }
+        // A part ending before the blob's end was sent whole: its work is done.
+        Err(_) if part_sent.load(Ordering::SeqCst) => return,
+        Err(e) => e,
+    };
+    // The held-back bytes are dropped: the response stops short. Never
+    // wait here for a client that does not read: the channel's end cuts it too.
+    let _ = tx.try_send(Err(io::Error::other(format!("{failed:#}"))));
+    drop(tx);
+    if client_gone(&failed) {
+        // A client that went away leaves the blob's shared blocks and
+        // restart points to the others and to its own resumed read (a
+        // wrong block or point could only fail the proof, never send
+        // wrong bytes).
+        return;
     }
+    // A block made from damaged input must not be copied again, nor a
+    // response resumed at its points.
+    s.pool.blocks.forget(digest);
+    s.pool.blob_points.forget(digest);
+    if s.log_errors {
+        tracing::error!("Serving blob {digest}: {failed:#}");
+    }
+    lock(&s.log).errors.push(failed);
 }
 
 /// Rebuild the uncompressed layer's bytes `first..first + count` into
@@ -143,18 +157,18 @@ fn tar_into<ID: FsVerityHashValue>(
     s: &Inner<ID>,
     blob: &LayerBlob<ID>,
     digest: &str,
-    (first, count): (u64, u64),
+    (first, count, to_the_end): (u64, u64, bool),
     key: &LayerKey,
     sender: HeldBack,
 ) -> anyhow::Result<HeldBack> {
-    let from = lock(&s.restarts)
+    let from = lock(&s.pool.restarts)
         .get(digest)
         .and_then(|points| points.iter().rev().find(|p| p.offset <= first).cloned());
     let start = from.as_ref().map_or(0, |p| p.offset);
-    let window = Window::new(sender, first - start, count);
+    let window = Window::new(sender, first - start, count, !to_the_end);
     let counted = ProgressWriter::new(window, &*s.progress, key);
     let mut record = |p: RestartPoint| {
-        let mut all = lock(&s.restarts);
+        let mut all = lock(&s.pool.restarts);
         let points = all.entry(digest.to_string()).or_default();
         if let Err(at) = points.binary_search_by_key(&p.offset, |q| q.offset) {
             points.insert(at, p);
@@ -165,7 +179,7 @@ fn tar_into<ID: FsVerityHashValue>(
         record: Some(&mut record),
     };
     let (counted, _) = layer::rebuild_from(&s.repo, &blob.image, &blob.layer, counted, restart)?;
-    Ok(counted.into_inner().into_inner())
+    Ok(counted.into_inner().into_inner()?)
 }
 
 /// Rebuild the layer through `compression`'s encoder into `sender`, bytes
@@ -176,19 +190,19 @@ fn tar_into<ID: FsVerityHashValue>(
 /// that blob (`blocks`): concurrent pulls compress each block once; and a
 /// part of it starts at the nearest restart point an earlier response
 /// passed (`resume`). Other encoders run from the blob's start.
-fn compressed_into<ID: FsVerityHashValue, W: Write>(
+fn compressed_into<ID: FsVerityHashValue, W: Release>(
     s: &Inner<ID>,
     blob: &LayerBlob<ID>,
     compression: Compression,
     key: &LayerKey,
-    (first, count): (u64, u64),
+    (first, count, to_the_end): (u64, u64, bool),
     sender: W,
 ) -> anyhow::Result<W> {
-    let shared = s.blocks.blob(blob.served.digest().as_ref());
-    let share = s.workers.share();
+    let shared = s.pool.blocks.blob(blob.served.digest().as_ref());
+    let share = s.pool.workers.share();
     let (window, digest, size) = match compression {
         Compression::Reproduced(Reproducer::Pgzip(version)) => {
-            let span = (first, count);
+            let span = (first, count, to_the_end);
             resume::pgzip_into(
                 s,
                 blob,
@@ -200,10 +214,10 @@ fn compressed_into<ID: FsVerityHashValue, W: Write>(
             )?
         }
         c => {
-            let window = Window::new(sender, first, count);
+            let window = Window::new(sender, first, count, !to_the_end);
             // gzip's blocks are small (128 KiB): all the threads cost little memory.
             let threads = match c {
-                Compression::Gzip(_) => s.workers.jobs,
+                Compression::Gzip(_) => s.pool.workers.jobs,
                 _ => share.threads,
             };
             let encoder = encoder_for(c, HashingWriter::new(window), threads, shared.clone())?;
@@ -241,7 +255,7 @@ fn compressed_into<ID: FsVerityHashValue, W: Write>(
     if made + copied > 0 {
         tracing::info!(target: "blocks", "{want}: {made} blocks compressed, {copied} copied", want = expected.digest());
     }
-    Ok(window.into_inner())
+    Ok(window.into_inner()?)
 }
 
 /// The encoder a served layer is made with: the same bytes as the blob
@@ -301,44 +315,112 @@ impl Drop for Share<'_> {
     }
 }
 
+/// Layer responses at once per client address: one address cannot take
+/// every rebuild slot (a client pulling in parallel opens a few).
+pub(super) struct Clients {
+    per_client: usize,
+    open: Mutex<HashMap<IpAddr, Arc<Semaphore>>>,
+}
+
+impl Clients {
+    /// Layer responses one client address may have at once (skopeo and
+    /// podman pull up to 6 blobs in parallel).
+    pub const PER_CLIENT: usize = 6;
+
+    /// At most `per_client` responses per address.
+    pub fn new(per_client: usize) -> Self {
+        Clients {
+            per_client: per_client.max(1),
+            open: Mutex::default(),
+        }
+    }
+
+    /// Wait for one of `client`'s slots (no limit without an address).
+    async fn enter(&self, client: Option<IpAddr>) -> Option<OwnedSemaphorePermit> {
+        let slots = {
+            let mut open = lock(&self.open);
+            // Forget addresses with nothing running, now and then.
+            if open.len() > 1024 {
+                let all = self.per_client;
+                open.retain(|_, s| Arc::strong_count(s) > 1 || s.available_permits() < all);
+            }
+            open.entry(client?)
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per_client)))
+                .clone()
+        };
+        slots.acquire_owned().await.ok()
+    }
+}
+
+/// A response's turn at rebuilding (a rebuild slot), given up while its
+/// client does not read and taken again before it goes on.
+pub(crate) struct Turn {
+    /// The slots (none: unbounded, in tests).
+    pub rebuilds: Option<Arc<Semaphore>>,
+    /// The slot held now.
+    pub permit: Option<OwnedSemaphorePermit>,
+}
+
 /// A writer into the response that keeps the latest chunk back until
 /// [`HeldBack::release`]: nothing proves a layer but its last byte.
 pub(crate) struct HeldBack {
     tx: mpsc::Sender<io::Result<Bytes>>,
     runtime: tokio::runtime::Handle,
+    turn: Turn,
+    /// How long a chunk may wait for the client before the response is dropped.
+    stall: Duration,
     held: Option<Bytes>,
     current: Vec<u8>,
+    /// Set once a part that ends before the blob's end is all sent.
+    part_sent: Arc<AtomicBool>,
 }
 
 impl HeldBack {
-    pub fn new(tx: mpsc::Sender<io::Result<Bytes>>, runtime: tokio::runtime::Handle) -> Self {
+    pub fn new(
+        tx: mpsc::Sender<io::Result<Bytes>>,
+        runtime: tokio::runtime::Handle,
+        turn: Turn,
+        stall: Duration,
+    ) -> Self {
         HeldBack {
             tx,
             runtime,
+            turn,
+            stall,
             held: None,
             current: Vec::with_capacity(CHUNK),
+            part_sent: Arc::default(),
         }
     }
 
-    fn send(&self, b: Bytes) -> io::Result<()> {
-        match self
-            .runtime
-            .block_on(self.tx.send_timeout(Ok(b), SEND_TIMEOUT))
-        {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("the client read nothing for {} s", SEND_TIMEOUT.as_secs()),
-            )),
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the client went away",
-            )),
+    fn send(&mut self, b: Bytes) -> io::Result<()> {
+        let b = match self.tx.try_send(Ok(b)) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(gone()),
+            Err(mpsc::error::TrySendError::Full(b)) => b,
+        };
+        // The client is not reading now: let another response rebuild
+        // while this one waits.
+        self.turn.permit = None;
+        match self.runtime.block_on(self.tx.send_timeout(b, self.stall)) {
+            Ok(()) => {}
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the client read nothing for {} s", self.stall.as_secs()),
+                ))
+            }
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => return Err(gone()),
         }
+        if let Some(rebuilds) = &self.turn.rebuilds {
+            let permit = self.runtime.block_on(rebuilds.clone().acquire_owned());
+            self.turn.permit = Some(permit.map_err(|_| gone())?);
+        }
+        Ok(())
     }
 
-    /// The layer is proven: send what was held back.
-    pub fn release(mut self) -> io::Result<()> {
+    /// Send what is held back.
+    fn send_held(&mut self) -> io::Result<()> {
         if let Some(b) = self.held.take() {
             self.send(b)?;
         }
@@ -346,6 +428,24 @@ impl HeldBack {
         if !last.is_empty() {
             self.send(Bytes::from(last))?;
         }
+        Ok(())
+    }
+
+    /// The layer is proven: send what was held back.
+    pub fn release(mut self) -> io::Result<()> {
+        self.send_held()
+    }
+}
+
+/// The error of a response whose client went away.
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the client went away")
+}
+
+impl Release for HeldBack {
+    fn release_part(&mut self) -> io::Result<()> {
+        self.send_held()?;
+        self.part_sent.store(true, Ordering::SeqCst);
         Ok(())
     }
 }
@@ -372,6 +472,13 @@ impl Write for HeldBack {
 mod tests {
     use super::*;
 
+    fn no_turn() -> Turn {
+        Turn {
+            rebuilds: None,
+            permit: None,
+        }
+    }
+
     #[test]
     fn held_back_until_released() {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -379,7 +486,7 @@ mod tests {
             .build()
             .unwrap();
         let (tx, mut rx) = mpsc::channel(64);
-        let mut w = HeldBack::new(tx, rt.handle().clone());
+        let mut w = HeldBack::new(tx, rt.handle().clone(), no_turn(), Duration::from_secs(120));
         let data = vec![7u8; CHUNK * 3 + 100];
         let writer = std::thread::spawn(move || {
             w.write_all(&data).unwrap();
@@ -403,6 +510,63 @@ mod tests {
     }
 
     #[test]
+    fn a_response_whose_client_does_not_read_gives_its_turn_up() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .unwrap();
+        let rebuilds = Arc::new(Semaphore::new(1));
+        let permit = rebuilds.clone().try_acquire_owned().unwrap();
+        let turn = Turn {
+            rebuilds: Some(rebuilds.clone()),
+            permit: Some(permit),
+        };
+        let (tx, mut rx) = mpsc::channel(1);
+        let mut w = HeldBack::new(tx, rt.handle().clone(), turn, Duration::from_secs(60));
+        let writer = std::thread::spawn(move || {
+            w.write_all(&vec![1u8; CHUNK * 4]).unwrap();
+            w
+        });
+        // The channel is full and nobody reads: the slot is free for others.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while rebuilds.available_permits() == 0 {
+            assert!(Instant::now() < deadline, "the turn was not given up");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The client reads again: the response takes its turn back and goes on.
+        let mut got = 0;
+        while got < 2 * CHUNK {
+            got += rt.block_on(rx.recv()).unwrap().unwrap().len();
+        }
+        let w = writer.join().unwrap();
+        assert_eq!(rebuilds.available_permits(), 0, "taken back");
+        drop(w);
+        assert_eq!(rebuilds.available_permits(), 1);
+    }
+
+    #[test]
+    fn a_response_whose_client_reads_nothing_ends_after_the_stall_time() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .unwrap();
+        let (tx, _rx) = mpsc::channel(1);
+        let mut w = HeldBack::new(
+            tx,
+            rt.handle().clone(),
+            no_turn(),
+            Duration::from_millis(300),
+        );
+        let err = std::thread::spawn(move || w.write_all(&vec![0u8; CHUNK * 4]))
+            .join()
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[test]
     fn later_responses_get_fewer_threads() {
         let w = Workers::new(4);
         let first = w.share();
@@ -422,7 +586,7 @@ mod tests {
             .unwrap();
         let (tx, rx) = mpsc::channel(1);
         drop(rx);
-        let mut w = HeldBack::new(tx, rt.handle().clone());
+        let mut w = HeldBack::new(tx, rt.handle().clone(), no_turn(), Duration::from_secs(120));
         let err = std::thread::spawn(move || w.write_all(&vec![0u8; CHUNK * 3]))
             .join()
             .unwrap()

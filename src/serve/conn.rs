@@ -1,37 +1,61 @@
-//! Accepting connections within bounds, so that no local user can starve
-//! the client we serve.
+//! Accepting connections within bounds, so that no client can starve the
+//! others.
 //!
-//! At most [`max_connections`] are open at once (well under the file limit);
-//! when full, the oldest connection that has not yet shown the credential
-//! makes room for the new one, so idle floods cannot lock our client out. A
-//! connection must send a whole request head within [`HEADER_TIMEOUT`] (this
-//! is also the keep-alive idle limit), request heads are bounded in size, and
-//! a request [`Access`] does not admit is answered 401 and its connection
+//! At most [`max_connections`] are open at once (well under the file
+//! limit), and at most [`Bounds::per_client`] from one address. When either
+//! is full, the connection that has moved no byte for the longest (at
+//! least [`EVICTABLE_AFTER`]) makes room for the new one: one that has not
+//! yet shown a credential first, then any, so neither idle floods nor idle
+//! keep-alive connections of admitted users can lock others out; a new
+//! connection is refused only when every candidate is busy. A connection
+//! must send a whole request head within [`HEADER_TIMEOUT`] (this is also
+//! the keep-alive idle limit), request heads are bounded in size, and a
+//! connection whose writes make no progress for [`Bounds::idle`] is
+//! closed (a client that stops reading). A request [`Access`] does not
+//! admit is answered 401 (429 after repeated failures) and its connection
 //! closed. Nothing is rebuilt before access is checked. On stop, the
 //! listener closes and running responses get [`Bounds::grace`] to finish.
+//! What is served (routes and access) is read from a watch per request, so
+//! a reload applies to the next request and running ones finish as they
+//! began.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::Request;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tower::ServiceExt as _;
 
-use super::access::{unauthorized, Access};
+use super::access::{too_many, unauthorized, Access, Verdict};
 
 /// How long a client may take to send a request head, or stay idle between requests.
 pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest request head we buffer.
+/// How long a registry connection may make no progress sending before it is
+/// closed (and a response wait for its client to read a chunk).
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest request head we buffer. hyper reads in growing steps and checks
+/// after a read, so its own bound is set to half: a head is refused before
+/// 64 KiB in all.
 const MAX_HEAD: usize = 64 * 1024;
 /// Connections open at once, at most (also bounded by the open-file limit).
 const MAX_CONNECTIONS: usize = 256;
+/// Connections one registry client address may have open at once.
+pub(crate) const PER_CLIENT_CONNECTIONS: usize = 32;
+/// A connection that has moved no byte for this long may be closed to make room.
+const EVICTABLE_AFTER: Duration = Duration::from_secs(2);
 
 /// The connection cap: [`MAX_CONNECTIONS`], or a quarter of the soft
 /// open-file limit when that is lower (rebuilds need descriptors too).
@@ -42,10 +66,53 @@ fn max_connections() -> usize {
     MAX_CONNECTIONS.min(usize::try_from(soft / 4).unwrap_or(usize::MAX).max(8))
 }
 
+/// What is served: the routes, and who may read them.
+#[derive(Clone)]
+pub(crate) struct Site {
+    /// The routes over the served content.
+    pub router: Router,
+    /// Who is answered.
+    pub access: Arc<Access>,
+}
+
+/// The client's address, in each admitted request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientAddr(pub IpAddr);
+
+/// When a connection last moved a byte, in milliseconds since its gate's start.
+pub(crate) struct Activity {
+    epoch: Instant,
+    last: AtomicU64,
+}
+
+impl Activity {
+    fn new(epoch: Instant) -> Self {
+        let a = Activity {
+            epoch,
+            last: AtomicU64::new(0),
+        };
+        a.touch();
+        a
+    }
+
+    /// A byte moved now.
+    fn touch(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long no byte moved, as of `now` (ms since the epoch).
+    fn idle_for(&self, now: u64) -> Duration {
+        Duration::from_millis(now.saturating_sub(self.last.load(Ordering::Relaxed)))
+    }
+}
+
 /// One open connection.
 struct Open {
+    client: IpAddr,
     /// It has sent a request with the credential.
     trusted: bool,
+    activity: Arc<Activity>,
     /// Closes it when sent (or dropped).
     evict: Option<oneshot::Sender<()>>,
 }
@@ -54,13 +121,17 @@ struct Open {
 pub(crate) struct Gate {
     open: Mutex<BTreeMap<u64, Open>>,
     max: usize,
+    per_client: usize,
+    epoch: Instant,
 }
 
 impl Gate {
-    pub fn new(max: usize) -> Self {
+    pub fn new(max: usize, per_client: usize) -> Self {
         Gate {
             open: Mutex::new(BTreeMap::new()),
             max,
+            per_client,
+            epoch: Instant::now(),
         }
     }
 
@@ -68,30 +139,42 @@ impl Gate {
         crate::lock(&self.open)
     }
 
-    /// Let connection `id` in, evicting the oldest untrusted one when full;
-    /// `None` (refused) when every open connection is trusted.
-    pub fn admit(&self, id: u64) -> Option<oneshot::Receiver<()>> {
+    /// A new connection's activity record.
+    fn activity(&self) -> Arc<Activity> {
+        Arc::new(Activity::new(self.epoch))
+    }
+
+    /// Let connection `id` from `client` in, making room as the module
+    /// says; `None` (refused) when no connection can make room.
+    pub fn admit(
+        &self,
+        id: u64,
+        client: IpAddr,
+        activity: Arc<Activity>,
+    ) -> Option<oneshot::Receiver<()>> {
         let mut open = self.lock();
-        if open.len() >= self.max {
-            let oldest = open.iter().find(|(_, c)| !c.trusted).map(|(id, _)| *id)?;
-            if let Some(mut c) = open.remove(&oldest) {
-                if let Some(evict) = c.evict.take() {
-                    let _ = evict.send(());
-                }
-            }
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let mine = open.values().filter(|c| c.client == client).count();
+        if mine >= self.per_client {
+            evict(&mut open, now, |c| c.client == client)?;
+        } else if open.len() >= self.max {
+            evict(&mut open, now, |_| true)?;
         }
         let (evict, evicted) = oneshot::channel();
         open.insert(
             id,
             Open {
+                client,
                 trusted: false,
+                activity,
                 evict: Some(evict),
             },
         );
         Some(evicted)
     }
 
-    /// Connection `id` showed the credential: it is never evicted.
+    /// Connection `id` showed the credential: it goes after the others
+    /// when room is made.
     pub fn trust(&self, id: u64) {
         if let Some(c) = self.lock().get_mut(&id) {
             c.trusted = true;
@@ -109,47 +192,158 @@ impl Gate {
     }
 }
 
-/// How a server ends and what it logs.
+/// Close the connection among those `eligible` that has been idle longest
+/// (at least [`EVICTABLE_AFTER`]), untrusted ones first; `None` when none is.
+fn evict(open: &mut BTreeMap<u64, Open>, now: u64, eligible: impl Fn(&Open) -> bool) -> Option<()> {
+    let victim = open
+        .iter()
+        .filter(|(_, c)| eligible(c))
+        .map(|(id, c)| (c.trusted, c.activity.idle_for(now), *id))
+        .filter(|(_, idle, _)| *idle >= EVICTABLE_AFTER)
+        // Untrusted first, then the longest idle.
+        .min_by_key(|(trusted, idle, _)| (*trusted, std::cmp::Reverse(*idle)))?
+        .2;
+    if let Some(mut c) = open.remove(&victim) {
+        if let Some(evict) = c.evict.take() {
+            let _ = evict.send(());
+        }
+    }
+    Some(())
+}
+
+/// A connection's socket, noting each byte that moves and failing a write
+/// that makes no progress for `idle`.
+struct Watched<S> {
+    io: S,
+    activity: Arc<Activity>,
+    idle: Duration,
+    /// Since when a write has been waiting for the client.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> Watched<S> {
+    fn new(io: S, activity: Arc<Activity>, idle: Duration) -> Self {
+        Watched {
+            io,
+            activity,
+            idle,
+            stalled: None,
+        }
+    }
+
+    /// After a write or flush poll: progress resets the stall clock, a
+    /// wait starts it, a wait past `idle` is an error.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        match polled {
+            Poll::Pending => {
+                let idle = self.idle;
+                let timer = self
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the client read nothing",
+                    ))),
+                }
+            }
+            ready => {
+                self.stalled = None;
+                self.activity.touch();
+                ready
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.watch(cx, polled)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.io).poll_flush(cx);
+        self.watch(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.watch(cx, polled)
+    }
+}
+
+/// How a server ends, what it logs, and its per-client bounds.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Bounds {
     /// How long running responses may go on after the stop.
     pub grace: Duration,
     /// Log every request (method, path, status) through tracing.
     pub access_log: bool,
+    /// How long a connection's writes may make no progress.
+    pub idle: Duration,
+    /// Connections one client address may have open.
+    pub per_client: usize,
 }
 
 impl Bounds {
-    /// The hand-off: its client is gone when it stops.
+    /// The hand-off: its client is gone when it stops; skopeo may pause a
+    /// blob while it commits another.
     pub fn hand_off() -> Self {
         Bounds {
             grace: Duration::ZERO,
             access_log: false,
+            idle: Duration::from_secs(120),
+            per_client: MAX_CONNECTIONS,
         }
     }
 }
 
-/// Serve `router` on `listener` to those `access` admits until `stop`
-/// fires; every connection is closed when this returns.
+/// Serve the site `sites` holds on `listener` to those its access admits
+/// until `stop` fires; every connection is closed when this returns.
 pub(crate) async fn serve(
     listener: TcpListener,
-    router: Router,
-    access: Arc<Access>,
+    sites: watch::Receiver<Site>,
     bounds: Bounds,
     tls: Option<tokio_rustls::TlsAcceptor>,
     stop: oneshot::Receiver<()>,
 ) {
-    let (draining, drain) = tokio::sync::watch::channel(false);
-    let gate = Arc::new(Gate::new(max_connections()));
+    let (draining, drain) = watch::channel(false);
+    let gate = Arc::new(Gate::new(max_connections(), bounds.per_client));
     let mut connections = tokio::task::JoinSet::new();
     let mut stop = std::pin::pin!(stop);
     let mut next_id = 0u64;
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = &mut stop => break,
             // Reap finished connection tasks as we go.
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of descriptors, most likely: wait for some to close.
                     tracing::warn!("image server: accepting a connection: {e}");
@@ -159,30 +353,20 @@ pub(crate) async fn serve(
             },
         };
         next_id += 1;
-        let id = next_id;
-        let Some(evicted) = gate.admit(id) else {
+        let (id, client) = (next_id, peer.ip());
+        let activity = gate.activity();
+        let Some(evicted) = gate.admit(id, client, activity.clone()) else {
             continue;
         };
-        let (gate, router, access) = (gate.clone(), router.clone(), access.clone());
+        let stream = Watched::new(stream, activity, bounds.idle);
+        let (gate, sites) = (gate.clone(), sites.clone());
         let (mut drain, tls) = (drain.clone(), tls.clone());
         connections.spawn(async move {
             let service = {
                 let gate = gate.clone();
                 hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let (gate, router, access) = (gate.clone(), router.clone(), access.clone());
-                    async move {
-                        let (method, path) = (req.method().clone(), req.uri().path().to_string());
-                        let response = if access.admits(req.headers()) {
-                            gate.trust(id);
-                            router.oneshot(req.map(Body::new)).await?
-                        } else {
-                            unauthorized()
-                        };
-                        if bounds.access_log {
-                            tracing::info!(target: "access", "{method} {path} {}", response.status().as_u16());
-                        }
-                        Ok::<_, Infallible>(response)
-                    }
+                    let (gate, site) = (gate.clone(), sites.borrow().clone());
+                    answer(req, site, client, bounds.access_log, move || gate.trust(id))
                 })
             };
             let mut evicted = evicted;
@@ -211,15 +395,40 @@ pub(crate) async fn serve(
     drop(connections);
 }
 
+/// One request: checked against the site's access, then routed.
+async fn answer(
+    req: Request<Incoming>,
+    site: Site,
+    client: IpAddr,
+    access_log: bool,
+    trusted: impl FnOnce(),
+) -> Result<axum::response::Response, Infallible> {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let response = match site.access.check(req.headers(), client).await {
+        Verdict::Admit => {
+            trusted();
+            let mut req = req.map(Body::new);
+            req.extensions_mut().insert(ClientAddr(client));
+            site.router.oneshot(req).await?
+        }
+        Verdict::Refuse => unauthorized(),
+        Verdict::BackOff(wait) => too_many(wait),
+    };
+    if access_log {
+        tracing::info!(target: "access", "{client} {method} {path} {}", response.status().as_u16());
+    }
+    Ok(response)
+}
+
 /// HTTP/1.1 on one connection until it ends, is evicted, or (draining) has
 /// finished the response in flight.
 async fn drive<S, Svc>(
     io: S,
     service: Svc,
     evicted: &mut oneshot::Receiver<()>,
-    drain: &mut tokio::sync::watch::Receiver<bool>,
+    drain: &mut watch::Receiver<bool>,
 ) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     Svc: hyper::service::Service<
         Request<Incoming>,
         Response = axum::response::Response,
@@ -229,7 +438,7 @@ async fn drive<S, Svc>(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
-        .max_buf_size(MAX_HEAD);
+        .max_buf_size(MAX_HEAD / 2);
     let conn = http.serve_connection(TokioIo::new(io), service);
     let mut conn = std::pin::pin!(conn);
     let draining = tokio::select! {
@@ -248,28 +457,99 @@ async fn drive<S, Svc>(
 mod tests {
     use super::*;
 
+    fn addr(last: u8) -> IpAddr {
+        IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, last))
+    }
+
+    /// A gate started a minute ago, so that its connections can be made
+    /// to look idle.
+    fn test_gate(max: usize, per_client: usize) -> Gate {
+        Gate {
+            open: Mutex::default(),
+            max,
+            per_client,
+            epoch: Instant::now() - Duration::from_secs(60),
+        }
+    }
+
+    /// A gate whose connections were all idle long enough to be evicted,
+    /// but for those in `busy`.
+    fn age(gate: &Gate, busy: &[u64]) {
+        for (id, c) in gate.lock().iter() {
+            let last = if busy.contains(id) { u64::MAX / 2 } else { 0 };
+            c.activity.last.store(last, Ordering::Relaxed);
+        }
+    }
+
+    fn admit(gate: &Gate, id: u64, client: IpAddr) -> Option<oneshot::Receiver<()>> {
+        gate.admit(id, client, gate.activity())
+    }
+
     #[test]
-    fn full_gate_evicts_the_oldest_untrusted() {
-        let gate = Gate::new(3);
-        let mut first = gate.admit(1).unwrap();
-        let mut second = gate.admit(2).unwrap();
-        let mut third = gate.admit(3).unwrap();
+    fn full_gate_evicts_the_longest_idle_untrusted_first() {
+        let gate = test_gate(3, 3);
+        let a = addr(1);
+        let mut first = admit(&gate, 1, a).unwrap();
+        let mut second = admit(&gate, 2, a).unwrap();
+        let mut third = admit(&gate, 3, a).unwrap();
         gate.trust(1);
+        assert!(
+            admit(&gate, 4, addr(2)).is_none(),
+            "none idle long enough: refused"
+        );
+        age(&gate, &[]);
         // Full: 2 is the oldest untrusted.
-        let _fourth = gate.admit(4).unwrap();
+        let _fourth = admit(&gate, 4, addr(2)).unwrap();
         assert!(second.try_recv().is_ok(), "evicted");
         assert!(first.try_recv().is_err() && third.try_recv().is_err());
         assert_eq!(gate.len(), 3);
         gate.trust(3);
         gate.trust(4);
-        assert!(gate.admit(5).is_none(), "all trusted: refused");
+        // All trusted: the idle ones still make room, 4 is busy.
+        age(&gate, &[4]);
+        assert!(admit(&gate, 5, addr(3)).is_some());
+        assert!(first.try_recv().is_ok() || third.try_recv().is_ok());
+        age(&gate, &[1, 3, 4, 5]);
+        assert!(admit(&gate, 6, addr(3)).is_none(), "all busy: refused");
         gate.leave(4);
-        assert!(gate.admit(5).is_some());
+        assert!(admit(&gate, 6, addr(3)).is_some());
+    }
+
+    #[test]
+    fn one_address_makes_room_among_its_own() {
+        let gate = test_gate(10, 2);
+        let (a, b) = (addr(1), addr(2));
+        let mut a1 = admit(&gate, 1, a).unwrap();
+        let _a2 = admit(&gate, 2, a).unwrap();
+        let mut b1 = admit(&gate, 3, b).unwrap();
+        gate.trust(1);
+        gate.trust(2);
+        assert!(admit(&gate, 4, a).is_none(), "a's are busy: refused");
+        age(&gate, &[2]);
+        assert!(admit(&gate, 4, a).is_some(), "a's idle 1 made room");
+        assert!(a1.try_recv().is_ok());
+        assert!(b1.try_recv().is_err(), "other addresses untouched");
+        assert_eq!(gate.len(), 3);
     }
 
     #[test]
     fn cap_is_bounded_by_the_file_limit() {
         let cap = max_connections();
         assert!((8..=MAX_CONNECTIONS).contains(&cap));
+    }
+
+    #[tokio::test]
+    async fn a_write_that_makes_no_progress_fails_after_idle() {
+        let (client, server) = tokio::io::duplex(1024);
+        let gate = Gate::new(1, 1);
+        let activity = gate.activity();
+        let mut w = Watched::new(server, activity, Duration::from_millis(200));
+        use tokio::io::AsyncWriteExt as _;
+        let started = Instant::now();
+        // The client never reads: the pipe fills, then the write stalls.
+        let err = w.write_all(&[0u8; 64 * 1024]).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        drop(client);
     }
 }

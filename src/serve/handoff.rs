@@ -13,7 +13,7 @@ use oci_spec::image::Digest;
 
 use super::access::{self, Access, Credential};
 use super::names::Names;
-use super::{add_image, conn, router, Inner, LayerChoice, LayerServed, Log, ServedLayer};
+use super::{add_image, conn, router, Inner, LayerChoice, LayerServed, Log, Pool, ServedLayer};
 use crate::image::StoredImage;
 use crate::progress::ProgressHandle;
 use crate::reproduce::Reproducer;
@@ -22,6 +22,8 @@ use crate::reproduce::Reproducer;
 const NAME: &str = "image";
 /// Its tag.
 pub(crate) const TAG: &str = "cfs-export";
+/// How long a chunk may wait for skopeo to read it before the response is dropped.
+const STALL: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// The image as served: its manifest and where it is.
 pub(crate) struct Served<ID: FsVerityHashValue> {
@@ -62,13 +64,19 @@ impl<ID: FsVerityHashValue> Served<ID> {
             blobs,
             progress,
             log: Mutex::new(Log::default()),
-            rebuilds: Arc::new(tokio::sync::Semaphore::new(jobs.max(1))),
-            workers: super::body::Workers::new(jobs),
-            restarts: Mutex::default(),
-            blob_points: Arc::default(),
             log_errors: false,
-            // One client: nothing to share, so nothing kept.
-            blocks: super::blocks::BlockCache::new(0),
+            pool: Arc::new(Pool {
+                rebuilds: Arc::new(tokio::sync::Semaphore::new(jobs.max(1))),
+                // One client: its own slots are all of them.
+                clients: super::body::Clients::new(jobs.max(1)),
+                workers: super::body::Workers::new(jobs),
+                // skopeo may pause a blob while it commits another.
+                stall: STALL,
+                restarts: Mutex::default(),
+                blob_points: Arc::default(),
+                // One client: nothing to share, so nothing kept.
+                blocks: super::blocks::BlockCache::new(0),
+            }),
         });
         let credential = Arc::new(Credential::random()?);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -76,11 +84,13 @@ impl<ID: FsVerityHashValue> Served<ID> {
             .context("Listening on 127.0.0.1")?;
         let addr = listener.local_addr()?;
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
-        let access = Arc::new(Access::Token(credential.clone()));
+        let site = conn::Site {
+            router: router(inner.clone()),
+            access: Arc::new(Access::Token(credential.clone())),
+        };
         let task = tokio::spawn(conn::serve(
             listener,
-            router(inner.clone()),
-            access,
+            tokio::sync::watch::channel(site).1,
             conn::Bounds::hand_off(),
             None,
             stop,

@@ -113,14 +113,27 @@ struct Inner<ID: FsVerityHashValue> {
     blobs: HashMap<String, Blob<ID>>,
     progress: ProgressHandle,
     log: Mutex<Log>,
-    /// Layer rebuilds allowed at once.
-    rebuilds: Arc<tokio::sync::Semaphore>,
-    /// Compression threads per compressed layer.
-    workers: body::Workers,
-    /// Where earlier responses of each uncompressed layer can be resumed.
-    restarts: Mutex<HashMap<String, Vec<crate::layer::RestartPoint>>>,
     /// Log layer errors as they happen (`serve`: no caller reads [`Log`]).
     log_errors: bool,
+    /// What every generation of the served content shares (a SIGHUP
+    /// rescan makes a new `Inner`, not new bounds).
+    pool: Arc<Pool>,
+}
+
+/// The bounds and caches of a server, shared by the content it serves now
+/// and the responses still running from before a rescan.
+struct Pool {
+    /// Layer rebuilds running at once; a response whose client stops
+    /// reading gives its turn up while it waits.
+    rebuilds: Arc<tokio::sync::Semaphore>,
+    /// Layer responses at once per client address.
+    clients: body::Clients,
+    /// Compression threads per compressed layer.
+    workers: body::Workers,
+    /// How long a response may wait for its client to read a chunk.
+    stall: std::time::Duration,
+    /// Where earlier responses of each uncompressed layer can be resumed.
+    restarts: Mutex<HashMap<String, Vec<crate::layer::RestartPoint>>>,
     /// Compressed blocks of reproduced blobs, shared between responses.
     blocks: Arc<blocks::BlockCache>,
     /// Where earlier responses of each reproduced pgzip blob can be resumed.

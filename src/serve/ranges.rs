@@ -56,26 +56,63 @@ impl Answer {
     }
 }
 
+/// A response sink that can send a part of a blob without the whole
+/// blob's proof: the part ends before the blob does, and its client proves
+/// the blob it assembles.
+pub(super) trait Release: Write {
+    /// Send everything written so far.
+    fn release_part(&mut self) -> io::Result<()>;
+}
+
+impl Release for Vec<u8> {
+    fn release_part(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The error that stops a rebuild once a part ending before the blob's
+/// end is sent: nothing after it is wanted.
+#[derive(Debug, thiserror::Error)]
+#[error("the part asked for is sent")]
+pub(super) struct PartSent;
+
 /// A writer passing on `count` bytes after the first `skip` ones, and
-/// dropping the rest (which the rebuild still hashes, to prove the blob).
+/// dropping the rest (which the rebuild still hashes, to prove the blob) —
+/// or, for a part that ends before the blob (`stop`), releasing what it
+/// passed and stopping the rebuild with [`PartSent`].
 pub(super) struct Window<W> {
     inner: W,
     skip: u64,
     count: u64,
+    stop: bool,
+    sent: bool,
 }
 
-impl<W: Write> Window<W> {
-    pub(super) fn new(inner: W, skip: u64, count: u64) -> Self {
-        Window { inner, skip, count }
+impl<W: Release> Window<W> {
+    pub(super) fn new(inner: W, skip: u64, count: u64, stop: bool) -> Self {
+        Window {
+            inner,
+            skip,
+            count,
+            stop,
+            sent: false,
+        }
     }
 
-    pub(super) fn into_inner(self) -> W {
-        self.inner
+    /// The sink, once the rebuild went to the end.
+    pub(super) fn into_inner(self) -> io::Result<W> {
+        match self.sent {
+            true => Err(io::Error::other(PartSent)),
+            false => Ok(self.inner),
+        }
     }
 }
 
-impl<W: Write> Write for Window<W> {
+impl<W: Release> Write for Window<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.sent {
+            return Err(io::Error::other(PartSent));
+        }
         let skipped = self.skip.min(buf.len() as u64) as usize;
         self.skip -= skipped as u64;
         let rest = &buf[skipped..];
@@ -83,6 +120,11 @@ impl<W: Write> Write for Window<W> {
         if passed > 0 {
             self.inner.write_all(&rest[..passed])?;
             self.count -= passed as u64;
+            if self.count == 0 && self.stop {
+                self.inner.release_part()?;
+                self.sent = true;
+                return Err(io::Error::other(PartSent));
+            }
         }
         Ok(buf.len())
     }
@@ -94,7 +136,13 @@ impl<W: Write> Write for Window<W> {
 
 /// One `bytes=` range; the end is clamped to the blob.
 fn parse(value: &str, len: u64) -> Answer {
-    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+    // The unit is case-insensitive (RFC 9110 §14.1).
+    let value = value.trim();
+    let Some(spec) = value
+        .get(..6)
+        .filter(|unit| unit.eq_ignore_ascii_case("bytes="))
+        .map(|_| &value[6..])
+    else {
         return Answer::Whole;
     };
     if spec.contains(',') {
@@ -142,6 +190,8 @@ mod tests {
         for (value, want) in [
             ("bytes=0-99", part(0, 99)),
             ("bytes=500-", part(500, 999)),
+            ("BYTES=500-", part(500, 999)),
+            ("Bytes=0-0", part(0, 0)),
             ("bytes=999-", part(999, 999)),
             ("bytes=-100", part(900, 999)),
             ("bytes=-5000", part(0, 999)),
@@ -178,13 +228,69 @@ mod tests {
     fn window_passes_only_its_bytes() {
         let data: Vec<u8> = (0..100u8).collect();
         for (skip, count) in [(0, 100), (10, 20), (99, 1), (0, 0), (50, 500)] {
-            let mut w = Window::new(Vec::new(), skip, count);
+            let mut w = Window::new(Vec::new(), skip, count, false);
             for piece in data.chunks(7) {
                 w.write_all(piece).unwrap();
             }
             let end = (skip + count).min(100) as usize;
-            assert_eq!(w.into_inner(), &data[skip as usize..end], "{skip} {count}");
+            assert_eq!(
+                w.into_inner().unwrap(),
+                &data[skip as usize..end],
+                "{skip} {count}"
+            );
         }
+    }
+
+    /// A sink that records what it was asked to release.
+    #[derive(Default)]
+    struct Recorder {
+        bytes: Vec<u8>,
+        released: Option<usize>,
+    }
+
+    impl Write for Recorder {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.bytes.write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Release for Recorder {
+        fn release_part(&mut self) -> io::Result<()> {
+            self.released = Some(self.bytes.len());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_part_before_the_end_stops_the_rebuild_once_sent() {
+        let data: Vec<u8> = (0..100u8).collect();
+        for (skip, count) in [(0, 1), (10, 20), (93, 6)] {
+            let mut w = Window::new(Recorder::default(), skip, count, true);
+            let mut written = 0;
+            let err = data
+                .chunks(7)
+                .find_map(|piece| match w.write_all(piece) {
+                    Ok(()) => {
+                        written += piece.len();
+                        None
+                    }
+                    Err(e) => Some(e),
+                })
+                .expect("stopped");
+            assert!(err.get_ref().is_some_and(|e| e.is::<PartSent>()), "{err}");
+            // It stopped at the piece holding the part's last byte.
+            assert!(written < (skip + count) as usize, "{skip} {count}");
+            assert!(w.write_all(&[0]).is_err(), "stays stopped");
+            assert!(w.into_inner().is_err());
+        }
+        let mut w = Window::new(Recorder::default(), 10, 20, true);
+        let _ = w.write_all(&data);
+        let Window { inner, .. } = w;
+        assert_eq!(inner.bytes, &data[10..30]);
+        assert_eq!(inner.released, Some(20));
     }
 
     fn part_of(first: u64, last: u64) -> Answer {

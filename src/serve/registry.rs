@@ -27,7 +27,7 @@ use super::access::{Access, Htpasswd};
 use super::blocks::BlockCache;
 use super::names::Names;
 use super::tls::TlsFiles;
-use super::{add_image, conn, router, Inner, LayerChoice, Log};
+use super::{add_image, conn, router, Inner, LayerChoice, Log, Pool};
 use crate::blob_index::{IndexReport, IndexedBlob};
 use crate::compress::{Compression, CompressionChoice};
 use crate::export::ExportOptions;
@@ -75,16 +75,24 @@ pub struct ServedImageReport {
 
 /// A bound, not yet running, registry.
 pub struct Registry<ID: FsVerityHashValue> {
-    inner: Arc<Inner<ID>>,
     listener: tokio::net::TcpListener,
-    access: Arc<Access>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// What is served now; a [`Reloader`] replaces it.
+    site: tokio::sync::watch::Sender<conn::Site>,
+    reloader: Reloader<ID>,
     /// The address it listens on.
     pub addr: SocketAddr,
-    /// The images served.
-    pub images: Vec<ServedImageReport>,
     /// Whether it answers HTTPS.
     pub https: bool,
+    /// What it serves.
+    pub content: ContentReport,
+}
+
+/// What a registry serves: its images and how their layers were prepared.
+#[derive(Debug, Clone)]
+pub struct ContentReport {
+    /// The images served.
+    pub images: Vec<ServedImageReport>,
     /// Short names that several registries' images share (`name:tag`,
     /// registries): served only as `REGISTRY/name` or with `?ns=`.
     pub ambiguous: Vec<(String, Vec<String>)>,
@@ -92,28 +100,76 @@ pub struct Registry<ID: FsVerityHashValue> {
     pub indexed: Option<IndexReport>,
 }
 
-impl<ID: FsVerityHashValue> Registry<ID> {
-    /// Prepare `images` (finding their original compression first when
-    /// `opts.compression` is `original`; for gzip and zstd, the blobs'
-    /// digests and sizes, from the index or by compressing each layer
-    /// not indexed once, `opts.jobs` at a time) and bind `listen`. `extra_tags`
-    /// serves images under more names (`quay.io/x/os:booted` for the image
-    /// whose config digest is given: a bootc host's deployments).
-    pub async fn bind(
-        repo: Arc<Repository<ID>>,
+/// Makes what a registry serves anew (SIGHUP): the users from their file,
+/// the images from the repository; responses running go on with what
+/// they started with.
+pub struct Reloader<ID: FsVerityHashValue> {
+    maker: Arc<SiteMaker<ID>>,
+    site: tokio::sync::watch::Sender<conn::Site>,
+}
+
+impl<ID: FsVerityHashValue> Clone for Reloader<ID> {
+    fn clone(&self) -> Self {
+        Reloader {
+            maker: self.maker.clone(),
+            site: self.site.clone(),
+        }
+    }
+}
+
+impl<ID: FsVerityHashValue> Reloader<ID> {
+    /// Serve `images` (and `extra_tags`, as for [`Registry::bind`]) to the
+    /// users the htpasswd file names now, from the next request on. On an
+    /// error what was served stays.
+    pub async fn reload(
+        &self,
         images: Vec<StoredImage<ID>>,
         extra_tags: &[(oci_spec::image::Digest, String)],
-        listen: Listen,
-        users: &Users,
-        tls: Option<&TlsFiles>,
-        opts: &ExportOptions,
-    ) -> Result<Self> {
-        let tls = tls.map(super::tls::acceptor).transpose()?;
-        let access = Arc::new(match users {
+    ) -> Result<ContentReport> {
+        let (site, report) = self.maker.site(images, extra_tags).await?;
+        self.site.send_replace(site);
+        Ok(report)
+    }
+}
+
+/// What makes a registry's site: the repository, who may read, how layers
+/// are served, and the bounds every site shares.
+struct SiteMaker<ID: FsVerityHashValue> {
+    repo: Arc<Repository<ID>>,
+    users: Users,
+    opts: ExportOptions,
+    pool: Arc<Pool>,
+}
+
+impl<ID: FsVerityHashValue> SiteMaker<ID> {
+    /// The site for `images`, and what it serves.
+    async fn site(
+        &self,
+        images: Vec<StoredImage<ID>>,
+        extra_tags: &[(oci_spec::image::Digest, String)],
+    ) -> Result<(conn::Site, ContentReport)> {
+        let access = Arc::new(match &self.users {
             Users::Anyone => Access::Anyone,
             Users::Htpasswd(path) => Access::Users(Htpasswd::read(path)?),
         });
-        let (opts, indexed) = prepare_layers(&repo, &images, opts).await?;
+        let (inner, report) = self.content(&images, extra_tags).await?;
+        Ok((
+            conn::Site {
+                router: router(Arc::new(inner)),
+                access,
+            },
+            report,
+        ))
+    }
+
+    /// The served content of `images`: their layers prepared (see
+    /// [`Registry::bind`]), names, blobs and manifests.
+    async fn content(
+        &self,
+        images: &[StoredImage<ID>],
+        extra_tags: &[(oci_spec::image::Digest, String)],
+    ) -> Result<(Inner<ID>, ContentReport)> {
+        let (opts, indexed) = prepare_layers(&self.repo, images, &self.opts).await?;
         let choice = match &indexed {
             Some((c, (blobs, _))) => LayerChoice::Indexed(*c, blobs),
             None => LayerChoice::Original(&opts.reproduced),
@@ -123,8 +179,8 @@ impl<ID: FsVerityHashValue> Registry<ID> {
         let mut blobs = HashMap::new();
         let mut served = Vec::new();
         let mut reports = Vec::new();
-        for img in &images {
-            let added = add_image(&repo, img, choice, &mut blobs)?;
+        for img in images {
+            let added = add_image(&self.repo, img, choice, &mut blobs)?;
             for tag in &img.entry.tags {
                 names.add_tag(tag, served.len());
             }
@@ -148,35 +204,80 @@ impl<ID: FsVerityHashValue> Registry<ID> {
             .into_iter()
             .map(|(n, r)| (n, r.into_iter().map(str::to_string).collect()))
             .collect();
-        let listener = bind_listener(listen).await?;
-        let addr = listener.local_addr()?;
-        let inner = Arc::new(Inner {
-            repo,
+        let inner = Inner {
+            repo: self.repo.clone(),
             names,
             images: served,
             blobs,
             progress: opts.progress.clone(),
             log: Mutex::new(Log::default()),
-            rebuilds: Arc::new(tokio::sync::Semaphore::new(
-                opts.jobs.max(1) * RESPONSES_PER_JOB,
-            )),
-            workers: super::body::Workers::new(opts.jobs),
-            restarts: Mutex::default(),
-            blob_points: Arc::default(),
             log_errors: true,
-            blocks: BlockCache::new(super::blocks::BUDGET),
-        });
-        Ok(Registry {
-            inner,
-            listener,
-            access,
-            https: tls.is_some(),
-            tls,
-            addr,
+            pool: self.pool.clone(),
+        };
+        let report = ContentReport {
             images: reports,
             ambiguous,
             indexed: indexed.map(|(_, (_, report))| report),
+        };
+        Ok((inner, report))
+    }
+}
+
+impl<ID: FsVerityHashValue> Registry<ID> {
+    /// Prepare `images` (finding their original compression first when
+    /// `opts.compression` is `original`; for gzip and zstd, the blobs'
+    /// digests and sizes, from the index or by compressing each layer
+    /// not indexed once, `opts.jobs` at a time) and bind `listen`. `extra_tags`
+    /// serves images under more names (`quay.io/x/os:booted` for the image
+    /// whose config digest is given: a bootc host's deployments).
+    pub async fn bind(
+        repo: Arc<Repository<ID>>,
+        images: Vec<StoredImage<ID>>,
+        extra_tags: &[(oci_spec::image::Digest, String)],
+        listen: Listen,
+        users: &Users,
+        tls: Option<&TlsFiles>,
+        opts: &ExportOptions,
+    ) -> Result<Self> {
+        let tls = tls.map(super::tls::acceptor).transpose()?;
+        let pool = Arc::new(Pool {
+            rebuilds: Arc::new(tokio::sync::Semaphore::new(
+                opts.jobs.max(1) * RESPONSES_PER_JOB,
+            )),
+            clients: super::body::Clients::new(super::body::Clients::PER_CLIENT),
+            workers: super::body::Workers::new(opts.jobs),
+            stall: conn::IDLE_TIMEOUT,
+            restarts: Mutex::default(),
+            blob_points: Arc::default(),
+            blocks: BlockCache::new(super::blocks::BUDGET),
+        });
+        let maker = Arc::new(SiteMaker {
+            repo,
+            users: users.clone(),
+            opts: opts.clone(),
+            pool,
+        });
+        let (site, content) = maker.site(images, extra_tags).await?;
+        let reloader = Reloader {
+            maker,
+            site: tokio::sync::watch::channel(site).0,
+        };
+        let listener = bind_listener(listen).await?;
+        let addr = listener.local_addr()?;
+        Ok(Registry {
+            listener,
+            https: tls.is_some(),
+            tls,
+            site: reloader.site.clone(),
+            reloader,
+            addr,
+            content,
         })
+    }
+
+    /// A handle that makes what is served anew (SIGHUP).
+    pub fn reloader(&self) -> Reloader<ID> {
+        self.reloader.clone()
     }
 
     /// Serve until `stop` resolves; then stop accepting and give running
@@ -186,15 +287,10 @@ impl<ID: FsVerityHashValue> Registry<ID> {
         let bounds = conn::Bounds {
             grace: GRACE,
             access_log: true,
+            idle: conn::IDLE_TIMEOUT,
+            per_client: conn::PER_CLIENT_CONNECTIONS,
         };
-        let server = conn::serve(
-            self.listener,
-            router(self.inner),
-            self.access,
-            bounds,
-            self.tls,
-            rx,
-        );
+        let server = conn::serve(self.listener, self.site.subscribe(), bounds, self.tls, rx);
         let mut server = std::pin::pin!(server);
         tokio::select! {
             _ = server.as_mut() => return,

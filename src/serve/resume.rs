@@ -14,7 +14,7 @@ use cfs_encoders::klauspost::{SharedBlocks, Version};
 use composefs::fsverity::FsVerityHashValue;
 use oci_spec::image::Digest;
 
-use super::ranges::Window;
+use super::ranges::{Release, Window};
 use super::{Inner, LayerBlob};
 use crate::lock;
 use crate::pgzip_restart::{rebuild_pgzip, BlobPoint, BlobRestart, PgzipBlob};
@@ -51,19 +51,19 @@ impl BlobPoints {
 /// bytes `first..first + count`, from the latest restart point before
 /// `first` (from byte 0 without one), recording the points passed. Returns
 /// the window and the whole blob's digest and size, for the proof.
-pub(super) fn pgzip_into<ID: FsVerityHashValue, W: std::io::Write>(
+pub(super) fn pgzip_into<ID: FsVerityHashValue, W: Release>(
     s: &Inner<ID>,
     blob: &LayerBlob<ID>,
     version: Version,
     key: &LayerKey,
-    (first, count): (u64, u64),
+    (first, count, to_the_end): (u64, u64, bool),
     sender: W,
     (workers, shared): (usize, Arc<dyn SharedBlocks>),
 ) -> Result<(Window<W>, Digest, u64)> {
     let digest = blob.served.digest().to_string();
     let from = match first {
         0 => None,
-        _ => s.blob_points.before(&digest, first),
+        _ => s.pool.blob_points.before(&digest, first),
     };
     let start = from.as_ref().map_or(0, |p| p.offset);
     if let Some(p) = &from {
@@ -75,7 +75,7 @@ pub(super) fn pgzip_into<ID: FsVerityHashValue, W: std::io::Write>(
             p.tar_offset()
         );
     }
-    let points = s.blob_points.clone();
+    let points = s.pool.blob_points.clone();
     let record = Box::new(move |p: BlobPoint| points.add(&digest, p));
     let encoder = PgzipBlob {
         version,
@@ -87,6 +87,6 @@ pub(super) fn pgzip_into<ID: FsVerityHashValue, W: std::io::Write>(
         from,
         record: Some(record),
     };
-    let window = Window::new(sender, first - start, count);
+    let window = Window::new(sender, first - start, count, !to_the_end);
     rebuild_pgzip(&s.repo, &blob.image, &blob.layer, encoder, window, restart)
 }

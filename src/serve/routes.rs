@@ -6,12 +6,15 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use std::net::IpAddr;
+
+use axum::extract::{Extension, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use composefs::fsverity::FsVerityHashValue;
 
 use super::body::stream_layer;
+use super::conn::ClientAddr;
 use super::names::{Lookup, Page};
 use super::ranges::Answer;
 use super::{Blob, Inner};
@@ -149,19 +152,84 @@ fn with_headers(mut r: Response, len: u64, digest: &str, media_type: &str) -> Re
 
 pub(super) async fn head_path<ID: FsVerityHashValue>(
     State(s): State<Arc<Inner<ID>>>,
-    Path(path): Path<String>,
-    RawQuery(query): RawQuery,
+    uri: Uri,
 ) -> Response {
-    respond(&s, &path, query.as_deref(), Method::HEAD, &HeaderMap::new())
+    request(s, &uri, Method::HEAD, &HeaderMap::new(), None).await
 }
 
 pub(super) async fn get_path<ID: FsVerityHashValue>(
     State(s): State<Arc<Inner<ID>>>,
-    Path(path): Path<String>,
-    RawQuery(query): RawQuery,
+    uri: Uri,
     headers: HeaderMap,
+    client: Option<Extension<ClientAddr>>,
 ) -> Response {
-    respond(&s, &path, query.as_deref(), Method::GET, &headers)
+    let client = client.map(|Extension(ClientAddr(ip))| ip);
+    request(s, &uri, Method::GET, &headers, client).await
+}
+
+/// One request under `/v2/`: the path decoded, a layer's objects checked
+/// before any byte of it (they may have been removed since it was
+/// listed), then answered.
+async fn request<ID: FsVerityHashValue>(
+    s: Arc<Inner<ID>>,
+    uri: &Uri,
+    method: Method,
+    headers: &HeaderMap,
+    client: Option<IpAddr>,
+) -> Response {
+    let Some(path) = uri.path().strip_prefix("/v2/").and_then(decode_path) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "NAME_INVALID",
+            "the path is not UTF-8 in percent-encoding",
+        );
+    };
+    if let Some(Target::Blob { digest, .. }) = parse(&path) {
+        if let Some(Blob::Layer(l)) = s.blobs.get(digest) {
+            let (s2, l) = (s.clone(), l.layer.clone());
+            let missing = tokio::task::spawn_blocking(move || {
+                let name = crate::image::layer_stream_id(&l.diff_id);
+                crate::objects::first_missing(&s2.repo, &name, &l.stream)
+            })
+            .await
+            .unwrap_or_else(|_| Some("(the check failed)".into()));
+            if let Some(object) = missing {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "BLOB_UNKNOWN",
+                    &format!(
+                        "blob {digest} is no longer in the repository (object {object} is gone): send the server SIGHUP to rescan"
+                    ),
+                );
+            }
+        }
+    }
+    respond(&s, &path, uri.query(), method, headers, client)
+}
+
+/// A path's percent-encoding decoded; `None` when it is not UTF-8.
+fn decode_path(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b'%', None) => return None,
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// In-memory bytes as a response body (none for HEAD).
@@ -210,6 +278,7 @@ fn respond<ID: FsVerityHashValue>(
     query: Option<&str>,
     method: Method,
     headers: &HeaderMap,
+    client: Option<IpAddr>,
 ) -> Response {
     let head = method == Method::HEAD;
     let target = match parse(path) {
@@ -218,6 +287,18 @@ fn respond<ID: FsVerityHashValue>(
     };
     match target {
         None => error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "no such path"),
+        // A malformed digest is the request's fault, whatever the name.
+        Some(
+            Target::Blob { digest, .. }
+            | Target::Referrers { digest, .. }
+            | Target::Manifest {
+                reference: digest, ..
+            },
+        ) if digest.contains(':') && !is_digest(digest) => error(
+            StatusCode::BAD_REQUEST,
+            "DIGEST_INVALID",
+            &format!("{digest:?} is not a sha256 or sha512 digest"),
+        ),
         Some(
             Target::Manifest { name, .. }
             | Target::Blob { name, .. }
@@ -233,7 +314,7 @@ fn respond<ID: FsVerityHashValue>(
                 &format!("{digest:?} is not a sha256 or sha512 digest"),
             )
         }
-        Some(Target::Blob { digest, .. }) => blob(s, digest, headers, head),
+        Some(Target::Blob { digest, .. }) => blob(s, digest, headers, head, client),
         Some(Target::Referrers { .. }) => {
             let index = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
             let digest = crate::digest::sha256(index.as_bytes());
@@ -322,6 +403,7 @@ fn blob<ID: FsVerityHashValue>(
     digest: &str,
     headers: &HeaderMap,
     head: bool,
+    client: Option<IpAddr>,
 ) -> Response {
     match s.blobs.get(digest) {
         Some(Blob::Bytes(b)) => blob_response(headers, b.len() as u64, digest, |first, count| {
@@ -332,7 +414,7 @@ fn blob<ID: FsVerityHashValue>(
             blob_response(headers, l.served.size(), digest, |_, _| Body::empty())
         }
         Some(Blob::Layer(l)) => blob_response(headers, l.served.size(), digest, |first, count| {
-            stream_layer(s.clone(), digest.to_string(), first, count)
+            stream_layer(s.clone(), digest.to_string(), (first, count), client)
         }),
         None => error(
             StatusCode::NOT_FOUND,

@@ -103,6 +103,19 @@ impl Serve {
             .collect()
     }
 
+    /// The server's PID.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the server is still running (not exited, not a zombie).
+    pub(crate) fn child_alive(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+        })
+    }
+
     /// `docker://ADDR/NAME`.
     pub(crate) fn docker(&self, name: &str) -> String {
         format!("docker://{}/{name}", self.addr)
