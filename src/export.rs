@@ -259,7 +259,7 @@ fn reproduced_into<ID: FsVerityHashValue, W: std::io::Write>(
     }
     opts.progress
         .stage("Finding which encoder made each original gzip layer");
-    let found = reproduce::find_all(repo, images, opts.jobs, sink, keep);
+    let found = reproduce::find_all(repo, images, opts.jobs, sink, keep, &*opts.progress);
     opts.progress.stage_finished();
     opts.reproduced = Arc::new(found?);
     Ok(opts)

@@ -45,6 +45,7 @@ pub mod compress;
 pub mod deliver;
 pub mod digest;
 pub mod export;
+mod fanout;
 pub mod host;
 pub mod image;
 pub mod import;

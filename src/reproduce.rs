@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -27,7 +28,8 @@ use oci_spec::image::{Descriptor, Digest, MediaType};
 use sha2::{Digest as _, Sha256};
 
 use crate::image::{StoredImage, StoredLayer};
-use crate::{layer, lock};
+use crate::progress::Progress;
+use crate::{fanout, layer, lock};
 
 /// An encoder whose output we reproduce bit for bit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -154,13 +156,17 @@ fn candidates(created_by: &str) -> Vec<Reproducer> {
 }
 
 /// A match: the encoder, and the blob it wrote when it was found by a
-/// search rather than remembered.
+/// search rather than remembered (or found in the one-pass search, which
+/// writes nothing: the caller compresses with the encoder found).
 pub type Found<W> = (Reproducer, Option<W>);
 
 /// Which encoder reproduces `original`, the layer's blob in the original
 /// manifest, if any. Only gzip layers are tried; the answer is cached.
-/// Each candidate writes into a fresh `sink()`, so the one that matches has
-/// written the whole blob (which a destination may keep: no second pass).
+/// The most likely candidate runs alone, writing into a fresh `sink()`, so
+/// that when it matches it has written the whole blob (which a destination
+/// may keep: no second pass, and a hit costs one compression). The others
+/// then run together on one rebuild of the tar ([`crate::fanout`]),
+/// hashing only; `progress` hears how many are left.
 pub fn find<ID: FsVerityHashValue, W: Write>(
     repo: &Repository<ID>,
     img: &StoredImage<ID>,
@@ -168,6 +174,7 @@ pub fn find<ID: FsVerityHashValue, W: Write>(
     original: &Descriptor,
     workers: usize,
     sink: &dyn Fn() -> Result<W>,
+    progress: &dyn Progress,
 ) -> Result<Option<Found<W>>> {
     if !is_gzip_type(original.media_type()) {
         return Ok(None);
@@ -176,15 +183,77 @@ pub fn find<ID: FsVerityHashValue, W: Write>(
     if let Some(known) = cache.get(&layer.diff_id, original.digest()) {
         return Ok(known.map(|r| (r, None)));
     }
-    let created_by = history_text(img);
-    for candidate in candidates(&created_by) {
-        if let Some(written) = matches(repo, img, layer, original, candidate, workers, sink()?)? {
-            cache.put(&layer.diff_id, original.digest(), Some(candidate));
-            return Ok(Some((candidate, Some(written))));
-        }
+    let order = candidates(&history_text(img));
+    let Some((&first, rest)) = order.split_first() else {
+        return Ok(None);
+    };
+    if let Some(written) = matches(repo, img, layer, original, first, workers, sink()?)? {
+        cache.put(&layer.diff_id, original.digest(), Some(first));
+        return Ok(Some((first, Some(written))));
     }
-    cache.put(&layer.diff_id, original.digest(), None);
-    Ok(None)
+    let found = search_together(repo, img, layer, original, rest, progress)?;
+    cache.put(&layer.diff_id, original.digest(), found);
+    Ok(found.map(|r| (r, None)))
+}
+
+/// The first of `candidates` whose output is `original`'s bytes, all of
+/// them fed by one rebuild of the layer, each on its own thread; one that
+/// passes the recorded size stops, and when none is left the rebuild stops.
+fn search_together<ID: FsVerityHashValue>(
+    repo: &Repository<ID>,
+    img: &StoredImage<ID>,
+    layer: &StoredLayer<ID>,
+    original: &Descriptor,
+    candidates: &[Reproducer],
+    progress: &dyn Progress,
+) -> Result<Option<Reproducer>> {
+    let consumers = candidates
+        .iter()
+        .map(|&candidate| -> fanout::Consumer<'_, Option<Reproducer>> {
+            Box::new(move |chunks: &fanout::Chunks| {
+                let sink = BoundedHasher::new(original.size(), io::sink());
+                // One thread each: the candidates run beside each other.
+                let mut encoder = candidate.writer(sink, 1).ok()?;
+                for chunk in chunks.iter() {
+                    // Past the recorded size (or failed): not this one.
+                    encoder.write_all(&chunk).ok()?;
+                }
+                let sink = encoder.finish().ok()?;
+                let digest = format!("sha256:{}", hex::encode(sink.hasher.finalize()));
+                let same = sink.written == original.size() && digest == original.digest().as_ref();
+                same.then_some(candidate)
+            })
+        })
+        .collect();
+    let alive = AtomicUsize::new(candidates.len());
+    let started = Instant::now();
+    let done = AtomicBool::new(false);
+    let found = std::thread::scope(|scope| {
+        // Progress after a second: how many encoders are still in the race.
+        scope.spawn(|| {
+            while !done.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                if started.elapsed().as_secs() >= 1 && !done.load(Ordering::SeqCst) {
+                    progress.stage(&format!(
+                        "searching the original gzip of layer {}/{} of {}: {} of {} encoders left",
+                        layer.index + 1,
+                        img.layers.len(),
+                        img.name(),
+                        alive.load(Ordering::SeqCst),
+                        candidates.len()
+                    ));
+                }
+            }
+        });
+        let produce = |w: &mut dyn Write| -> Result<()> {
+            layer::rebuild(repo, &img.name(), layer, w)?;
+            Ok(())
+        };
+        let found = fanout::one_pass(produce, consumers, &alive);
+        done.store(true, Ordering::SeqCst);
+        found
+    })?;
+    Ok(found.into_iter().flatten().next())
 }
 
 /// What to do with a blob a search wrote: the layer, the blob, seconds taken.
@@ -199,6 +268,7 @@ pub(crate) fn find_all<ID: FsVerityHashValue, W: Write>(
     jobs: usize,
     sink: &(dyn Fn() -> Result<W> + Sync),
     keep: &Keep<'_, ID, W>,
+    progress: &dyn Progress,
 ) -> Result<HashMap<Digest, Reproducer>> {
     let mut todo: Vec<(&StoredImage<ID>, &StoredLayer<ID>, &Descriptor)> = Vec::new();
     for img in images {
@@ -217,7 +287,7 @@ pub(crate) fn find_all<ID: FsVerityHashValue, W: Write>(
     let found = Mutex::new(HashMap::new());
     crate::for_each_parallel(&todo, jobs, &|&(img, l, original)| {
         let started = Instant::now();
-        let Some((r, written)) = find(repo, img, l, original, jobs, sink)? else {
+        let Some((r, written)) = find(repo, img, l, original, jobs, sink, progress)? else {
             return Ok(());
         };
         if let Some(w) = written {
