@@ -17,10 +17,12 @@ use ocidir::prelude::*;
 use serde::Serialize;
 
 use crate::compress;
+use crate::deliver::transport::{validate_tag, ImageLocation};
 use crate::digest::{parse_sha256, sha256, HashingReader};
 use crate::export::ANNOTATION_REF_NAME;
-use crate::image::{config_stream_id, layer_stream_id, manifest_stream_id, MANIFEST_CONTENT_TYPE};
-use crate::transport::{validate_tag, ImageLocation};
+use crate::repo::image::{
+    config_stream_id, layer_stream_id, manifest_stream_id, MANIFEST_CONTENT_TYPE,
+};
 
 /// Options for [`import`].
 #[derive(Debug, Clone, Default)]
@@ -98,7 +100,9 @@ impl PlatformWanted {
 
 fn platform_of(d: &Descriptor) -> String {
     match d.platform() {
-        Some(p) => crate::image::platform_string(p.os(), p.architecture(), p.variant().as_deref()),
+        Some(p) => {
+            crate::repo::image::platform_string(p.os(), p.architecture(), p.variant().as_deref())
+        }
         None => "unknown platform".to_string(),
     }
 }
@@ -487,7 +491,7 @@ async fn import_from<ID: FsVerityHashValue, T: OciRead>(
         tag: img.tag,
         manifest_digest: img.manifest_digest.to_string(),
         config_digest: img.config_digest.to_string(),
-        platform: crate::image::platform_of(&img.config),
+        platform: crate::repo::image::platform_of(&img.config),
         layers,
     })
 }

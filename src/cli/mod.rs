@@ -19,13 +19,13 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use composefs_export::compress::{Compression, CompressionChoice};
+use composefs_export::deliver::transport::ImageLocation;
 use composefs_export::deliver::{self, StorageOptions, TransferOptions};
 use composefs_export::export::{BlobBytes, ExportOptions, ExportReport, ImageSelection, Selected};
-use composefs_export::image;
 use composefs_export::import::{self, ImportOptions};
 use composefs_export::progress::ProgressHandle;
+use composefs_export::repo::image;
 use composefs_export::repo::{self, CreateOutcome, RepoLocation};
-use composefs_export::transport::ImageLocation;
 use composefs_export::{with_repo, UsageError};
 use std::io::Write;
 
@@ -360,8 +360,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::List => {
             let source = Source::from_cli(&cli)?;
             let repo = repo::open(&source.location)?;
-            let listing =
-                with_repo!(&repo, r => composefs_export::list::list(r, source.host.as_ref()))?;
+            let listing = with_repo!(&repo, r => composefs_export::repo::list::list(r, source.host.as_ref()))?;
             drop(repo);
             print_list(&listing, cli.json, out)
         }
@@ -376,7 +375,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
 fn export_command(cli: &Cli, args: &ExportArgs, out: &mut dyn Write) -> Result<()> {
     let dest = ImageLocation::parse(&args.to).map_err(|e| UsageError(e.to_string()))?;
     if let Some(t) = &args.tag {
-        composefs_export::transport::validate_tag(t).map_err(|e| UsageError(e.to_string()))?;
+        composefs_export::deliver::transport::validate_tag(t)
+            .map_err(|e| UsageError(e.to_string()))?;
     }
     // Storage unpacks every layer: compressing for it is wasted work unless
     // the original bytes are asked for.
@@ -425,7 +425,7 @@ fn verify_command(cli: &Cli, args: &VerifyArgs, out: &mut dyn Write) -> Result<(
             _ => (selection.resolve(&catalog, source.host.as_ref())?, &[][..]),
         };
         let entries: Vec<_> = picked.iter().map(|s: &Selected| s.entry.clone()).collect();
-        composefs_export::verify::verify(r, &entries, damaged).map(|mut report| {
+        composefs_export::repo::verify::verify(r, &entries, damaged).map(|mut report| {
             report.deployments = picked.into_iter().filter_map(|s| s.deployment).collect();
             report
         })

@@ -15,7 +15,7 @@ use composefs_export::compress::Compression;
 use composefs_export::digest::short_hex;
 use composefs_export::export::{self, ExportReport};
 use composefs_export::human_size;
-use composefs_export::list::Listing;
+use composefs_export::repo::list::Listing;
 
 /// Is `c` something a terminal acts on rather than shows: C0 (tab and
 /// newline too: each message is one line), DEL, C1, and the bidirectional
@@ -105,7 +105,7 @@ pub(super) fn one_line(message: &str) -> String {
 }
 
 pub(super) fn print_verify(
-    report: &composefs_export::verify::VerifyReport,
+    report: &composefs_export::repo::verify::VerifyReport,
     json: bool,
     quiet: bool,
     out: &mut dyn Write,
@@ -337,7 +337,7 @@ fn blob_words(l: &export::LayerReport) -> String {
 mod tests {
     use super::{escape_control, json_escape_controls, list_table, one_line};
     use composefs_export::host::Role;
-    use composefs_export::list::{ListRow, ListedDeployment, Listing};
+    use composefs_export::repo::list::{ListRow, ListedDeployment, Listing};
 
     #[test]
     fn control_characters_are_shown_not_acted_on() {

@@ -1,4 +1,16 @@
+//! Stage 2, compression: takes a layer's exact tar bytes and gives a blob in
+//! the asked kind (none, gzip, zstd), or the original compressed bytes found
+//! again ([`reproduce`]); our parallel gzip ([`pgzip`]) and where a rebuild
+//! can restart inside it ([`pgzip_restart`]); the remembered blobs
+//! ([`blob_index`]). The bit-exact ports of other encoders live in the
+//! `cfs-encoders` crate.
+//!
 //! Layer compression: the kinds and levels we write, and their media types.
+
+pub mod blob_index;
+pub(crate) mod pgzip;
+pub mod pgzip_restart;
+pub mod reproduce;
 
 use std::fmt;
 use std::io::{self, Write};
@@ -6,8 +18,8 @@ use std::str::FromStr;
 
 use oci_spec::image::MediaType;
 
-use crate::pgzip::ParGzEncoder;
-use crate::reproduce::{ReproWriter, Reproducer};
+use crate::compress::pgzip::ParGzEncoder;
+use crate::compress::reproduce::{ReproWriter, Reproducer};
 
 /// Default gzip level (what `gzip`, `pigz` and skopeo use).
 pub const GZIP_DEFAULT_LEVEL: u32 = 6;

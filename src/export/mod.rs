@@ -1,5 +1,12 @@
+//! Stage 3, the export: takes the selected images and options and gives an
+//! OCI image written natively: an OCI layout ([`layout`]) or a deterministic
+//! `oci-archive` ([`archive`]), with a typed [`ExportReport`].
+//!
 //! Exporting images to an OCI layout: resolve, plan, rebuild layers in
 //! parallel, then write the config, manifest and index.
+
+pub(crate) mod archive;
+mod layout;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -16,15 +23,15 @@ use oci_spec::image::{
 };
 use serde::Serialize;
 
+use crate::compress::reproduce::{self, Reproducer};
 use crate::compress::{Compression, CompressionChoice};
+use crate::export::layout::{BlobRecord, OciLayout, PendingBlob};
 use crate::host::{DeploymentChoice, Host};
-use crate::image::{self, StoredImage, StoredLayer};
-use crate::layer;
-use crate::layout::{BlobRecord, OciLayout, PendingBlob};
 use crate::lock;
 use crate::progress::{LayerKey, ProgressHandle, ProgressWriter};
-use crate::reproduce::{self, Reproducer};
-pub use crate::select::{ImageSelection, Selected};
+use crate::repo::image::{self, StoredImage, StoredLayer};
+use crate::repo::layer;
+pub use crate::repo::select::{ImageSelection, Selected};
 
 pub use oci_spec::image::ANNOTATION_REF_NAME;
 

@@ -290,9 +290,9 @@ mod tests {
                 let _ = ImageLocation::parse(input);
                 let _ = validate_tag(input);
                 let _ = input.parse::<crate::compress::CompressionChoice>();
-                let _ = crate::image::select(&[], input);
-                let _ = crate::transfer::registry_host(input);
-                let _ = crate::transfer::storage_reference(input, &Default::default());
+                let _ = crate::repo::image::select(&[], input);
+                let _ = crate::deliver::transfer::registry_host(input);
+                let _ = crate::deliver::transfer::storage_reference(input, &Default::default());
                 if let Ok(loc) = ImageLocation::parse(input) {
                     // What parses prints back to something that parses the same.
                     proptest::prop_assert_eq!(ImageLocation::parse(&loc.to_string()), Ok(loc));

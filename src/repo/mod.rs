@@ -1,4 +1,19 @@
+//! Stage 1, the repository: takes a composefs repository (read-only, shared
+//! lock) and gives its images ([`image`], [`catalog`]), the chosen ones
+//! ([`select`]), each layer rebuilt bit-exact and proven against its diff_id
+//! ([`layer`], [`objects`]), and the two read-only commands built on that
+//! ([`list`], [`verify`]). Knows nothing of compression or destinations.
+//!
 //! Finding and opening the composefs repository (`--repo`, `--system`, `--user`, like cfsctl).
+
+pub mod catalog;
+pub mod image;
+pub mod layer;
+pub mod list;
+pub mod objects;
+pub mod select;
+mod stream_check;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -11,11 +11,11 @@ use composefs::repository::Repository;
 use oci_spec::image::{Digest, ImageManifest, MediaType};
 
 use crate::digest::parse_sha256;
-use crate::image::{
+use crate::repo::image::{
     manifest_stream_id, read_manifest_stream, DOCKER_CONFIG_MEDIA_TYPE, MIN_ID_PREFIX,
 };
-use crate::objects::DamagedObject;
-use crate::stream_check::{open_stream, Check};
+use crate::repo::objects::DamagedObject;
+use crate::repo::stream_check::{open_stream, Check};
 
 /// One image the repository holds, as found by [`catalog`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,7 +246,7 @@ fn damaged_manifest<ID: FsVerityHashValue>(
         config
     });
     let objects = match &stream {
-        Some(id) => crate::objects::damaged_objects(repo, &stream_name, id),
+        Some(id) => crate::repo::objects::damaged_objects(repo, &stream_name, id),
         None => Vec::new(),
     };
     DamagedManifest {

@@ -13,9 +13,9 @@ use oci_spec::image::Digest;
 use sha2::Sha256;
 
 use crate::digest::HashingWriter;
-use crate::image::{layer_stream_id, StoredLayer};
-pub use crate::objects::{check_object, damaged_objects, DamagedObject, ObjectProblem};
-use crate::stream_check::{open_stream, Check};
+use crate::repo::image::{layer_stream_id, StoredLayer};
+pub use crate::repo::objects::{check_object, damaged_objects, DamagedObject, ObjectProblem};
+use crate::repo::stream_check::{open_stream, Check};
 
 /// Read buffer for object contents.
 const OBJECT_BUF_SIZE: usize = 1 << 20;
@@ -125,7 +125,7 @@ fn copy_object<ID: FsVerityHashValue, W: Write>(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 return Err(e)
-                    .with_context(|| format!("reading {}", crate::objects::object_path(id)))
+                    .with_context(|| format!("reading {}", crate::repo::objects::object_path(id)))
             }
         };
         out.write_all(&buf[..n]).map_err(DestinationWriteError)?;

@@ -8,7 +8,7 @@ use std::io;
 use composefs::fsverity::{FsVerityHashValue, FsVerityHasher};
 use composefs::repository::Repository;
 
-use crate::stream_check::{open_stream, Check};
+use crate::repo::stream_check::{open_stream, Check};
 
 /// What is wrong with one repository object.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

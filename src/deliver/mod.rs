@@ -1,7 +1,19 @@
+//! Stage 4, delivery: takes a destination in skopeo's syntax
+//! ([`transport`]) and gives the image there, natively through [`crate::export`]
+//! or through one `skopeo copy` ([`skopeo`]): streamed from our loopback
+//! server ([`stream`]) or from a private layout, with the destination's
+//! storage settings ([`storage_conf`], [`transfer`]).
+//!
 //! Every destination: `oci:` and `oci-archive:` written natively,
 //! containers-storage streamed to one `skopeo copy` (no temporary layout), and
 //! everything else through one `skopeo copy` from a private layout under
 //! `$TMPDIR` (default `/var/tmp`).
+
+pub mod skopeo;
+pub mod storage_conf;
+mod stream;
+pub mod transfer;
+pub mod transport;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,16 +23,16 @@ use composefs::fsverity::FsVerityHashValue;
 use composefs::repository::Repository;
 
 use crate::compress::{Compression, CompressionChoice};
-use crate::export::{self, ExportOptions, ExportReport, ImageSelection};
-use crate::host::Host;
-use crate::image::{self, StoredImage};
-use crate::skopeo::CopyOptions;
-use crate::transfer::{
+use crate::deliver::skopeo::CopyOptions;
+use crate::deliver::transfer::{
     check_space, default_tmpdir, read_creds_file, registry_host, storage_reference, write_authfile,
     write_source_policy,
 };
-pub use crate::transfer::{StorageOptions, TransferOptions};
-use crate::transport::ImageLocation;
+pub use crate::deliver::transfer::{StorageOptions, TransferOptions};
+use crate::deliver::transport::ImageLocation;
+use crate::export::{self, ExportOptions, ExportReport, ImageSelection};
+use crate::host::Host;
+use crate::repo::image::{self, StoredImage};
 use crate::UsageError;
 
 /// Ref name inside private temp layouts.
@@ -48,10 +60,11 @@ pub async fn export<ID: FsVerityHashValue>(
         }
         ImageLocation::OciArchive { path, tag } => {
             let opts = opts.with_destination_tag(tag.as_deref())?;
-            blocking(move || crate::archive::export_archive(&repo, &images, &path, &opts)).await
+            blocking(move || crate::export::archive::export_archive(&repo, &images, &path, &opts))
+                .await
         }
         ImageLocation::ContainersStorage(r) if !transfer.via_layout => {
-            crate::stream::stream_to_storage(repo, images, &r, opts, &transfer).await
+            crate::deliver::stream::stream_to_storage(repo, images, &r, opts, &transfer).await
         }
         dest => copy_with_skopeo(repo, images, dest, opts, transfer).await,
     }
@@ -176,7 +189,7 @@ async fn copy_with_skopeo<ID: FsVerityHashValue>(
     opts.progress
         .stage(&format!("Copying to {reference} with skopeo"));
     let started = Instant::now();
-    let copied = crate::skopeo::copy_from_layout(&layout, TEMP_TAG, &dest, &copy).await;
+    let copied = crate::deliver::skopeo::copy_from_layout(&layout, TEMP_TAG, &dest, &copy).await;
     opts.progress.stage_finished();
     copied.with_context(|| format!("Copying to {reference}"))?;
     report.transfer_seconds = Some(started.elapsed().as_secs_f64());

@@ -25,10 +25,10 @@ use oci_spec::image::Digest;
 use sha2::Sha256;
 
 use crate::digest::HashingWriter;
-use crate::image::StoredLayer;
-use crate::layer::{self, DestinationWriteError, Restart, RestartPoint};
 use crate::lock;
 use crate::progress::{LayerKey, Progress, ProgressWriter};
+use crate::repo::image::StoredLayer;
+use crate::repo::layer::{self, DestinationWriteError, Restart, RestartPoint};
 
 /// Blob bytes between the restart points one rebuild records (at least).
 pub const BLOB_POINT_SPACING: u64 = 8 << 20;

@@ -15,9 +15,9 @@ use oci_spec::image::{Digest, ImageIndexBuilder, MediaType};
 use crate::compress::Compression;
 use crate::digest::HashingWriter;
 use crate::export::{self, BlobOutcome, ExportOptions, ExportReport, LayerStatus};
-use crate::image::{StoredImage, StoredLayer};
-use crate::layer;
 use crate::progress::{LayerKey, ProgressWriter};
+use crate::repo::image::{StoredImage, StoredLayer};
+use crate::repo::layer;
 
 /// mtime of every entry: `$SOURCE_DATE_EPOCH` when set, else 0.
 fn mtime() -> u64 {
@@ -190,7 +190,7 @@ fn append_layer<ID: FsVerityHashValue, W: Write + Seek>(
 ) -> Result<BlobOutcome> {
     let started = Instant::now();
     let image = img.name();
-    let total = crate::image::layer_size(repo, layer).unwrap_or(0);
+    let total = crate::repo::image::layer_size(repo, layer).unwrap_or(0);
     opts.progress.layer_started(&image, key, total);
     let result = (|| -> Result<(Digest, u64, u64)> {
         if key.compression == Compression::Uncompressed {

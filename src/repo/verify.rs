@@ -8,8 +8,8 @@ use composefs::fsverity::FsVerityHashValue;
 use composefs::repository::Repository;
 use serde::Serialize;
 
-use crate::image::{self, CatalogEntry, DamagedManifest, StoredLayer};
-use crate::layer::{self, DamagedObject, LayerDamaged};
+use crate::repo::image::{self, CatalogEntry, DamagedManifest, StoredLayer};
+use crate::repo::layer::{self, DamagedObject, LayerDamaged};
 
 /// One problem found.
 #[derive(Debug, Clone, Serialize)]

@@ -7,7 +7,7 @@ use composefs::repository::Repository;
 use serde::Serialize;
 
 use crate::host::{Deployment, Host, Role};
-use crate::image::{self, CatalogEntry};
+use crate::repo::image::{self, CatalogEntry};
 
 /// A deployment made from a listed image.
 #[derive(Debug, Clone, Serialize)]

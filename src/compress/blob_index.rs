@@ -23,8 +23,9 @@ use oci_spec::image::Digest;
 
 use crate::compress::Compression;
 use crate::digest::HashingWriter;
-use crate::image::{StoredImage, StoredLayer};
-use crate::{layer, lock};
+use crate::lock;
+use crate::repo::image::{StoredImage, StoredLayer};
+use crate::repo::layer;
 
 /// The zlib-rs release `src/pgzip.rs` deflates with (tied to Cargo.lock by a test).
 const ZLIB_RS_VERSION: &str = "0.6.8";
@@ -47,7 +48,7 @@ pub fn encoder_key(c: Compression) -> Option<String> {
     match c {
         Compression::Gzip(level) => Some(format!(
             "gzip{level}-pgzip{PGZIP_FORMAT}-b{}-zlibrs{ZLIB_RS_VERSION}",
-            crate::pgzip::BLOCK_SIZE
+            crate::compress::pgzip::BLOCK_SIZE
         )),
         // Multithreaded libzstd (any worker count) writes other bytes than
         // single-threaded: "mt" names that mode.
@@ -109,7 +110,7 @@ impl BlobIndex {
         let (Some(dir), Some(path)) = (&self.dir, self.entry(diff_id, c)) else {
             return;
         };
-        let written = crate::transfer::create_private_dirs(dir).and_then(|()| {
+        let written = crate::create_private_dirs(dir).and_then(|()| {
             let tmp = tempfile::NamedTempFile::new_in(dir)?;
             std::fs::write(tmp.path(), format!("{} {}\n", blob.digest, blob.size))?;
             tmp.persist(&path)?;

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 
-use crate::storage_conf::{StorageConf, StorageEnv};
-use crate::transport::ImageLocation;
+use crate::deliver::storage_conf::{StorageConf, StorageEnv};
+use crate::deliver::transport::ImageLocation;
 use crate::UsageError;
 
 /// Where a containers-storage destination keeps its data (skopeo's `[driver@root+runroot]`).
@@ -135,7 +135,7 @@ pub fn registry_host(reference: &str) -> String {
 /// The graph root a containers-storage destination uses: `--storage-root`,
 /// the `[driver@ROOT+runroot]` in the reference, else the one
 /// containers-storage finds itself (`storage.conf`, environment, user; see
-/// [`crate::storage_conf`]), as the skopeo we start will.
+/// [`crate::deliver::storage_conf`]), as the skopeo we start will.
 pub fn graph_root(reference: &str, storage: &StorageOptions) -> Result<PathBuf> {
     if let Some(root) = &storage.root {
         return Ok(root.clone());
@@ -214,17 +214,6 @@ pub(crate) fn write_source_policy(dir: &Path, transport: &str, scope: &str) -> R
         "transports": { transport: { scope: [{ "type": "insecureAcceptAnything" }] } },
     });
     write_private(&dir.join(POLICY_FILE), doc.to_string().as_bytes())
-}
-
-/// Create `dir` and its missing parents with mode 0700 (as skopeo and
-/// containers-storage make theirs).
-pub(crate) fn create_private_dirs(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("Creating {}", dir.display()))
 }
 
 /// Create `path` (which must not exist) with mode 0600 holding `bytes`.

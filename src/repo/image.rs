@@ -9,9 +9,11 @@ use composefs::fsverity::FsVerityHashValue;
 use composefs::repository::Repository;
 use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageManifest, MediaType};
 
-pub use crate::catalog::{catalog, select, Catalog, CatalogEntry, DamagedManifest, SelectError};
 use crate::digest::{parse_sha256, sha256};
-use crate::stream_check::{open_stream, Check};
+pub use crate::repo::catalog::{
+    catalog, select, Catalog, CatalogEntry, DamagedManifest, SelectError,
+};
+use crate::repo::stream_check::{open_stream, Check};
 
 /// Content type of config split-streams (`"ociconfg"`, as composefs-oci writes them).
 pub(crate) const CONFIG_CONTENT_TYPE: u64 = u64::from_le_bytes(*b"ociconfg");
@@ -199,7 +201,7 @@ fn load_config<ID: FsVerityHashValue>(
     };
     // What to say when it does not read back: which objects are damaged.
     let damaged = || {
-        let objects = crate::objects::damaged_objects(repo, &stream_name, &verity);
+        let objects = crate::repo::objects::damaged_objects(repo, &stream_name, &verity);
         let list: Vec<String> = objects.iter().map(|o| o.to_string()).collect();
         match list.is_empty() {
             true => String::new(),

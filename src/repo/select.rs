@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use anyhow::{bail, Result};
 
 use crate::host::{Deployment, DeploymentChoice, Host};
-use crate::image::{self, Catalog};
+use crate::repo::image::{self, Catalog};
 
 /// Which images to export.
 #[derive(Debug, Clone, PartialEq, Eq)]

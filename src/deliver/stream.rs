@@ -9,17 +9,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::compress::CompressionChoice;
+use crate::deliver::skopeo::CopyOptions;
+use crate::deliver::transfer::{
+    check_space, graph_root, image_store, storage_reference, write_authfile, write_source_policy,
+    TransferOptions, AUTH_FILE, POLICY_FILE,
+};
 use crate::export::{
     self, BlobBytes, ExportOptions, ExportReport, ImageReport, LayerReport, LayerStatus,
 };
-use crate::image::{self, StoredImage};
+use crate::repo::image::{self, StoredImage};
 use crate::serve::{Served, ServedLayer};
-use crate::skopeo::CopyOptions;
-use crate::transfer::{
-    check_space, create_private_dirs, graph_root, image_store, storage_reference, write_authfile,
-    write_source_policy, TransferOptions, AUTH_FILE, POLICY_FILE,
-};
-use crate::UsageError;
+use crate::{create_private_dirs, UsageError};
 use anyhow::{bail, Context, Result};
 use composefs::fsverity::FsVerityHashValue;
 use composefs::repository::Repository;
@@ -224,7 +224,7 @@ async fn copy_streaming<ID: FsVerityHashValue>(
     };
     opts.progress
         .stage(&format!("Copying to {destination} with skopeo"));
-    let copied = crate::skopeo::copy(&served.source(), &target.skopeo_dest, &copy).await;
+    let copied = crate::deliver::skopeo::copy(&served.source(), &target.skopeo_dest, &copy).await;
     opts.progress.stage_finished();
     let manifest_digest = served.manifest_digest.to_string();
     let original_manifest = served.original_manifest;

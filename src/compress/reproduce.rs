@@ -26,8 +26,9 @@ use composefs::repository::Repository;
 use oci_spec::image::{Descriptor, Digest, MediaType};
 use sha2::{Digest as _, Sha256};
 
-use crate::image::{StoredImage, StoredLayer};
-use crate::{layer, lock};
+use crate::lock;
+use crate::repo::image::{StoredImage, StoredLayer};
+use crate::repo::layer;
 
 /// An encoder whose output we reproduce bit for bit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -358,7 +359,7 @@ impl Cache {
             return;
         };
         let text = outcome.map_or(MISS, Reproducer::id);
-        let written = crate::transfer::create_private_dirs(dir).and_then(|()| {
+        let written = crate::create_private_dirs(dir).and_then(|()| {
             let tmp = tempfile::NamedTempFile::new_in(dir)?;
             std::fs::write(tmp.path(), text)?;
             tmp.persist(&path)?;
