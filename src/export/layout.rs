@@ -11,6 +11,7 @@ use cap_std_ext::cap_tempfile::TempFile;
 use cap_std_ext::dirext::CapStdExtDirExt;
 use oci_spec::image::{Digest, ImageIndex, ImageIndexBuilder, MediaType};
 
+use super::record::BlobRecord;
 use crate::digest::HashingWriter;
 
 /// Buffer between the encoder and the blob file.
@@ -415,34 +416,6 @@ impl OciLayout {
         self.dir
             .atomic_write(BLOB_RECORD_FILE, bytes)
             .context("Writing the blob record")
-    }
-}
-
-/// Which blob a (diff_id, compression) pair compressed to, remembered in the
-/// layout so re-exports can skip compressed layers. An entry is only trusted
-/// when the blob it names is present with the recorded size.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BlobRecord(BTreeMap<String, String>);
-
-impl BlobRecord {
-    fn key(diff_id: &Digest, compression: &str) -> String {
-        format!("{diff_id} {compression}")
-    }
-
-    /// The recorded `(digest, size)` for this layer and compression.
-    pub fn get(&self, diff_id: &Digest, compression: &str) -> Option<(Digest, u64)> {
-        let value = self.0.get(&Self::key(diff_id, compression))?;
-        let (digest, size) = value.split_once(' ')?;
-        Some((
-            crate::digest::parse_sha256(digest).ok()?,
-            size.parse().ok()?,
-        ))
-    }
-
-    /// Remember a blob.
-    pub fn insert(&mut self, diff_id: &Digest, compression: &str, blob: &Digest, size: u64) {
-        self.0
-            .insert(Self::key(diff_id, compression), format!("{blob} {size}"));
     }
 }
 
