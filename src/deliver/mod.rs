@@ -15,6 +15,7 @@ mod stream;
 pub mod transfer;
 pub mod transport;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -117,6 +118,51 @@ fn space_needed<ID: FsVerityHashValue>(
     total
 }
 
+/// Export into a private layout for skopeo to read, under [`TEMP_TAG`].
+async fn export_to_private_layout<ID: FsVerityHashValue>(
+    repo: Arc<Repository<ID>>,
+    images: Vec<StoredImage<ID>>,
+    layout: &Path,
+    opts: &ExportOptions,
+) -> Result<ExportReport> {
+    let mut export_opts = opts.clone();
+    export_opts.tag = Some(TEMP_TAG.to_string());
+    // skopeo reads the layout and it is deleted: syncing it would be wasted I/O.
+    export_opts.durable = false;
+    let layout = layout.to_path_buf();
+    blocking(move || export::export_to_oci_dir(&repo, &images, &layout, &export_opts)).await
+}
+
+/// The auth file skopeo gets for the destination: one written (mode 0600)
+/// into `dir` from `--creds-file` for a registry, else `--authfile`.
+fn dest_authfile(
+    dir: &Path,
+    location: &ImageLocation,
+    transfer: &TransferOptions,
+) -> Result<Option<PathBuf>> {
+    match (&transfer.creds_file, location) {
+        (Some(creds), ImageLocation::Docker(r)) => Ok(Some(write_authfile(
+            dir,
+            &registry_host(r),
+            &read_creds_file(creds)?,
+        )?)),
+        (Some(_), _) => bail!(UsageError(format!(
+            "--creds-file is for docker:// destinations, not {location}"
+        ))),
+        (None, _) => Ok(transfer.authfile.clone()),
+    }
+}
+
+/// A signature policy (in `dir`) that accepts our layout: it is proven by
+/// digest; the host's policy (which may reject by default) is for images
+/// from elsewhere.
+fn layout_policy(dir: &Path, layout: &Path) -> Result<PathBuf> {
+    let scope = layout
+        .canonicalize()
+        .with_context(|| format!("Resolving {}", layout.display()))?;
+    write_source_policy(dir, "oci", &scope.to_string_lossy())
+}
+
 async fn copy_with_skopeo<ID: FsVerityHashValue>(
     repo: Arc<Repository<ID>>,
     images: Vec<StoredImage<ID>>,
@@ -148,42 +194,14 @@ async fn copy_with_skopeo<ID: FsVerityHashValue>(
     let needed = space_needed(&repo, &images, &opts);
     check_space(tmp.path(), needed, "set TMPDIR to a larger filesystem")?;
     let layout = tmp.path().join("layout");
-    let mut export_opts = opts.clone();
-    export_opts.tag = Some(TEMP_TAG.to_string());
-    // skopeo reads the layout and it is deleted: syncing it would be wasted I/O.
-    export_opts.durable = false;
-    let layout_for_export = layout.clone();
-    let mut report = blocking(move || {
-        export::export_to_oci_dir(&repo, &images, &layout_for_export, &export_opts)
-    })
-    .await?;
-
-    let dest_authfile = match (&transfer.creds_file, &location) {
-        (Some(creds), ImageLocation::Docker(r)) => Some(write_authfile(
-            tmp.path(),
-            &registry_host(r),
-            &read_creds_file(creds)?,
-        )?),
-        (Some(_), _) => bail!(UsageError(format!(
-            "--creds-file is for docker:// destinations, not {reference}"
-        ))),
-        (None, _) => transfer.authfile.clone(),
-    };
-    // Our layout is proven by digest: the host's signature policy (which may
-    // reject by default) is for images from elsewhere.
-    let scope = layout
-        .canonicalize()
-        .with_context(|| format!("Resolving {}", layout.display()))?;
+    let mut report = export_to_private_layout(repo, images, &layout, &opts).await?;
+    let dest_authfile = dest_authfile(tmp.path(), &location, &transfer)?;
     let copy = CopyOptions {
         // What lands must be exactly what we wrote.
         preserve_digests: !storage && !docker_archive,
         dest_tls_verify: transfer.dest_tls_verify,
         dest_authfile,
-        policy: Some(write_source_policy(
-            tmp.path(),
-            "oci",
-            &scope.to_string_lossy(),
-        )?),
+        policy: Some(layout_policy(tmp.path(), &layout)?),
         ..CopyOptions::default()
     };
     opts.progress

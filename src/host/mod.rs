@@ -218,41 +218,58 @@ pub struct Host {
     pub warnings: Vec<String>,
 }
 
+/// The sysroot, opened; an error unless it is a bootc sysroot (it has
+/// `composefs/` or `state/deploy/`).
+fn open_sysroot(sysroot: &Path) -> Result<Dir> {
+    let not_bootc = || {
+        format!(
+            "{} is not a bootc sysroot: it has neither composefs/ nor state/deploy/ (give the root of a composefs-booted bootc system)",
+            sysroot.display()
+        )
+    };
+    let dir = match Dir::open_ambient_dir(sysroot, ambient_authority()) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(not_bootc()),
+        Err(e) => {
+            return Err(e).with_context(|| format!("Opening the sysroot {}", sysroot.display()))
+        }
+    };
+    let is_dir = |p: &str| dir.metadata(p).is_ok_and(|m| m.is_dir());
+    if !is_dir("composefs") && !is_dir("state/deploy") {
+        bail!(not_bootc());
+    }
+    Ok(dir)
+}
+
+/// The booted deployment's ID, or why there is none (an invalid one is
+/// also a warning).
+fn booted_or_why(
+    paths: &HostPaths,
+    warnings: &mut Vec<String>,
+) -> Result<std::result::Result<String, String>> {
+    Ok(match booted_id(paths, warnings)? {
+        Booted::Id(id) => Ok(id),
+        Booted::NotComposefs => Err(format!(
+            "this system was not booted from a composefs deployment ({} has no composefs= argument)",
+            paths.cmdline.display()
+        )),
+        Booted::Invalid(why) => {
+            warnings.push(format!("{why}; no deployment is taken as booted"));
+            Err(format!("the booted deployment is unknown: {why}"))
+        }
+    })
+}
+
 impl Host {
     /// Read the host at `paths`. Fails when the sysroot is not a bootc
     /// sysroot (neither `composefs/` nor `state/deploy/`).
     pub fn load(paths: HostPaths) -> Result<Host> {
         let sysroot = &paths.sysroot;
-        let not_bootc = || {
-            format!(
-                "{} is not a bootc sysroot: it has neither composefs/ nor state/deploy/ (give the root of a composefs-booted bootc system)",
-                sysroot.display()
-            )
-        };
-        let dir = match Dir::open_ambient_dir(sysroot, ambient_authority()) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(not_bootc()),
-            Err(e) => {
-                return Err(e).with_context(|| format!("Opening the sysroot {}", sysroot.display()))
-            }
-        };
+        let dir = open_sysroot(sysroot)?;
         let is_dir = |p: &str| dir.metadata(p).is_ok_and(|m| m.is_dir());
-        if !is_dir("composefs") && !is_dir("state/deploy") {
-            bail!(not_bootc());
-        }
         let mut warnings = Vec::new();
         let in_boot_order = deployment_ids(&dir, &paths, &mut warnings)?;
-        let booted_or_why = match booted_id(&paths, &mut warnings)? {
-            Booted::Id(id) => Ok(id),
-            Booted::NotComposefs => Err(format!(
-                "this system was not booted from a composefs deployment ({} has no composefs= argument)",
-                paths.cmdline.display()
-            )),
-            Booted::Invalid(why) => {
-                warnings.push(format!("{why}; no deployment is taken as booted"));
-                Err(format!("the booted deployment is unknown: {why}"))
-            }
-        };
+        let booted_or_why = booted_or_why(&paths, &mut warnings)?;
         let staged = staged_id(&paths, &mut warnings);
         let mut ids = in_boot_order.clone();
         // A booted or staged deployment counts even if its entry is not where we looked.
@@ -274,14 +291,11 @@ impl Host {
         let mut deployments: Vec<Deployment> = ids
             .iter()
             .map(|id| {
-                let role = if Some(id) == staged.as_ref() {
-                    Role::Staged
-                } else if Some(id) == booted_here {
-                    Role::Booted
-                } else if Some(id) == rollback.as_ref() {
-                    Role::Rollback
-                } else {
-                    Role::Other
+                let role = match Some(id) {
+                    i if i == staged.as_ref() => Role::Staged,
+                    i if i == booted_here => Role::Booted,
+                    i if i == rollback.as_ref() => Role::Rollback,
+                    _ => Role::Other,
                 };
                 read_deployment(&dir, &paths, id, role)
             })

@@ -132,6 +132,45 @@ fn copy_object<ID: FsVerityHashValue, W: Write>(
     }
 }
 
+/// The layer is damaged (`cause`); the objects to blame, where found.
+fn layer_damaged<ID: FsVerityHashValue>(
+    repo: &Repository<ID>,
+    image: &str,
+    layer: &StoredLayer<ID>,
+    cause: String,
+) -> anyhow::Error {
+    LayerDamaged {
+        image: image.to_string(),
+        layer: layer.index + 1,
+        diff_id: layer.diff_id.clone(),
+        cause,
+        objects: find_damaged_objects(repo, layer),
+    }
+    .into()
+}
+
+/// Why streaming a layer stopped: the destination's write failed (named as
+/// such), else the repository is damaged.
+fn streaming_failed<ID>(
+    e: anyhow::Error,
+    image: &str,
+    layer: &StoredLayer<ID>,
+    damaged: impl Fn(String) -> anyhow::Error,
+) -> anyhow::Error {
+    let destination = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<DestinationWriteError>())
+        .is_some();
+    if destination {
+        return e.context(format!(
+            "Writing layer {} ({}) of image {image}",
+            layer.index + 1,
+            layer.diff_id
+        ));
+    }
+    damaged(format!("{e:#}"))
+}
+
 /// [`rebuild`] writing only the bytes from `restart.from` on (seeking past
 /// whole objects, not reading them), still proving the whole tar.
 pub fn rebuild_from<ID: FsVerityHashValue, W: Write>(
@@ -141,27 +180,16 @@ pub fn rebuild_from<ID: FsVerityHashValue, W: Write>(
     out: W,
     mut restart: Restart<'_>,
 ) -> Result<(W, u64)> {
-    let damaged = |cause: String| -> anyhow::Error {
-        LayerDamaged {
-            image: image.to_string(),
-            layer: layer.index + 1,
-            diff_id: layer.diff_id.clone(),
-            cause,
-            objects: find_damaged_objects(repo, layer),
-        }
-        .into()
-    };
+    let damaged = |cause: String| layer_damaged(repo, image, layer, cause);
     let stream_name = layer_stream_id(&layer.diff_id);
-    let mut reader = match open_stream(
+    let mut reader = open_stream(
         repo,
         &stream_name,
         Some(&layer.stream),
         Some(composefs_oci::LAYER_CONTENT_TYPE),
         Check::Content,
-    ) {
-        Ok(r) => r,
-        Err(e) => return Err(damaged(format!("{e:#}"))),
-    };
+    )
+    .map_err(|e| damaged(format!("{e:#}")))?;
     let expected_size = reader.total_size;
     // Bytes of the tar passed over before the first one written.
     let (mut skip, mut out) = match restart.from.take() {
@@ -192,20 +220,7 @@ pub fn rebuild_from<ID: FsVerityHashValue, W: Write>(
         Ok(())
     });
     if let Err(e) = streamed {
-        let destination = e
-            .chain()
-            .find_map(|c| c.downcast_ref::<DestinationWriteError>())
-            .is_some();
-        if destination {
-            return Err(e).with_context(|| {
-                format!(
-                    "Writing layer {} ({}) of image {image}",
-                    layer.index + 1,
-                    layer.diff_id
-                )
-            });
-        }
-        return Err(damaged(format!("{e:#}")));
+        return Err(streaming_failed(e, image, layer, damaged));
     }
     let (out, digest, size) = out.finish();
     if digest != layer.diff_id || size != expected_size {
