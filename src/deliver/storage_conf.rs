@@ -383,6 +383,45 @@ fn rootless_defaults(env: &StorageEnv, system: &FileSettings) -> Result<FileSett
     })
 }
 
+/// The rootless storage: the user's `storage.conf` (its unset roots from
+/// the rootless defaults), else the rootless defaults.
+fn rootless_settings(
+    env: &StorageEnv,
+    system: SystemSettings,
+) -> Result<(Option<PathBuf>, FileSettings)> {
+    let defaults = rootless_defaults(env, &system.with_defaults)?;
+    let user_file = if let Some(p) = env.lookup("CONTAINERS_STORAGE_CONF") {
+        PathBuf::from(p)
+    } else if let Some(config_home) = env.non_empty("XDG_CONFIG_HOME") {
+        Path::new(config_home).join("containers/storage.conf")
+    } else {
+        env.home()
+            .context("Finding the user's storage.conf: set HOME or XDG_CONFIG_HOME, or give --storage-root")?
+            .join(".config/containers/storage.conf")
+    };
+    if exists(&user_file)? {
+        // containers-storage only warns about a file it cannot read
+        // here and goes on with the defaults; so do we.
+        let own = read_file(&user_file, env).unwrap_or_else(|e| {
+            tracing::warn!("{e:#}; using the default rootless storage");
+            None
+        });
+        let own = own.unwrap_or_default();
+        let settings = FileSettings {
+            run_root: own.run_root.clone().or(defaults.run_root),
+            graph_root: own
+                .graph_root
+                .clone()
+                .or(own.rootless_storage_path.clone())
+                .or(defaults.graph_root),
+            ..own
+        };
+        Ok((Some(user_file), settings))
+    } else {
+        Ok((system.file.map(|(p, _)| p), defaults))
+    }
+}
+
 impl StorageConf {
     /// Resolve the default storage as `types.DefaultStoreOptions` does.
     pub fn resolve(env: &StorageEnv) -> Result<Self> {
@@ -391,37 +430,7 @@ impl StorageConf {
         // follows from a non-zero UID).
         let rootless = env.rootless_uid() != 0;
         let (file, settings) = if rootless {
-            let defaults = rootless_defaults(env, &system.with_defaults)?;
-            let user_file = if let Some(p) = env.lookup("CONTAINERS_STORAGE_CONF") {
-                PathBuf::from(p)
-            } else if let Some(config_home) = env.non_empty("XDG_CONFIG_HOME") {
-                Path::new(config_home).join("containers/storage.conf")
-            } else {
-                env.home()
-                    .context("Finding the user's storage.conf: set HOME or XDG_CONFIG_HOME, or give --storage-root")?
-                    .join(".config/containers/storage.conf")
-            };
-            if exists(&user_file)? {
-                // containers-storage only warns about a file it cannot read
-                // here and goes on with the defaults; so do we.
-                let own = read_file(&user_file, env).unwrap_or_else(|e| {
-                    tracing::warn!("{e:#}; using the default rootless storage");
-                    None
-                });
-                let own = own.unwrap_or_default();
-                let settings = FileSettings {
-                    run_root: own.run_root.clone().or(defaults.run_root),
-                    graph_root: own
-                        .graph_root
-                        .clone()
-                        .or(own.rootless_storage_path.clone())
-                        .or(defaults.graph_root),
-                    ..own
-                };
-                (Some(user_file), settings)
-            } else {
-                (system.file.map(|(p, _)| p), defaults)
-            }
+            rootless_settings(env, system)?
         } else {
             // The file that was read is read again on its own: a file
             // without runroot or graphroot gets no defaults.

@@ -167,6 +167,36 @@ fn remove_empty_dirs(from: &Path, top: &Path) {
     }
 }
 
+/// Our private (0700) temp directory under `base`, named after our PID, so a
+/// later run can tell it was left by a dead one.
+fn private_temp_dir(base: &Path) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .prefix(&format!("{STALE_PREFIX}{}-", std::process::id()))
+        .tempdir_in(base)
+        .with_context(|| format!("Creating a temp directory in {}", base.display()))
+}
+
+/// The space skopeo needs: it keeps a copy of each blob it receives until
+/// the copy ends; only the layers the storage lacks are sent. Their sizes
+/// are the served ones.
+fn space_needed<ID>(target: &Target, img: &StoredImage<ID>, served: &[ServedLayer]) -> u64 {
+    let mut present = present_layers(&target.root);
+    if let Some(store) = &target.image_store {
+        present.extend(present_layers(store));
+    }
+    img.config_bytes.len() as u64
+        + served
+            .iter()
+            .zip(&img.layers)
+            .filter(|(d, l)| {
+                !present.contains(d.digest().as_ref()) && !present.contains(l.diff_id.as_ref())
+            })
+            .map(|(d, _)| d)
+            .map(|d| d.size())
+            .sum::<u64>()
+}
+
 async fn copy_streaming<ID: FsVerityHashValue>(
     repo: Arc<Repository<ID>>,
     img: &StoredImage<ID>,
@@ -175,12 +205,7 @@ async fn copy_streaming<ID: FsVerityHashValue>(
 ) -> Result<ExportReport> {
     let destination = &target.destination;
     remove_stale_dirs(&target.tmp_base);
-    // Named after our PID, so a later run can tell it was left by a dead one.
-    let tmp = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .prefix(&format!("{STALE_PREFIX}{}-", std::process::id()))
-        .tempdir_in(&target.tmp_base)
-        .with_context(|| format!("Creating a temp directory in {}", target.tmp_base.display()))?;
+    let tmp = private_temp_dir(&target.tmp_base)?;
     let started = Instant::now();
     let served = Served::start(
         repo,
@@ -190,23 +215,7 @@ async fn copy_streaming<ID: FsVerityHashValue>(
         opts.jobs,
     )
     .await?;
-    // skopeo keeps a copy of each blob it receives until the copy ends; only
-    // the layers the storage lacks are sent. Their sizes are the served ones.
-    let mut present = present_layers(&target.root);
-    if let Some(store) = &target.image_store {
-        present.extend(present_layers(store));
-    }
-    let needed = img.config_bytes.len() as u64
-        + served
-            .layers
-            .iter()
-            .zip(&img.layers)
-            .filter(|(d, l)| {
-                !present.contains(d.digest().as_ref()) && !present.contains(l.diff_id.as_ref())
-            })
-            .map(|(d, _)| d)
-            .map(|d| d.size())
-            .sum::<u64>();
+    let needed = space_needed(target, img, &served.layers);
     check_space(tmp.path(), needed, target.hint)?;
     // Only our skopeo may read the image: the credential reaches it through
     // a 0600 file in our 0700 directory, never through argv or environment.

@@ -126,11 +126,12 @@ impl Catalog {
     }
 }
 
-/// Every container image in the repository: tagged and untagged manifests, and
-/// configs stored without a manifest (by older composefs-oci and bootc);
-/// manifests that do not read back intact are listed as damaged.
-pub fn catalog<ID: FsVerityHashValue>(repo: &Repository<ID>) -> Result<Catalog> {
-    // Keyed by digest string: oci-spec digests are not `Ord`.
+/// The manifests and the configs the repository stores, by digest string
+/// (oci-spec digests are not `Ord`).
+#[allow(clippy::type_complexity)]
+fn stored_digests<ID: FsVerityHashValue>(
+    repo: &Repository<ID>,
+) -> Result<(BTreeMap<String, Digest>, BTreeMap<String, Digest>)> {
     let mut manifests: BTreeMap<String, Digest> = BTreeMap::new();
     let mut configs: BTreeMap<String, Digest> = BTreeMap::new();
     for name in stream_names(repo.repo_fd())? {
@@ -144,6 +145,14 @@ pub fn catalog<ID: FsVerityHashValue>(repo: &Repository<ID>) -> Result<Catalog> 
             }
         }
     }
+    Ok((manifests, configs))
+}
+
+/// Every container image in the repository: tagged and untagged manifests, and
+/// configs stored without a manifest (by older composefs-oci and bootc);
+/// manifests that do not read back intact are listed as damaged.
+pub fn catalog<ID: FsVerityHashValue>(repo: &Repository<ID>) -> Result<Catalog> {
+    let (manifests, configs) = stored_digests(repo)?;
 
     let (mut manifest_tags, mut config_tags) = tags_by_digest(repo)?;
 

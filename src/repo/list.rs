@@ -93,6 +93,26 @@ fn image_summary<ID: FsVerityHashValue>(
     Ok((image::platform_of(&img.config), img.layers.len(), size))
 }
 
+/// Why each deployment that no listed image was made from has none.
+fn unmatched(deployments: &[Deployment], images: &[CatalogEntry], rows: &[ListRow]) -> Vec<String> {
+    deployments
+        .iter()
+        .filter(|d| {
+            !images.iter().any(|e| made_from(d, e))
+                && !rows
+                    .iter()
+                    .any(|r| r.deployments.iter().any(|l| l.id == d.id))
+        })
+        .map(|d| match d.require_image() {
+            Err(e) => format!("{e:#}"),
+            Ok(_) => format!(
+                "the {}'s image is not in the repository (garbage-collected?)",
+                d.describe()
+            ),
+        })
+        .collect()
+}
+
 /// Every image in the repository, with sizes and the deployments made from it.
 pub fn list<ID: FsVerityHashValue>(repo: &Repository<ID>, host: Option<&Host>) -> Result<Listing> {
     let deployments = host.map_or(&[][..], |h| &h.deployments[..]);
@@ -141,22 +161,6 @@ pub fn list<ID: FsVerityHashValue>(repo: &Repository<ID>, host: Option<&Host>) -
     });
     let mut problems: Vec<String> = host.map_or_else(Vec::new, |h| h.warnings.clone());
     problems.extend(rows.iter().filter_map(|r| r.damaged.clone()));
-    let unmatched = deployments
-        .iter()
-        .filter(|d| {
-            !catalog.images.iter().any(|e| made_from(d, e))
-                && !rows
-                    .iter()
-                    .any(|r| r.deployments.iter().any(|l| l.id == d.id))
-        })
-        .map(|d| match d.require_image() {
-            Err(e) => format!("{e:#}"),
-            Ok(_) => format!(
-                "the {}'s image is not in the repository (garbage-collected?)",
-                d.describe()
-            ),
-        })
-        .collect::<Vec<_>>();
-    problems.extend(unmatched);
+    problems.extend(unmatched(deployments, &catalog.images, &rows));
     Ok(Listing { rows, problems })
 }
