@@ -4,6 +4,14 @@
 //! diff_id while it streams; the original config bytes are kept, so the image
 //! ID (config digest) survives the trip.
 //!
+//! The modules are the stages an image passes through, bottom up: [`host`]
+//! (a bootc host's state, read-only), [`repo`] (the repository: images, each
+//! layer rebuilt and proven), [`compress`] (a tar to a blob, the original
+//! bytes found again), [`export`] (an OCI layout or archive), [`serve`] (the
+//! read-only registry), [`deliver`] (any destination, through skopeo where
+//! needed) and [`import`] (the way back). [`progress`] is how the library
+//! reports to its caller; [`digest`] is shared by all.
+//!
 //! Exporting an image to an OCI layout:
 //!
 //! ```no_run

@@ -1,4 +1,6 @@
-//! The `cfs-export` command line: parse into a typed config, run, print.
+//! The `cfs-export` command line: takes the arguments and gives an exit
+//! code: parse into a typed config (`args`), run one command (`commands`,
+//! `serve`), print text or JSON (`print`) and progress bars (`bars`).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 // First: its macros (say!, tell!) are used by the modules after it.

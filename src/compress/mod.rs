@@ -1,6 +1,6 @@
 //! Stage 2, compression: takes a layer's exact tar bytes and gives a blob in
 //! the asked kind (none, gzip, zstd), or the original compressed bytes found
-//! again ([`reproduce`]); our parallel gzip ([`pgzip`]) and where a rebuild
+//! again ([`reproduce`]); our parallel gzip (`pgzip`) and where a rebuild
 //! can restart inside it ([`pgzip_restart`]); the remembered blobs
 //! ([`blob_index`]). The bit-exact ports of other encoders live in the
 //! `cfs-encoders` crate.

@@ -1,7 +1,7 @@
 //! Stage 4, delivery: takes a destination in skopeo's syntax
 //! ([`transport`]) and gives the image there, natively through [`crate::export`]
 //! or through one `skopeo copy` ([`skopeo`]): streamed from our loopback
-//! server ([`stream`]) or from a private layout, with the destination's
+//! server (`stream`) or from a private layout, with the destination's
 //! storage settings ([`storage_conf`], [`transfer`]).
 //!
 //! Every destination: `oci:` and `oci-archive:` written natively,

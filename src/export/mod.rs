@@ -1,6 +1,6 @@
 //! Stage 3, the export: takes the selected images and options and gives an
-//! OCI image written natively: an OCI layout ([`layout`]) or a deterministic
-//! `oci-archive` ([`archive`]), with a typed [`ExportReport`].
+//! OCI image written natively: an OCI layout (`layout`) or a deterministic
+//! `oci-archive` (`archive`), with a typed [`ExportReport`].
 //!
 //! Exporting images to an OCI layout: resolve, plan, rebuild layers in
 //! parallel, then write the config, manifest and index.

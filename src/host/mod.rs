@@ -1,3 +1,7 @@
+//! Stage 0, the host: takes a sysroot (`/sysroot`, or `--sysroot DIR`) and
+//! gives its bootc deployments, their roles and the image each came from,
+//! so that an image can be named `booted` or by its origin's name.
+//!
 //! A composefs-booted bootc host, read the way bootc reads it: which
 //! deployments exist (boot entries), which one is booted (kernel command line,
 //! the `/` mount), which is staged (`/run`), and the image each one came from

@@ -1,3 +1,6 @@
+//! The way back: takes an `oci:` layout or `oci-archive:` file and gives an
+//! image in the repository, tagged, stored through composefs-oci.
+//!
 //! Importing an OCI layout or archive into the repository, every blob
 //! verified before anything is named in the repository.
 
