@@ -4,6 +4,14 @@
 //! diff_id while it streams; the original config bytes are kept, so the image
 //! ID (config digest) survives the trip.
 //!
+//! The modules are the stages an image passes through, bottom up: [`host`]
+//! (a bootc host's state, read-only), [`repo`] (the repository: images, each
+//! layer rebuilt and proven), [`compress`] (a tar to a blob, the original
+//! bytes found again), [`export`] (an OCI layout or archive), [`serve`] (the
+//! read-only registry), [`deliver`] (any destination, through skopeo where
+//! needed) and [`import`] (the way back). [`progress`] is how the library
+//! reports to its caller; [`digest`] is shared by all.
+//!
 //! Exporting an image to an OCI layout:
 //!
 //! ```no_run
@@ -28,7 +36,7 @@
 //!
 //! ```
 //! use composefs_export::compress::{Compression, CompressionChoice};
-//! use composefs_export::transport::ImageLocation;
+//! use composefs_export::deliver::transport::ImageLocation;
 //!
 //! let c: CompressionChoice = "zstd:7".parse().unwrap();
 //! assert_eq!(c, CompressionChoice::Fixed(Compression::Zstd(7)));
@@ -38,35 +46,15 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
-mod archive;
-pub mod blob_index;
-pub mod catalog;
 pub mod compress;
 pub mod deliver;
 pub mod digest;
 pub mod export;
-mod fanout;
 pub mod host;
-pub mod image;
 pub mod import;
-pub mod layer;
-mod layout;
-pub mod list;
-pub mod objects;
-mod pgzip;
-pub mod pgzip_restart;
 pub mod progress;
 pub mod repo;
-pub mod reproduce;
-pub mod select;
 pub mod serve;
-pub mod skopeo;
-pub mod storage_conf;
-mod stream;
-mod stream_check;
-pub mod transfer;
-pub mod transport;
-pub mod verify;
 
 /// A mistake in how the tool was called (exit code 2), as opposed to a failure.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +80,18 @@ pub(crate) fn cache_dir() -> Option<std::path::PathBuf> {
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")));
     base.map(|b| b.join("cfs-export"))
+}
+
+/// Create `dir` and its missing parents with mode 0700 (as skopeo and
+/// containers-storage make theirs).
+pub(crate) fn create_private_dirs(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("Creating {}", dir.display()))
 }
 
 /// `work` on each of `items`, `jobs` at a time; the first error stops

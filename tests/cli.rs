@@ -154,6 +154,61 @@ fn help_has_examples() {
     }
 }
 
+/// Issue 26: each command's help lists only the options that apply to it,
+/// the global ones under their own heading.
+#[test]
+fn help_fits_each_command() {
+    let help = |cmd: &str| {
+        let out = Command::new(bin()).args([cmd, "--help"]).output().unwrap();
+        assert!(out.status.success(), "{cmd}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let storage = help("copy-to-storage");
+    for flag in ["--authfile", "--dest-tls-verify", "--creds-file"] {
+        assert!(
+            !storage.contains(flag),
+            "copy-to-storage lists {flag}:\n{storage}"
+        );
+    }
+    for flag in ["--storage-root", "--tmpdir", "--via-layout", "--target"] {
+        assert!(
+            storage.contains(flag),
+            "copy-to-storage lacks {flag}:\n{storage}"
+        );
+    }
+    let export = help("export");
+    for flag in [
+        "--authfile",
+        "--dest-tls-verify",
+        "--creds-file",
+        "--storage-root",
+    ] {
+        assert!(export.contains(flag), "export lacks {flag}:\n{export}");
+    }
+    for text in [&storage, &export, &help("list"), &help("verify")] {
+        let (own, global) = text
+            .split_once("Global options:")
+            .expect("a Global options heading");
+        assert!(
+            global.contains("--repo") && global.contains("--json"),
+            "{text}"
+        );
+        assert!(
+            !own.contains("--repo <PATH>") && !own.contains("--json"),
+            "{text}"
+        );
+    }
+    let out = Command::new(bin())
+        .args(["copy-to-storage", "--authfile", "/dev/null"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--authfile is a usage error there"
+    );
+}
+
 #[test]
 fn man_pages_render() {
     let t = tempfile::tempdir().unwrap();

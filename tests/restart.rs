@@ -7,13 +7,13 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use composefs_export::compress::pgzip_restart::{rebuild_pgzip, BlobPoint, BlobRestart, PgzipBlob};
+use composefs_export::compress::reproduce::Reproducer;
 use composefs_export::compress::Compression;
 use composefs_export::export::{self, ImageSelection};
-use composefs_export::layer::{self, Restart, RestartPoint, RESTART_SPACING};
-use composefs_export::pgzip_restart::{rebuild_pgzip, BlobPoint, BlobRestart, PgzipBlob};
 use composefs_export::progress::{LayerKey, NoProgress};
+use composefs_export::repo::layer::{self, Restart, RestartPoint, RESTART_SPACING};
 use composefs_export::repo::{self, RepoLocation};
-use composefs_export::reproduce::Reproducer;
 use composefs_export::with_repo;
 use fixtures::*;
 
@@ -79,7 +79,7 @@ type Rebuilt = anyhow::Result<(Vec<u8>, oci_spec::image::Digest, u64)>;
 /// The layer's tar through pgzip from `from` (or 0), recording points.
 fn pgzip_from<ID: composefs::fsverity::FsVerityHashValue>(
     r: &composefs::repository::Repository<ID>,
-    layer: &composefs_export::image::StoredLayer<ID>,
+    layer: &composefs_export::repo::image::StoredLayer<ID>,
     from: Option<BlobPoint>,
 ) -> (Rebuilt, Vec<BlobPoint>) {
     let Some(Reproducer::Pgzip(version)) = Reproducer::from_id("pgzip-1.15.10") else {

@@ -15,7 +15,7 @@ use composefs_export::compress::Compression;
 use composefs_export::digest::short_hex;
 use composefs_export::export::{self, ExportReport};
 use composefs_export::human_size;
-use composefs_export::list::Listing;
+use composefs_export::repo::list::{ListRow, Listing};
 
 /// Is `c` something a terminal acts on rather than shows: C0 (tab and
 /// newline too: each message is one line), DEL, C1, and the bidirectional
@@ -105,7 +105,7 @@ pub(super) fn one_line(message: &str) -> String {
 }
 
 pub(super) fn print_verify(
-    report: &composefs_export::verify::VerifyReport,
+    report: &composefs_export::repo::verify::VerifyReport,
     json: bool,
     quiet: bool,
     out: &mut dyn Write,
@@ -166,43 +166,7 @@ pub(super) fn list_table(listing: &Listing) -> Vec<String> {
     .map(|s| s.to_string())
     .collect()];
     for r in &listing.rows {
-        let tags = if r.tags.is_empty() {
-            vec!["<none>".to_string()]
-        } else {
-            r.tags.clone()
-        };
-        let deployments = r
-            .deployments
-            .iter()
-            .map(|d| format!("{} {} {}", d.role, short_hex(&d.id), d.image))
-            .collect::<Vec<_>>()
-            .join("; ");
-        // One line per tag; the image's columns on the first.
-        for (i, tag) in tags.into_iter().enumerate() {
-            let mut row = vec![tag];
-            if i == 0 {
-                row.extend([
-                    r.image_id
-                        .as_deref()
-                        .map_or("<unknown>", short_hex)
-                        .to_string(),
-                    r.manifest_digest
-                        .as_deref()
-                        .map_or("<none>", short_hex)
-                        .to_string(),
-                    match r.damaged {
-                        Some(_) => "DAMAGED".to_string(),
-                        None => r.platform.clone(),
-                    },
-                    r.layers.to_string(),
-                    human_size(r.size),
-                    deployments.clone(),
-                ]);
-            } else {
-                row.extend(std::iter::repeat_n(String::new(), 6));
-            }
-            table.push(row);
-        }
+        table.extend(list_rows(r));
     }
     // Escaped before measuring, so a name with control characters keeps its column.
     for cell in table.iter_mut().flatten() {
@@ -211,6 +175,55 @@ pub(super) fn list_table(listing: &Listing) -> Vec<String> {
         }
     }
     let columns = if with_deployments { 7 } else { 6 };
+    aligned(&table, columns)
+}
+
+/// One image's lines of the `list` table: one per tag, the image's columns
+/// on the first.
+fn list_rows(r: &ListRow) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let tags = if r.tags.is_empty() {
+        vec!["<none>".to_string()]
+    } else {
+        r.tags.clone()
+    };
+    let deployments = r
+        .deployments
+        .iter()
+        .map(|d| format!("{} {} {}", d.role, short_hex(&d.id), d.image))
+        .collect::<Vec<_>>()
+        .join("; ");
+    for (i, tag) in tags.into_iter().enumerate() {
+        let mut row = vec![tag];
+        if i == 0 {
+            row.extend([
+                r.image_id
+                    .as_deref()
+                    .map_or("<unknown>", short_hex)
+                    .to_string(),
+                r.manifest_digest
+                    .as_deref()
+                    .map_or("<none>", short_hex)
+                    .to_string(),
+                match r.damaged {
+                    Some(_) => "DAMAGED".to_string(),
+                    None => r.platform.clone(),
+                },
+                r.layers.to_string(),
+                human_size(r.size),
+                deployments.clone(),
+            ]);
+        } else {
+            row.extend(std::iter::repeat_n(String::new(), 6));
+        }
+        rows.push(row);
+    }
+    rows
+}
+
+/// The table's lines: each column padded to its widest cell (sizes to the
+/// right), the last one unpadded.
+fn aligned(table: &[Vec<String>], columns: usize) -> Vec<String> {
     let widths: Vec<usize> = (0..columns)
         .map(|c| {
             table
@@ -274,24 +287,7 @@ pub(super) fn print_export(
                 .unwrap_or_default()
         )?;
         for (i, l) in img.layers.iter().enumerate() {
-            say!(
-                out,
-                "  layer {}/{} {} {:<8} {:>10} -> {:>10} {}; {}",
-                i + 1,
-                img.layers.len(),
-                short_hex(&l.diff_id),
-                match l.compression {
-                    Compression::Reproduced(_) => "gzip".to_string(),
-                    c => c.to_string(),
-                },
-                human_size(l.size),
-                human_size(l.blob_size),
-                match l.status {
-                    export::LayerStatus::Written => "written, diff_id verified",
-                    export::LayerStatus::Skipped => "skipped (already present)",
-                },
-                blob_words(l)
-            )?;
+            say!(out, "{}", layer_line(i, img.layers.len(), l))?;
         }
         say!(
             out,
@@ -323,6 +319,27 @@ pub(super) fn print_export(
     Ok(())
 }
 
+/// One layer's line in the export summary.
+fn layer_line(i: usize, count: usize, l: &export::LayerReport) -> String {
+    format!(
+        "  layer {}/{} {} {:<8} {:>10} -> {:>10} {}; {}",
+        i + 1,
+        count,
+        short_hex(&l.diff_id),
+        match l.compression {
+            Compression::Reproduced(_) => "gzip".to_string(),
+            c => c.to_string(),
+        },
+        human_size(l.size),
+        human_size(l.blob_size),
+        match l.status {
+            export::LayerStatus::Written => "written, diff_id verified",
+            export::LayerStatus::Skipped => "skipped (already present)",
+        },
+        blob_words(l)
+    )
+}
+
 /// How a layer blob relates to the original manifest's, in words.
 fn blob_words(l: &export::LayerReport) -> String {
     match (l.blob, l.compression) {
@@ -337,7 +354,7 @@ fn blob_words(l: &export::LayerReport) -> String {
 mod tests {
     use super::{escape_control, json_escape_controls, list_table, one_line};
     use composefs_export::host::Role;
-    use composefs_export::list::{ListRow, ListedDeployment, Listing};
+    use composefs_export::repo::list::{ListRow, ListedDeployment, Listing};
 
     #[test]
     fn control_characters_are_shown_not_acted_on() {

@@ -7,11 +7,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use composefs_export::blob_index::BlobIndex;
+use composefs_export::compress::blob_index::BlobIndex;
 use composefs_export::compress::{Compression, CompressionChoice};
 use composefs_export::export::{self, ImageSelection};
 use composefs_export::host::{split_transport, Host};
-use composefs_export::image::StoredImage;
+use composefs_export::repo::image::StoredImage;
 use composefs_export::serve::registry::{Listen, Registry, Users, GRACE};
 use composefs_export::serve::tls::TlsFiles;
 use composefs_export::{repo, with_repo, UsageError};

@@ -2,11 +2,11 @@
 //! deployments; what copy-to-storage takes by default and where it puts it.
 
 use anyhow::{bail, Result};
+use composefs_export::deliver::transport::ImageLocation;
 use composefs_export::export::ImageSelection;
 use composefs_export::host::{self, Host, HostPaths};
-use composefs_export::image;
+use composefs_export::repo::image;
 use composefs_export::repo::{self, RepoLocation};
-use composefs_export::transport::ImageLocation;
 use composefs_export::{with_repo, UsageError};
 
 use super::Cli;

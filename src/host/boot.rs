@@ -118,31 +118,7 @@ pub(super) fn read_entries(
                 break;
             }
         };
-        let name = e.file_name();
-        let file = name.to_string_lossy().into_owned();
-        if !file.ends_with(".conf") {
-            continue;
-        }
-        let path = shown_dir.join(&name);
-        let text = match read_beneath(&dir, Path::new(&name), SMALL_FILE_CAP).and_then(text) {
-            Ok(t) => t,
-            Err(e) => {
-                warnings.push(format!(
-                    "boot entry {} cannot be read: {}; skipped",
-                    path.display(),
-                    unreadable(&e)
-                ));
-                continue;
-            }
-        };
-        match parse_entry(&text) {
-            Ok((Some(id), sort_key)) => entries.push(BootEntry { id, sort_key, file }),
-            Ok((None, _)) => tracing::debug!(
-                "boot entry {:?} names no composefs deployment",
-                path.display()
-            ),
-            Err(why) => warnings.push(format!("boot entry {}: {why}; skipped", path.display())),
-        }
+        entries.extend(read_entry(&dir, &e.file_name(), &shown_dir, warnings));
     }
     // systemd-boot: entries with a sort-key first, by key; then by file name,
     // newest (highest) first, as GRUB's BLS module orders them.
@@ -153,6 +129,41 @@ pub(super) fn read_entries(
         (None, None) => b.file.cmp(&a.file),
     });
     entries
+}
+
+/// One `.conf` file of a BLS entries directory, when it names a deployment;
+/// one that cannot be read or parsed becomes a warning.
+fn read_entry(
+    dir: &Dir,
+    name: &std::ffi::OsStr,
+    shown_dir: &Path,
+    warnings: &mut Vec<String>,
+) -> Option<BootEntry> {
+    let file = name.to_string_lossy().into_owned();
+    if !file.ends_with(".conf") {
+        return None;
+    }
+    let path = shown_dir.join(name);
+    let text = match read_beneath(dir, Path::new(name), SMALL_FILE_CAP).and_then(text) {
+        Ok(t) => t,
+        Err(e) => {
+            warnings.push(format!(
+                "boot entry {} cannot be read: {}; skipped",
+                path.display(),
+                unreadable(&e)
+            ));
+            return None;
+        }
+    };
+    match parse_entry(&text) {
+        Ok((Some(id), sort_key)) => return Some(BootEntry { id, sort_key, file }),
+        Ok((None, _)) => tracing::debug!(
+            "boot entry {:?} names no composefs deployment",
+            path.display()
+        ),
+        Err(why) => warnings.push(format!("boot entry {}: {why}; skipped", path.display())),
+    }
+    None
 }
 
 /// A BLS entry's deployment (`options composefs=`, or a UKI `efi` line) and sort key.
@@ -197,8 +208,30 @@ pub(super) fn deployment_ids(
             }
         }
     }
-    // GRUB with UKIs lists them in user.cfg.
+    for id in user_cfg_ids(sysroot, s, warnings) {
+        push(id);
+    }
+    if !ids.is_empty() {
+        return Ok(ids);
+    }
+    let deploy = paths.deploy_dir();
+    let mut dirs = deployment_dirs(sysroot, &deploy)?;
+    if !dirs.is_empty() {
+        tracing::warn!(
+            "no boot entries found under {} (is the boot partition mounted?); using every deployment in {}",
+            s.display(),
+            deploy.display()
+        );
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// The deployments GRUB's `user.cfg` lists (GRUB with UKIs lists them
+/// there); a line that names one wrongly becomes a warning.
+fn user_cfg_ids(sysroot: &Dir, s: &Path, warnings: &mut Vec<String>) -> Vec<String> {
     const USER_CFG: &str = "boot/grub2/user.cfg";
+    let mut ids = Vec::new();
     match read_beneath(sysroot, Path::new(USER_CFG), SMALL_FILE_CAP).and_then(text) {
         Ok(text) => {
             for line in text.lines() {
@@ -206,7 +239,7 @@ pub(super) fn deployment_ids(
                     Some(id) => Ok(Some(id)),
                     None => composefs_arg(line),
                 }) {
-                    Ok(Some(id)) => push(id),
+                    Ok(Some(id)) => ids.push(id),
                     Ok(None) => {}
                     Err(why) => warnings.push(format!(
                         "{}: {why}; that line skipped",
@@ -222,10 +255,11 @@ pub(super) fn deployment_ids(
             s.join(USER_CFG).display()
         )),
     }
-    if !ids.is_empty() {
-        return Ok(ids);
-    }
-    let deploy = paths.deploy_dir();
+    ids
+}
+
+/// Every deployment directory in `state/deploy` (shown as `deploy`).
+fn deployment_dirs(sysroot: &Dir, deploy: &Path) -> Result<Vec<String>> {
     let mut dirs = Vec::new();
     match sysroot.read_dir("state/deploy") {
         Ok(read) => {
@@ -243,14 +277,6 @@ pub(super) fn deployment_ids(
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("Listing {}", deploy.display())),
     }
-    if !dirs.is_empty() {
-        tracing::warn!(
-            "no boot entries found under {} (is the boot partition mounted?); using every deployment in {}",
-            s.display(),
-            deploy.display()
-        );
-    }
-    dirs.sort();
     Ok(dirs)
 }
 

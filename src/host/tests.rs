@@ -1,4 +1,5 @@
 use super::boot::*;
+use super::origin::*;
 use super::*;
 use cap_std_ext::cap_std::{ambient_authority, fs::Dir};
 

@@ -29,14 +29,14 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::ranges::{Release, Window};
 use super::{resume, Blob, Inner, LayerBlob, LayerServed};
-use crate::blob_index::BlobIndex;
+use crate::compress::blob_index::BlobIndex;
+use crate::compress::pgzip::ParGzEncoder;
+use crate::compress::reproduce::Reproducer;
 use crate::compress::{Compression, Encoder};
 use crate::digest::HashingWriter;
-use crate::layer::{self, Restart, RestartPoint};
 use crate::lock;
-use crate::pgzip::ParGzEncoder;
 use crate::progress::{LayerKey, ProgressWriter};
-use crate::reproduce::Reproducer;
+use crate::repo::layer::{self, Restart, RestartPoint};
 
 /// Bytes per response chunk; the last one or two are held back until the layer is proven.
 pub(crate) const CHUNK: usize = 256 * 1024;

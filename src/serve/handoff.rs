@@ -14,9 +14,9 @@ use oci_spec::image::Digest;
 use super::access::{self, Access, Credential};
 use super::names::Names;
 use super::{add_image, conn, router, Inner, LayerChoice, LayerServed, Log, Pool, ServedLayer};
-use crate::image::StoredImage;
+use crate::compress::reproduce::Reproducer;
 use crate::progress::ProgressHandle;
-use crate::reproduce::Reproducer;
+use crate::repo::image::StoredImage;
 
 /// The repository name of the served image under the prefix.
 const NAME: &str = "image";

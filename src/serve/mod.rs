@@ -9,16 +9,16 @@
 //! (`routes`), with ranges (`ranges`), under the names `names` knows. Layers are rebuilt as
 //! skopeo reads them, proven against the diff_id while they stream:
 //! uncompressed (blob digest = diff_id), or, when every layer's original
-//! compressed bytes are reproducible ([`crate::reproduce`]), those bytes,
+//! compressed bytes are reproducible ([`crate::compress::reproduce`]), those bytes,
 //! proven also by the original blob's digest and size, under the original
 //! manifest; or (`serve --compression gzip|zstd`) through our deterministic
 //! encoder, proven also by the digest and size the index
-//! ([`crate::blob_index`]) learned. The last bytes are held back until the proofs succeed, so a
+//! ([`crate::compress::blob_index`]) learned. The last bytes are held back until the proofs succeed, so a
 //! damaged layer's response is cut short and can never be committed.
 //! A range starts at the nearest restart point an earlier response of the
 //! blob passed: a tar offset and hash state for an uncompressed layer, a
 //! pgzip block start for a reproduced pgzip blob (`resume`,
-//! [`crate::pgzip_restart`]), still proven whole.
+//! [`crate::compress::pgzip_restart`]), still proven whole.
 //! skopeo asks only for the blobs its destination lacks.
 
 mod access;
@@ -46,11 +46,11 @@ use composefs::fsverity::FsVerityHashValue;
 use composefs::repository::Repository;
 use oci_spec::image::{Descriptor, DescriptorBuilder, Digest, MediaType};
 
-use crate::blob_index::IndexedBlob;
+use crate::compress::blob_index::IndexedBlob;
+use crate::compress::reproduce::Reproducer;
 use crate::compress::Compression;
-use crate::image::{self, StoredImage, StoredLayer};
 use crate::progress::ProgressHandle;
-use crate::reproduce::Reproducer;
+use crate::repo::image::{self, StoredImage, StoredLayer};
 use names::Names;
 
 /// A blob the server can send.
@@ -133,7 +133,7 @@ struct Pool {
     /// How long a response may wait for its client to read a chunk.
     stall: std::time::Duration,
     /// Where earlier responses of each uncompressed layer can be resumed.
-    restarts: Mutex<HashMap<String, Vec<crate::layer::RestartPoint>>>,
+    restarts: Mutex<HashMap<String, Vec<crate::repo::layer::RestartPoint>>>,
     /// Compressed blocks of reproduced blobs, shared between responses.
     blocks: Arc<blocks::BlockCache>,
     /// Where earlier responses of each reproduced pgzip blob can be resumed.

@@ -6,7 +6,7 @@
 //! a new manifest, the same bytes on every host and restart; or, asked for
 //! gzip or zstd, every layer through our deterministic encoder, under a new
 //! manifest whose blob digests and sizes come from the index
-//! ([`crate::blob_index`]: each layer compressed once, at the first start,
+//! ([`crate::compress::blob_index`]: each layer compressed once, at the first start,
 //! then remembered). Nothing is
 //! served anonymously unless asked; connections, header and idle times and
 //! concurrent rebuilds are bounded as for the hand-off (more responses at
@@ -28,10 +28,10 @@ use super::blocks::BlockCache;
 use super::names::Names;
 use super::tls::TlsFiles;
 use super::{add_image, conn, router, Inner, LayerChoice, Log, Pool};
-use crate::blob_index::{IndexReport, IndexedBlob};
+use crate::compress::blob_index::{IndexReport, IndexedBlob};
 use crate::compress::{Compression, CompressionChoice};
 use crate::export::ExportOptions;
-use crate::image::StoredImage;
+use crate::repo::image::StoredImage;
 
 /// How long running responses may finish after SIGINT/SIGTERM.
 pub const GRACE: Duration = Duration::from_secs(10);
@@ -325,7 +325,7 @@ async fn prepare_layers<ID: FsVerityHashValue>(
         CompressionChoice::Fixed(c @ (Compression::Gzip(_) | Compression::Zstd(_))) => {
             let (r, i, jobs) = (repo.clone(), images.to_vec(), opts.jobs);
             let indexed = tokio::task::spawn_blocking(move || {
-                crate::blob_index::index_layers(&r, &i, c, jobs)
+                crate::compress::blob_index::index_layers(&r, &i, c, jobs)
             })
             .await
             .context("index worker")??;

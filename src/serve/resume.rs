@@ -1,8 +1,8 @@
 //! Restart points inside the reproduced pgzip blobs served: every response
 //! of such a blob records one every
-//! [`BLOB_POINT_SPACING`](crate::pgzip_restart::BLOB_POINT_SPACING) blob bytes, and a
+//! [`BLOB_POINT_SPACING`](crate::compress::pgzip_restart::BLOB_POINT_SPACING) blob bytes, and a
 //! `Range` request starts at the latest one before its first byte instead
-//! of compressing the blob from byte 0 ([`crate::pgzip_restart`]). The
+//! of compressing the blob from byte 0 ([`crate::compress::pgzip_restart`]). The
 //! response is still proven by the blob's digest and size, so a wrong point
 //! costs a failed response, never wrong bytes.
 
@@ -16,8 +16,8 @@ use oci_spec::image::Digest;
 
 use super::ranges::{Release, Window};
 use super::{Inner, LayerBlob};
+use crate::compress::pgzip_restart::{rebuild_pgzip, BlobPoint, BlobRestart, PgzipBlob};
 use crate::lock;
-use crate::pgzip_restart::{rebuild_pgzip, BlobPoint, BlobRestart, PgzipBlob};
 use crate::progress::LayerKey;
 
 /// The restart points of each reproduced pgzip blob, by blob digest, in

@@ -188,8 +188,8 @@ async fn request<ID: FsVerityHashValue>(
         if let Some(Blob::Layer(l)) = s.blobs.get(digest) {
             let (s2, l) = (s.clone(), l.layer.clone());
             let missing = tokio::task::spawn_blocking(move || {
-                let name = crate::image::layer_stream_id(&l.diff_id);
-                crate::objects::first_missing(&s2.repo, &name, &l.stream)
+                let name = crate::repo::image::layer_stream_id(&l.diff_id);
+                crate::repo::objects::first_missing(&s2.repo, &name, &l.stream)
             })
             .await
             .unwrap_or_else(|_| Some("(the check failed)".into()));

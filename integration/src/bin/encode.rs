@@ -7,7 +7,7 @@
 use std::io::{self, BufWriter};
 
 use anyhow::{Context, Result};
-use composefs_export::reproduce::Reproducer;
+use composefs_export::compress::reproduce::Reproducer;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();

@@ -13,7 +13,8 @@ use composefs::fsverity::FsVerityHashValue;
 use composefs::repository::Repository;
 use composefs_export::digest::{sha256, HashingWriter};
 use composefs_export::export::{self, ImageSelection};
-use composefs_export::{layer, repo, with_repo};
+use composefs_export::repo::{self, layer};
+use composefs_export::with_repo;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
