@@ -1,0 +1,82 @@
+// Reference encoder for the cfs-encoders tests: real Go compress/gzip.
+//
+// usage: go run gogzip.go [-time] LEVEL IN OUT [LEVEL IN OUT ...]
+//
+// Each IN is compressed with gzip.NewWriterLevel(w, LEVEL) and a zero
+// Header into OUT, fed in full 32 KiB writes as io.Copy from a file does.
+// With -time, the compression time of each triple is printed to stderr.
+// Stdlib only; kept as source so every test run compiles it with the Go
+// that is installed.
+package main
+
+import (
+	"bufio"
+	"compress/gzip"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"time"
+)
+
+func compress(level int, in, out string, timed bool) error {
+	data, err := os.ReadFile(in)
+	if err != nil {
+		return err
+	}
+	f, err := os.Create(out)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	bw := bufio.NewWriterSize(f, 1<<20)
+	start := time.Now()
+	zw, err := gzip.NewWriterLevel(bw, level)
+	if err != nil {
+		return err
+	}
+	for rest := data; len(rest) > 0; {
+		n := 32 << 10
+		if n > len(rest) {
+			n = len(rest)
+		}
+		if _, err := zw.Write(rest[:n]); err != nil {
+			return err
+		}
+		rest = rest[n:]
+	}
+	if err := zw.Close(); err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	if timed {
+		secs := time.Since(start).Seconds()
+		fmt.Fprintf(os.Stderr, "%s level %d %s: %d bytes, %.3f s, %.1f MB/s\n",
+			runtime.Version(), level, in, len(data), secs, float64(len(data))/secs/1e6)
+	}
+	return f.Close()
+}
+
+func main() {
+	args := os.Args[1:]
+	timed := len(args) > 0 && args[0] == "-time"
+	if timed {
+		args = args[1:]
+	}
+	if len(args) == 0 || len(args)%3 != 0 {
+		fmt.Fprintln(os.Stderr, "usage: gogzip [-time] LEVEL IN OUT [LEVEL IN OUT ...]")
+		os.Exit(2)
+	}
+	for i := 0; i < len(args); i += 3 {
+		level, err := strconv.Atoi(args[i])
+		if err == nil {
+			err = compress(level, args[i+1], args[i+2], timed)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "gogzip:", err)
+			os.Exit(1)
+		}
+	}
+}
