@@ -16,6 +16,7 @@ import (
 	"compress/gzip"
 	"fmt"
 	"io"
+	"io/ioutil"
 	"os"
 	"runtime"
 	"strconv"
@@ -28,7 +29,8 @@ func compress(level int, in, out string, timed bool) error {
 	if in == "-" {
 		src = os.Stdin
 	} else {
-		data, err := os.ReadFile(in)
+		// ioutil rather than os.ReadFile keeps this running on Go < 1.16.
+		data, err := ioutil.ReadFile(in)
 		if err != nil {
 			return err
 		}

@@ -1,8 +1,11 @@
 //! Level 1 (`BestSpeed`), ported from Go 1.19 `compress/flate`:
 //! `deflatefast.go` (the Snappy-style LZ77 encoder, Copyright 2016 The Go
-//! Authors) and the `fillStore`/`encSpeed` steps of `deflate.go`. Go 1.21 to
+//! Authors) and the `fillStore`/`encSpeed` steps of `deflate.go`. Go 1.15 to
 //! 1.26 have the same code (only `clear()` for zeroing loops and comments
-//! differ); Go 1.27 replaced the package and writes other bytes.
+//! differ); Go 1.27 replaced the package and writes other bytes. Go releases
+//! without the fix for golang.org/issue/41420 (Go 1.16, 2020-09) rebased
+//! their offsets by `maxMatchOffset` instead of `maxMatchOffset + 1`, so
+//! their output (then sometimes corrupt) differs after about 2 GiB of input.
 //!
 //! Go collects input in a window of `maxStoreBlockSize` (65535) bytes and
 //! encodes it only when it is full (or at `Close`), so every block is exactly
@@ -232,8 +235,8 @@ impl DeflateFast {
         }
     }
 
-    /// Go's `shiftOffsets` (as fixed for Go 1.14, golang.org/issue/34121):
-    /// rebases `cur` to `MAX_MATCH_OFFSET + 1` after about 2 GiB of input.
+    /// Go's `shiftOffsets` (as fixed by golang.org/issue/41420): rebases
+    /// `cur` to `MAX_MATCH_OFFSET + 1` after about 2 GiB of input.
     fn shift_offsets(&mut self) {
         if self.prev.is_empty() {
             self.table.fill(TableEntry::default());

@@ -8,13 +8,16 @@
 //! `huffman_bit_writer.go`, `huffman_code.go`, `token.go`) under
 //! `compress/gzip` (`gzip.go`), BSD-licensed, Copyright 2009 (2016 for
 //! `deflatefast.go`) The Go Authors. These files are the same code from Go
-//! 1.19 to Go 1.26 (the diffs of Debian's go1.21.13, go1.24.4 and go1.26.10
-//! against go1.19.8 only replace zeroing loops by `clear()`, drop redundant
-//! `break`s, reorder struct fields and edit comments), and the tests compare
-//! against whichever of them is installed. **Go 1.27** replaced the package
-//! with a port of klauspost/compress/flate ("compress/flate: improve
-//! compression speed", golang.org/issue/75532): its output differs at every
-//! level and is not reproduced here.
+//! 1.15 to Go 1.26 (the diffs of Debian's go1.15.15, go1.21.13, go1.24.4 and
+//! go1.26.10 against go1.19.8 only drop an unused field, replace zeroing
+//! loops by `clear()`, drop redundant `break`s, reorder struct fields and
+//! edit comments), and each of those Go releases wrote the same bytes as
+//! this module in the tests and the differential runs. So one variant per
+//! level covers Go 1.15 to 1.26; the tests compare against whichever Go is
+//! installed. **Go 1.27** replaced the package with a port of
+//! klauspost/compress/flate ("compress/flate: improve compression speed",
+//! golang.org/issue/75532): go1.27.3 differs at every level, even for a
+//! 1-byte input, and is not reproduced here.
 //!
 //! The stream is the 10-byte header `1f8b 0800 00000000 XXff` (zero
 //! `Header`: no name, no mtime, OS 255; XFL `XX` is 04 at level 1, 02 at
@@ -46,7 +49,7 @@ use deflate::Compressor;
 use fast::FastCompressor;
 
 /// A compression level of Go's `gzip.NewWriterLevel`, in the Go versions
-/// this module follows (1.19 to 1.26).
+/// this module follows (1.15 to 1.26).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GoLevel {
     /// Level 1, `gzip.BestSpeed` (`deflatefast.go`).
