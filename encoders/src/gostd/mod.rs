@@ -17,7 +17,10 @@
 //! installed. **Go 1.27** replaced the package with a port of
 //! klauspost/compress/flate ("compress/flate: improve compression speed",
 //! golang.org/issue/75532): go1.27.3 differs at every level, even for a
-//! 1-byte input, and is not reproduced here.
+//! 1-byte input, and is not reproduced here. Its deflate streams equal those
+//! of klauspost/compress 1.20.3's `gzip` at the same level (checked on four
+//! inputs at levels 1, 6 and 9; 1.18.0 and 1.15.12 differ), so that era
+//! belongs with the klauspost ports, under Go's header.
 //!
 //! The stream is the 10-byte header `1f8b 0800 00000000 XXff` (zero
 //! `Header`: no name, no mtime, OS 255; XFL `XX` is 04 at level 1, 02 at
