@@ -1,8 +1,10 @@
 //! Block encoding, ported from Go 1.19 `compress/flate/huffman_bit_writer.go`
-//! and `token.go`: only `writeBlock` (the one level 6 uses), which picks the
-//! smallest of fixed Huffman, dynamic Huffman and stored with Go's exact size
-//! estimates, including its quirks (a fake distance code in literal-only
-//! blocks, extra bits counted only when a stored block is possible).
+//! and `token.go`: `writeBlock` (levels 2 to 9), which picks the smallest of
+//! fixed Huffman, dynamic Huffman and stored with Go's exact size estimates,
+//! including its quirks (a fake distance code in literal-only blocks, extra
+//! bits counted only when a stored block is possible); and the two that
+//! level 1 uses, `writeBlockDynamic` (always dynamic, stored unless that
+//! saves a sixteenth) and `writeBlockHuff` (literals only).
 //!
 //! Go's writer batches 48 bits at a time into a 248-byte buffer; only the bit
 //! sequence and the byte-alignment points reach the output, so this one
@@ -122,6 +124,8 @@ pub(super) struct BitWriter {
     codegen_encoding: HuffmanEncoder,
     fixed_literal: HuffmanEncoder,
     fixed_offset: HuffmanEncoder,
+    /// Go's `huffOffset`: one 1-bit distance code, for literal-only blocks.
+    huff_offset: HuffmanEncoder,
 }
 
 impl BitWriter {
@@ -139,6 +143,13 @@ impl BitWriter {
             codegen_encoding: HuffmanEncoder::new(CODEGEN_CODE_COUNT),
             fixed_literal: HuffmanEncoder::fixed_literal(),
             fixed_offset: HuffmanEncoder::fixed_offset(),
+            huff_offset: {
+                let mut h = HuffmanEncoder::new(OFFSET_CODE_COUNT);
+                let mut freq = [0; OFFSET_CODE_COUNT];
+                freq[0] = 1;
+                h.generate(&freq, 15);
+                h
+            },
         }
     }
 
@@ -169,7 +180,7 @@ impl BitWriter {
         self.write_bits(u32::from(c.code), u32::from(c.len));
     }
 
-    fn write_bytes(&mut self, bytes: &[u8]) {
+    pub(super) fn write_bytes(&mut self, bytes: &[u8]) {
         debug_assert_eq!(self.nbits & 7, 0);
         self.flush();
         self.out.extend_from_slice(bytes);
@@ -183,10 +194,16 @@ impl BitWriter {
     }
 
     /// Go's `generateCodegen`: the RFC 1951 3.2.7 run-length encoding of the
-    /// two code-length arrays, into `codegen` (ended by `BAD_CODE`).
-    fn generate_codegen(&mut self, num_literals: usize, num_offsets: usize) {
+    /// two code-length arrays, into `codegen` (ended by `BAD_CODE`). The
+    /// distance table is `huff_offset` when `huff`, else `offset_encoding`.
+    fn generate_codegen(&mut self, num_literals: usize, num_offsets: usize, huff: bool) {
         self.codegen_freq = [0; CODEGEN_CODE_COUNT];
         let codegen = &mut self.codegen;
+        let offset_codes = if huff {
+            &self.huff_offset.codes
+        } else {
+            &self.offset_encoding.codes
+        };
         for (dst, c) in codegen[..num_literals]
             .iter_mut()
             .zip(&self.literal_encoding.codes)
@@ -195,7 +212,7 @@ impl BitWriter {
         }
         for (dst, c) in codegen[num_literals..num_literals + num_offsets]
             .iter_mut()
-            .zip(&self.offset_encoding.codes)
+            .zip(offset_codes)
         {
             *dst = c.len as u8;
         }
@@ -255,8 +272,14 @@ impl BitWriter {
         codegen[out_index] = BAD_CODE;
     }
 
-    /// Go's `dynamicSize`: (bits, number of codegen lengths sent).
-    fn dynamic_size(&self, extra_bits: i64) -> (i64, usize) {
+    /// Go's `dynamicSize`: (bits, number of codegen lengths sent); the
+    /// distance table is chosen as in [`Self::generate_codegen`].
+    fn dynamic_size(&self, extra_bits: i64, huff: bool) -> (i64, usize) {
+        let offset_encoding = if huff {
+            &self.huff_offset
+        } else {
+            &self.offset_encoding
+        };
         let mut num_codegens = CODEGEN_CODE_COUNT;
         while num_codegens > 4 && self.codegen_freq[CODEGEN_ORDER[num_codegens - 1]] == 0 {
             num_codegens -= 1;
@@ -272,7 +295,7 @@ impl BitWriter {
             + i64::from(self.codegen_freq[18]) * 7;
         let size = header
             + self.literal_encoding.bit_length(&self.literal_freq)
-            + self.offset_encoding.bit_length(&self.offset_freq)
+            + offset_encoding.bit_length(&self.offset_freq)
             + extra_bits;
         (size, num_codegens)
     }
@@ -376,9 +399,9 @@ impl BitWriter {
         }
 
         let mut size = self.fixed_size(extra_bits);
-        self.generate_codegen(num_literals, num_offsets);
+        self.generate_codegen(num_literals, num_offsets, false);
         self.codegen_encoding.generate(&self.codegen_freq, 7);
-        let (dynamic_size, num_codegens) = self.dynamic_size(extra_bits);
+        let (dynamic_size, num_codegens) = self.dynamic_size(extra_bits, false);
         let dynamic = dynamic_size < size;
         if dynamic {
             size = dynamic_size;
@@ -399,6 +422,60 @@ impl BitWriter {
             self.write_bits(if eof { 3 } else { 2 }, 3);
             self.write_tokens(tokens, false);
         }
+    }
+
+    /// Go's `writeBlockDynamic` (level 1): a dynamic block, or a stored one
+    /// when the dynamic one would not be a sixteenth smaller. `tokens` ends
+    /// with the end-of-block token, as in [`Self::write_block`].
+    pub(super) fn write_block_dynamic(&mut self, tokens: &[u32], eof: bool, input: &[u8]) {
+        let (num_literals, num_offsets) = self.index_tokens(tokens);
+        self.generate_codegen(num_literals, num_offsets, false);
+        self.codegen_encoding.generate(&self.codegen_freq, 7);
+        let (size, num_codegens) = self.dynamic_size(0, false);
+        if self.store_instead(input, size) {
+            self.write_stored_header(input.len(), eof);
+            self.write_bytes(input);
+            return;
+        }
+        self.write_dynamic_header(num_literals, num_offsets, num_codegens, eof);
+        self.write_tokens(tokens, true);
+    }
+
+    /// Go's `writeBlockHuff` (level 1): `input` as literals under a dynamic
+    /// code, or stored when that would not be a sixteenth smaller.
+    pub(super) fn write_block_huff(&mut self, eof: bool, input: &[u8]) {
+        self.literal_freq.fill(0);
+        for &b in input {
+            self.literal_freq[usize::from(b)] += 1;
+        }
+        self.literal_freq[END_BLOCK_MARKER as usize] = 1;
+        // Go sets only this entry; the others keep the previous block's
+        // counts, which weigh nothing against `huff_offset`'s zero lengths.
+        self.offset_freq[0] = 1;
+        const NUM_LITERALS: usize = END_BLOCK_MARKER as usize + 1;
+        const NUM_OFFSETS: usize = 1;
+        self.literal_encoding.generate(&self.literal_freq, 15);
+        self.generate_codegen(NUM_LITERALS, NUM_OFFSETS, true);
+        self.codegen_encoding.generate(&self.codegen_freq, 7);
+        let (size, num_codegens) = self.dynamic_size(0, true);
+        if self.store_instead(input, size) {
+            self.write_stored_header(input.len(), eof);
+            self.write_bytes(input);
+            return;
+        }
+        self.write_dynamic_header(NUM_LITERALS, NUM_OFFSETS, num_codegens, eof);
+        let codes = std::mem::take(&mut self.literal_encoding.codes);
+        for &b in input {
+            self.write_code(codes[usize::from(b)]);
+        }
+        self.write_code(codes[END_BLOCK_MARKER as usize]);
+        self.literal_encoding.codes = codes;
+    }
+
+    /// Go's `storedSize(input)` test of level 1's two writers: stored when
+    /// that is smaller than the coded `size` plus a sixteenth.
+    fn store_instead(&self, input: &[u8], size: i64) -> bool {
+        input.len() <= MAX_STORE_BLOCK_SIZE && (((input.len() + 5) * 8) as i64) < size + (size >> 4)
     }
 
     fn write_tokens(&mut self, tokens: &[u32], dynamic: bool) {

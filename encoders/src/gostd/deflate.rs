@@ -1,5 +1,6 @@
 //! The LZ77 stage, ported from Go 1.19 `compress/flate/deflate.go`: the
-//! `deflate` step (hash chains, lazy matching) with level 6's parameters.
+//! `deflate` step (hash chains, lazy matching) that levels 2 to 9 share, with
+//! the parameters of level 6 (`DefaultCompression`) or 9 (`BestCompression`).
 //!
 //! Go's window is `2 * WINDOW_SIZE` bytes. A write that finds the processed
 //! position at `2 * WINDOW_SIZE - MIN_LOOKAHEAD` or beyond first shifts the
@@ -28,11 +29,36 @@ const HASH_MASK: u32 = (1 << HASH_BITS) - 1;
 const MAX_HASH_OFFSET: i64 = 1 << 24;
 const HASH_MUL: u32 = 0x1e35a7bd;
 
-// Level 6 of Go's `levels` table.
-const GOOD: usize = 8;
-const LAZY: usize = 16;
-const NICE: usize = 128;
-const CHAIN: usize = 128;
+/// One row of Go's `levels` table (levels 4 to 9, whose `fastSkipHashing`
+/// is `skipNever`: lazy matching).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Params {
+    /// A previous match this long quarters the chain searched (never the
+    /// case here: Go always passes `minMatchLength - 1`).
+    good: usize,
+    /// No lazy search after a match this long.
+    lazy: usize,
+    /// A match this long ends the search.
+    nice: usize,
+    /// Chain entries tried.
+    chain: usize,
+}
+
+/// Level 6, `DefaultCompression`.
+pub(super) const LEVEL_6: Params = Params {
+    good: 8,
+    lazy: 16,
+    nice: 128,
+    chain: 128,
+};
+
+/// Level 9, `BestCompression`.
+pub(super) const LEVEL_9: Params = Params {
+    good: 32,
+    lazy: 258,
+    nice: 258,
+    chain: 4096,
+};
 
 /// `blockStart` after the bytes of the open block were shifted out of the
 /// window (Go's `math.MaxInt32`): such a block can no longer be stored raw.
@@ -80,6 +106,7 @@ fn boxed_zeroes<T: Copy + Default, const N: usize>() -> Box<[T; N]> {
 /// Go's `compressor` restricted to the `deflate` step.
 pub(super) struct Compressor {
     pub(super) w: BitWriter,
+    params: Params,
     window: Box<[u8; 2 * WINDOW_SIZE]>,
     hash_head: Box<[u32; HASH_SIZE]>,
     hash_prev: Box<[u32; WINDOW_SIZE]>,
@@ -99,9 +126,10 @@ pub(super) struct Compressor {
 }
 
 impl Compressor {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(params: Params) -> Self {
         Compressor {
             w: BitWriter::new(),
+            params,
             window: boxed_zeroes(),
             hash_head: boxed_zeroes(),
             hash_prev: boxed_zeroes(),
@@ -195,17 +223,17 @@ impl Compressor {
         prev
     }
 
-    /// Go's `findMatch` with `prevLength` = 3 (the only value level 6 passes).
+    /// Go's `findMatch` with `prevLength` = 3 (the only value Go passes).
     /// Returns (length, offset), length 0 when nothing qualifies.
     fn find_match(&self, pos: usize, prev_head: i64, lookahead: usize) -> (usize, usize) {
         let min_match_look = MAX_MATCH_LENGTH.min(lookahead);
         let win = &self.window[..pos + min_match_look];
-        let nice = NICE.min(min_match_look);
+        let nice = self.params.nice.min(min_match_look);
         // Go quarters `tries` when the previous length is at least `good`;
-        // level 6 always passes 3, below `GOOD`.
-        let mut tries = CHAIN;
+        // it always passes 3, below every level's `good`.
+        let mut tries = self.params.chain;
         let mut length = MIN_MATCH_LENGTH - 1;
-        debug_assert!(length < GOOD);
+        debug_assert!(length < self.params.good);
         let (mut best_len, mut best_off) = (0, 0);
         let mut w_end = win[pos + length];
         let w_pos = &win[pos..];
@@ -238,7 +266,8 @@ impl Compressor {
         (best_len, best_off)
     }
 
-    /// Go's `deflate` for level 6 (lazy matching, `fastSkipHashing` never).
+    /// Go's `deflate` for levels 4 to 9 (lazy matching, `fastSkipHashing`
+    /// never).
     fn deflate(&mut self, sync: bool) {
         if self.window_end - self.index < MIN_LOOKAHEAD && !sync {
             return;
@@ -275,7 +304,7 @@ impl Compressor {
 
             if self.chain_head - self.hash_offset >= min_index
                 && lookahead > prev_length
-                && prev_length < LAZY
+                && prev_length < self.params.lazy
             {
                 let (l, o) =
                     self.find_match(self.index, self.chain_head - self.hash_offset, lookahead);
