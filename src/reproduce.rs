@@ -21,6 +21,7 @@ use std::time::Instant;
 use anyhow::Result;
 use cfs_encoders::gostd::GzipWriter;
 use cfs_encoders::klauspost::{PgzipWriter, Version};
+use cfs_encoders::zlibng::ZlibNg6Writer;
 use composefs::fsverity::FsVerityHashValue;
 use composefs::repository::Repository;
 use oci_spec::image::{Descriptor, Digest, MediaType};
@@ -40,19 +41,24 @@ pub enum Reproducer {
     /// rpm-ostree on hosts with madler zlib): libz-sys's bundled zlib 1.3.2, whose
     /// level-6 output equals zlib 1.2.13's; never the host's libz.
     Zlib6,
+    /// zlib-ng 2.3 level 6 in flate2's gzip framing, fed as ostree-ext's tar-rs
+    /// feeds it (rpm-ostree / bootc base images built on Fedora ≥ 40 with
+    /// zlib-ng-compat): zlib-rs, whose output equals zlib-ng 2.3.3's C build.
+    ZlibNg6,
 }
 
 /// Candidates when nothing hints otherwise, most common first.
-const DEFAULT_ORDER: [Reproducer; 4] = [
+const DEFAULT_ORDER: [Reproducer; 5] = [
     Reproducer::Pgzip(Version::V1_15_10),
     Reproducer::Pgzip(Version::V1_18_2),
     Reproducer::GoGzip,
     Reproducer::Zlib6,
+    Reproducer::ZlibNg6,
 ];
 
 /// Cache entry meaning "no candidate matched"; the suffix changes whenever
 /// the candidate set does, so a newer cfs-export searches again.
-const MISS: &str = "none-1";
+const MISS: &str = "none-2";
 
 impl Reproducer {
     /// A stable name, for the cache and `--json`.
@@ -61,6 +67,7 @@ impl Reproducer {
             Reproducer::Pgzip(v) => v.id(),
             Reproducer::GoGzip => "gostd",
             Reproducer::Zlib6 => "zlib6",
+            Reproducer::ZlibNg6 => "zlibng6-2.3",
         }
     }
 
@@ -78,6 +85,7 @@ impl Reproducer {
                 inner,
                 flate2::Compression::new(6),
             )),
+            Reproducer::ZlibNg6 => ReproWriter::ZlibNg(ZlibNg6Writer::new(inner)),
         })
     }
 }
@@ -88,6 +96,7 @@ impl fmt::Display for Reproducer {
             Reproducer::Pgzip(v) => write!(f, "pgzip, {}", v.describe()),
             Reproducer::GoGzip => write!(f, "Go compress/gzip"),
             Reproducer::Zlib6 => write!(f, "zlib level 6"),
+            Reproducer::ZlibNg6 => write!(f, "zlib-ng 2.3 level 6"),
         }
     }
 }
@@ -106,6 +115,8 @@ pub enum ReproWriter<W: Write> {
     Go(GzipWriter<W>),
     /// zlib 6 (madler zlib bundled by libz-sys, through flate2).
     Zlib(flate2::write::GzEncoder<W>),
+    /// zlib-ng 2.3 level 6 (zlib-rs), fed like tar-rs feeds flate2.
+    ZlibNg(ZlibNg6Writer<W>),
 }
 
 impl<W: Write> ReproWriter<W> {
@@ -115,6 +126,7 @@ impl<W: Write> ReproWriter<W> {
             ReproWriter::Pgzip(w) => w.finish(),
             ReproWriter::Go(w) => w.finish(),
             ReproWriter::Zlib(w) => w.finish(),
+            ReproWriter::ZlibNg(w) => w.finish(),
         }
     }
 }
@@ -125,6 +137,7 @@ impl<W: Write> Write for ReproWriter<W> {
             ReproWriter::Pgzip(w) => w.write(buf),
             ReproWriter::Go(w) => w.write(buf),
             ReproWriter::Zlib(w) => w.write(buf),
+            ReproWriter::ZlibNg(w) => w.write(buf),
         }
     }
 
@@ -133,6 +146,7 @@ impl<W: Write> Write for ReproWriter<W> {
             ReproWriter::Pgzip(w) => w.flush(),
             ReproWriter::Go(w) => w.flush(),
             ReproWriter::Zlib(w) => w.flush(),
+            ReproWriter::ZlibNg(w) => w.flush(),
         }
     }
 }
@@ -140,18 +154,19 @@ impl<W: Write> Write for ReproWriter<W> {
 /// The candidates for a layer, most likely first: what built the image
 /// (its history's `created_by`) moves that tool's encoder to the front.
 fn candidates(created_by: &str) -> Vec<Reproducer> {
-    let hinted = if created_by.contains("buildkit") || created_by.contains("moby") {
-        Some(Reproducer::GoGzip)
+    let hinted: &[Reproducer] = if created_by.contains("buildkit") || created_by.contains("moby") {
+        &[Reproducer::GoGzip]
     } else if ["ostree", "chunkah", "ocidir"]
         .iter()
         .any(|t| created_by.contains(t))
     {
-        Some(Reproducer::Zlib6)
+        // The build host's libz: zlib-ng on Fedora ≥ 40, madler zlib elsewhere.
+        &[Reproducer::ZlibNg6, Reproducer::Zlib6]
     } else {
-        None
+        &[]
     };
-    let mut order: Vec<Reproducer> = hinted.into_iter().collect();
-    order.extend(DEFAULT_ORDER.iter().filter(|r| Some(**r) != hinted));
+    let mut order = hinted.to_vec();
+    order.extend(DEFAULT_ORDER.iter().filter(|r| !hinted.contains(r)));
     order
 }
 
@@ -383,7 +398,10 @@ mod tests {
             candidates("run /bin/sh -c make # buildkit")[0],
             Reproducer::GoGzip
         );
-        assert_eq!(candidates("rpm-ostree compose")[0], Reproducer::Zlib6);
+        assert_eq!(
+            candidates("rpm-ostree compose")[..2],
+            [Reproducer::ZlibNg6, Reproducer::Zlib6]
+        );
         for hint in ["", "buildkit", "ostree"] {
             let mut all = candidates(hint);
             all.sort_by_key(|r| r.id());
