@@ -41,7 +41,7 @@ pub enum Reproducer {
     /// rpm-ostree on hosts with madler zlib): libz-sys's bundled zlib 1.3.2, whose
     /// level-6 output equals zlib 1.2.13's; never the host's libz.
     Zlib6,
-    /// zlib-ng 2.3 level 6 in flate2's gzip framing, fed as ostree-ext's tar-rs
+    /// zlib-ng 2.2.5 – 2.3 level 6 in flate2's gzip framing, fed as ostree-ext's tar-rs
     /// feeds it (rpm-ostree / bootc base images built on Fedora ≥ 40 with
     /// zlib-ng-compat): zlib-rs, whose output equals zlib-ng 2.3.3's C build.
     ZlibNg6,

@@ -2,11 +2,21 @@
 //! layers on Fedora ≥ 40 (ocidir → flate2 `zlib` → the host's libz, which is
 //! zlib-ng-compat there), bit-exact.
 //!
-//! The deflate is zlib-rs (a Rust port of zlib-ng), whose level-6 output was
-//! checked equal to zlib-ng 2.3.3's C build (the version libz-sys 1.1.31
-//! bundles, Fedora 44's zlib-ng-compat) on every input and chunking tried;
-//! see [`ZLIB_NG_VERSION`]. zlib-ng 2.0.x, 2.1.x and 2.2.0–2.2.2 give other
-//! bytes and are not reproduced here.
+//! The deflate is zlib-rs 0.6 (a Rust port of zlib-ng). Measured against C
+//! builds of zlib-ng (`-DZLIB_COMPAT=ON`, x86-64 with SSE4.2/AVX2) fed the
+//! same calls, level-6 output falls into three eras:
+//!
+//! | era | zlib-ng | zlib-rs with equal output | here |
+//! |---|---|---|---|
+//! | A | 2.0.x, 2.1.x (2.0.7 also differs on tiny inputs) | 0.2.1, 0.3.1 | no |
+//! | B | 2.2.0 – 2.2.4 | 0.4.2 | no |
+//! | C | 2.2.5, 2.3.3 | 0.5.5, 0.6.8 | yes |
+//!
+//! Era A's bytes depend on the CPU: on x86 with SSE4.2 its hash is CRC-32C;
+//! built without SIMD, 2.0.7 and 2.1.6 give era C's bytes. zlib-rs before
+//! 0.5 has no safe streaming API (a `DeflateStream` comes only from an
+//! `unsafe fn`), so eras A and B are not reproduced under
+//! `#![forbid(unsafe_code)]`.
 //!
 //! Unlike madler zlib, zlib-ng's output depends on how the input is cut into
 //! `deflate()` calls and on the output space each call gets. So this writer
@@ -22,7 +32,8 @@ use std::io::{self, Write};
 
 use zlib_rs::{Deflate, DeflateFlush, Status};
 
-/// The zlib-ng release whose level-6 output [`ZlibNg6Writer`] reproduces.
+/// The newest zlib-ng release whose level-6 output [`ZlibNg6Writer`] was
+/// checked to reproduce (2.2.5 too: era C).
 pub const ZLIB_NG_VERSION: &str = "2.3.3";
 
 /// flate2's output buffer (`zio::Writer`): the space each `deflate()` call gets.

@@ -133,9 +133,11 @@ fn chunks_are_tar_rs_writes() {
 /// `deflateInit2(6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY)` and `deflate()`
 /// the way flate2's writer does (each write with a fresh 32 KiB output, then
 /// `Z_FINISH` with no input), framed as flate2's GzEncoder frames it.
-/// (sha256 of the whole gzip member, size.) On this tar 2.0.7, 2.1.6 and
-/// 2.1.8 give 2.3.3's bytes and 2.2.0 = 2.2.2 others; on prose-heavy tars
-/// all four eras differ (see the module doc).
+/// (sha256 of the whole gzip member, size.) Tags 2.0.7 … 2.2.2 from
+/// github.com/zlib-ng/zlib-ng; 2.2.3, 2.2.4, 2.2.5 and 2.3.3 from the sources
+/// libz-sys 1.1.21, 1.1.22, 1.1.23 and 1.1.31 bundle. On this tar 2.0.7,
+/// 2.1.6, 2.1.8, 2.2.5 and 2.3.3 give the first bytes, 2.2.0 – 2.2.4 the
+/// second; on prose-heavier tars 2.0/2.1 differ too (see the module doc).
 const KNOWN: [(&str, &str, u64); 2] = [
     (
         "2.3.3",
