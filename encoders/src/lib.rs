@@ -6,4 +6,6 @@
 //! the trailer and returns the inner writer; output depends only on the input.
 
 pub mod gostd;
+pub mod gzip_header;
 pub mod klauspost;
+pub mod zlibng;

@@ -22,6 +22,7 @@ use std::time::Instant;
 use anyhow::Result;
 use cfs_encoders::gostd::GzipWriter;
 use cfs_encoders::klauspost::{PgzipWriter, Version};
+use cfs_encoders::zlibng::ZlibNg6Writer;
 use composefs::fsverity::FsVerityHashValue;
 use composefs::repository::Repository;
 use oci_spec::image::{Descriptor, Digest, MediaType};
@@ -40,21 +41,28 @@ pub enum Reproducer {
     Pgzip(Version),
     /// Go's `compress/gzip` at its default level (BuildKit, containerd, docker).
     GoGzip,
-    /// zlib level 6 in flate2's gzip framing (ocidir, ostree-ext, rpm-ostree).
+    /// madler zlib level 6 in flate2's gzip framing (ocidir, ostree-ext and
+    /// rpm-ostree on hosts with madler zlib): libz-sys's bundled zlib 1.3.2, whose
+    /// level-6 output equals zlib 1.2.13's; never the host's libz.
     Zlib6,
+    /// zlib-ng 2.2.5 – 2.3 level 6 in flate2's gzip framing, fed as ostree-ext's tar-rs
+    /// feeds it (rpm-ostree / bootc base images built on Fedora ≥ 40 with
+    /// zlib-ng-compat): zlib-rs, whose output equals zlib-ng 2.3.3's C build.
+    ZlibNg6,
 }
 
 /// Candidates when nothing hints otherwise, most common first.
-const DEFAULT_ORDER: [Reproducer; 4] = [
+const DEFAULT_ORDER: [Reproducer; 5] = [
     Reproducer::Pgzip(Version::V1_15_10),
     Reproducer::Pgzip(Version::V1_18_2),
     Reproducer::GoGzip,
     Reproducer::Zlib6,
+    Reproducer::ZlibNg6,
 ];
 
 /// Cache entry meaning "no candidate matched"; the suffix changes whenever
 /// the candidate set does, so a newer cfs-export searches again.
-const MISS: &str = "none-1";
+const MISS: &str = "none-2";
 
 impl Reproducer {
     /// A stable name, for the cache and `--json`.
@@ -63,6 +71,7 @@ impl Reproducer {
             Reproducer::Pgzip(v) => v.id(),
             Reproducer::GoGzip => "gostd",
             Reproducer::Zlib6 => "zlib6",
+            Reproducer::ZlibNg6 => "zlibng6-2.3",
         }
     }
 
@@ -80,6 +89,7 @@ impl Reproducer {
                 inner,
                 flate2::Compression::new(6),
             )),
+            Reproducer::ZlibNg6 => ReproWriter::ZlibNg(ZlibNg6Writer::new(inner)),
         })
     }
 }
@@ -90,6 +100,7 @@ impl fmt::Display for Reproducer {
             Reproducer::Pgzip(v) => write!(f, "pgzip, {}", v.describe()),
             Reproducer::GoGzip => write!(f, "Go compress/gzip"),
             Reproducer::Zlib6 => write!(f, "zlib level 6"),
+            Reproducer::ZlibNg6 => write!(f, "zlib-ng 2.3 level 6"),
         }
     }
 }
@@ -106,8 +117,10 @@ pub enum ReproWriter<W: Write> {
     Pgzip(PgzipWriter<W>),
     /// Go compress/gzip.
     Go(GzipWriter<W>),
-    /// zlib 6 (the system zlib, through flate2).
+    /// zlib 6 (madler zlib bundled by libz-sys, through flate2).
     Zlib(flate2::write::GzEncoder<W>),
+    /// zlib-ng 2.3 level 6 (zlib-rs), fed like tar-rs feeds flate2.
+    ZlibNg(ZlibNg6Writer<W>),
 }
 
 impl<W: Write> ReproWriter<W> {
@@ -117,6 +130,7 @@ impl<W: Write> ReproWriter<W> {
             ReproWriter::Pgzip(w) => w.finish(),
             ReproWriter::Go(w) => w.finish(),
             ReproWriter::Zlib(w) => w.finish(),
+            ReproWriter::ZlibNg(w) => w.finish(),
         }
     }
 }
@@ -127,6 +141,7 @@ impl<W: Write> Write for ReproWriter<W> {
             ReproWriter::Pgzip(w) => w.write(buf),
             ReproWriter::Go(w) => w.write(buf),
             ReproWriter::Zlib(w) => w.write(buf),
+            ReproWriter::ZlibNg(w) => w.write(buf),
         }
     }
 
@@ -135,6 +150,7 @@ impl<W: Write> Write for ReproWriter<W> {
             ReproWriter::Pgzip(w) => w.flush(),
             ReproWriter::Go(w) => w.flush(),
             ReproWriter::Zlib(w) => w.flush(),
+            ReproWriter::ZlibNg(w) => w.flush(),
         }
     }
 }
@@ -142,18 +158,19 @@ impl<W: Write> Write for ReproWriter<W> {
 /// The candidates for a layer, most likely first: what built the image
 /// (its history's `created_by`) moves that tool's encoder to the front.
 fn candidates(created_by: &str) -> Vec<Reproducer> {
-    let hinted = if created_by.contains("buildkit") || created_by.contains("moby") {
-        Some(Reproducer::GoGzip)
+    let hinted: &[Reproducer] = if created_by.contains("buildkit") || created_by.contains("moby") {
+        &[Reproducer::GoGzip]
     } else if ["ostree", "chunkah", "ocidir"]
         .iter()
         .any(|t| created_by.contains(t))
     {
-        Some(Reproducer::Zlib6)
+        // The build host's libz: zlib-ng on Fedora ≥ 40, madler zlib elsewhere.
+        &[Reproducer::ZlibNg6, Reproducer::Zlib6]
     } else {
-        None
+        &[]
     };
-    let mut order: Vec<Reproducer> = hinted.into_iter().collect();
-    order.extend(DEFAULT_ORDER.iter().filter(|r| Some(**r) != hinted));
+    let mut order = hinted.to_vec();
+    order.extend(DEFAULT_ORDER.iter().filter(|r| !hinted.contains(r)));
     order
 }
 
@@ -453,7 +470,10 @@ mod tests {
             candidates("run /bin/sh -c make # buildkit")[0],
             Reproducer::GoGzip
         );
-        assert_eq!(candidates("rpm-ostree compose")[0], Reproducer::Zlib6);
+        assert_eq!(
+            candidates("rpm-ostree compose")[..2],
+            [Reproducer::ZlibNg6, Reproducer::Zlib6]
+        );
         for hint in ["", "buildkit", "ostree"] {
             let mut all = candidates(hint);
             all.sort_by_key(|r| r.id());
@@ -479,7 +499,69 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::FileTooLarge);
     }
 
-    /// zlib 6 through flate2 is the system zlib, as the shared vectors were made.
+    /// zlib 6 through flate2 is madler zlib built from libz-sys's bundled
+    /// source (`static` feature), never the host's libz.so.
+    #[test]
+    fn zlib6_is_the_bundled_zlib_not_the_hosts() {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        assert!(
+            !maps.contains("libz.so"),
+            "a shared libz is loaded:\n{maps}"
+        );
+    }
+
+    /// Ground truth: Debian's zlib 1.2.13 through Python (`zlib.compressobj(6,
+    /// DEFLATED, -15, 8)`, raw deflate) on inputs around window and block edges;
+    /// madler zlib 1.3.2 (bundled) and 1.2.13 agree at level 6 on all of them.
+    #[test]
+    fn zlib6_equals_debian_zlib_1_2_13() {
+        let mut data = Vec::new();
+        let mut x = 0x9e37_79b9_u32;
+        let words = [
+            "tar ", "layer ", "usr/lib/", "gzip ", "\n", "0000644 ", "zlib ",
+        ];
+        while data.len() < 300_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            match x % 7 {
+                0 => data.extend((0..(x >> 20) % 700).map(|i| (x >> (i % 24)) as u8)),
+                1 => data.extend(std::iter::repeat_n(0u8, ((x >> 8) % 3000) as usize)),
+                _ => data.extend_from_slice(words[(x >> 5) as usize % words.len()].as_bytes()),
+            }
+        }
+        let python = r#"
+import sys, zlib
+d = sys.stdin.buffer.read()
+c = zlib.compressobj(6, zlib.DEFLATED, -15, 8)
+assert zlib.ZLIB_RUNTIME_VERSION == "1.2.13", zlib.ZLIB_RUNTIME_VERSION
+sys.stdout.buffer.write(c.compress(d) + c.flush())
+"#;
+        for len in [0, 1, 258, 32767, 32768, 32769, 65536, 98304, 300_000] {
+            let input = &data[..len.min(data.len())];
+            let mut child = std::process::Command::new("python3")
+                .args(["-c", python])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            let feed = input.to_vec();
+            let feeder = std::thread::spawn(move || stdin.write_all(&feed));
+            let out = child.wait_with_output().unwrap();
+            feeder.join().unwrap().unwrap();
+            assert!(out.status.success(), "python3 zlib failed");
+            let mut w = Reproducer::Zlib6.writer(Vec::new(), 1).unwrap();
+            // Written in uneven pieces: madler zlib's output does not depend on them.
+            for piece in input.chunks(5000) {
+                w.write_all(piece).unwrap();
+            }
+            let gz = w.finish().unwrap();
+            assert!(gz[10..gz.len() - 8] == out.stdout[..], "{len} bytes");
+        }
+    }
+
+    /// The shared vectors were made with Debian's zlib 1.2.13; the bundled zlib gives the same bytes.
     #[test]
     fn zlib6_reproduces_the_shared_vectors() {
         let dir =
