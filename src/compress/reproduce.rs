@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::Result;
-use cfs_encoders::gostd::GzipWriter;
+use cfs_encoders::gostd::{GoLevel, GzipWriter};
 use cfs_encoders::klauspost::{PgzipWriter, Version};
 use cfs_encoders::zlibng::ZlibNg6Writer;
 use composefs::fsverity::FsVerityHashValue;
@@ -39,8 +39,10 @@ use crate::repo::layer;
 pub enum Reproducer {
     /// `github.com/klauspost/pgzip` (podman, buildah, skopeo) over klauspost/compress.
     Pgzip(Version),
-    /// Go's `compress/gzip` at its default level (BuildKit, containerd, docker).
-    GoGzip,
+    /// Go's `compress/gzip` (Go 1.15 – 1.26): at its default level
+    /// (BuildKit, containerd, docker), level 1 (go-containerregistry's
+    /// default: crane, ko, kaniko, buildpacks) or level 9.
+    GoGzip(GoLevel),
     /// madler zlib level 6 in flate2's gzip framing (ocidir, ostree-ext and
     /// rpm-ostree on hosts with madler zlib): libz-sys's bundled zlib 1.3.2, whose
     /// level-6 output equals zlib 1.2.13's; never the host's libz.
@@ -52,24 +54,26 @@ pub enum Reproducer {
 }
 
 /// Candidates when nothing hints otherwise, most common first.
-const DEFAULT_ORDER: [Reproducer; 5] = [
+const DEFAULT_ORDER: [Reproducer; 7] = [
     Reproducer::Pgzip(Version::V1_15_10),
     Reproducer::Pgzip(Version::V1_18_2),
-    Reproducer::GoGzip,
+    Reproducer::GoGzip(GoLevel::Default),
+    Reproducer::GoGzip(GoLevel::BestSpeed),
     Reproducer::Zlib6,
     Reproducer::ZlibNg6,
+    Reproducer::GoGzip(GoLevel::BestCompression),
 ];
 
 /// Cache entry meaning "no candidate matched"; the suffix changes whenever
 /// the candidate set does, so a newer cfs-export searches again.
-const MISS: &str = "none-2";
+const MISS: &str = "none-3";
 
 impl Reproducer {
     /// A stable name, for the cache and `--json`.
     pub fn id(self) -> &'static str {
         match self {
             Reproducer::Pgzip(v) => v.id(),
-            Reproducer::GoGzip => "gostd",
+            Reproducer::GoGzip(level) => level.id(),
             Reproducer::Zlib6 => "zlib6",
             Reproducer::ZlibNg6 => "zlibng6-2.3",
         }
@@ -84,7 +88,7 @@ impl Reproducer {
     pub fn writer<W: Write>(self, inner: W, workers: usize) -> io::Result<ReproWriter<W>> {
         Ok(match self {
             Reproducer::Pgzip(v) => ReproWriter::Pgzip(PgzipWriter::new(inner, v, workers)?),
-            Reproducer::GoGzip => ReproWriter::Go(GzipWriter::new(inner)),
+            Reproducer::GoGzip(level) => ReproWriter::Go(GzipWriter::with_level(inner, level)),
             Reproducer::Zlib6 => ReproWriter::Zlib(flate2::write::GzEncoder::new(
                 inner,
                 flate2::Compression::new(6),
@@ -98,7 +102,8 @@ impl fmt::Display for Reproducer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Reproducer::Pgzip(v) => write!(f, "pgzip, {}", v.describe()),
-            Reproducer::GoGzip => write!(f, "Go compress/gzip"),
+            Reproducer::GoGzip(GoLevel::Default) => write!(f, "Go compress/gzip"),
+            Reproducer::GoGzip(level) => write!(f, "Go compress/gzip level {}", level.number()),
             Reproducer::Zlib6 => write!(f, "zlib level 6"),
             Reproducer::ZlibNg6 => write!(f, "zlib-ng 2.3 level 6"),
         }
@@ -156,10 +161,22 @@ impl<W: Write> Write for ReproWriter<W> {
 }
 
 /// The candidates for a layer, most likely first: what built the image
-/// (its history's `created_by`) moves that tool's encoder to the front.
+/// (its history's `created_by`, its config's author) moves that tool's
+/// encoder to the front.
 fn candidates(created_by: &str) -> Vec<Reproducer> {
+    let ggcr = [
+        "ko-build",
+        "google/ko",
+        "kaniko",
+        "crane",
+        "buildpacks",
+        "paketo",
+        "go-containerregistry",
+    ];
     let hinted: &[Reproducer] = if created_by.contains("buildkit") || created_by.contains("moby") {
-        &[Reproducer::GoGzip]
+        &[Reproducer::GoGzip(GoLevel::Default)]
+    } else if ggcr.iter().any(|t| created_by.contains(t)) {
+        &[Reproducer::GoGzip(GoLevel::BestSpeed)]
     } else if ["ostree", "chunkah", "ocidir"]
         .iter()
         .any(|t| created_by.contains(t))
@@ -326,13 +343,14 @@ fn is_gzip_type(t: &MediaType) -> bool {
     }
 }
 
-/// Every `created_by` of the image's history, lowercased, for hints.
+/// Every `created_by` and `comment` of the image's history and its
+/// config's author, lowercased, for hints.
 fn history_text<ID>(img: &StoredImage<ID>) -> String {
-    img.config
-        .history()
-        .iter()
+    let history = img.config.history().iter().flatten();
+    history
+        .flat_map(|h| [h.created_by().as_deref(), h.comment().as_deref()])
+        .chain([img.config.author().as_deref()])
         .flatten()
-        .filter_map(|h| h.created_by().as_deref())
         .collect::<Vec<_>>()
         .join("\n")
         .to_lowercase()
@@ -468,13 +486,17 @@ mod tests {
         assert_eq!(candidates("")[0], Reproducer::Pgzip(Version::V1_15_10));
         assert_eq!(
             candidates("run /bin/sh -c make # buildkit")[0],
-            Reproducer::GoGzip
+            Reproducer::GoGzip(GoLevel::Default)
+        );
+        assert_eq!(
+            candidates("github.com/ko-build/ko")[0],
+            Reproducer::GoGzip(GoLevel::BestSpeed)
         );
         assert_eq!(
             candidates("rpm-ostree compose")[..2],
             [Reproducer::ZlibNg6, Reproducer::Zlib6]
         );
-        for hint in ["", "buildkit", "ostree"] {
+        for hint in ["", "buildkit", "ostree", "kaniko"] {
             let mut all = candidates(hint);
             all.sort_by_key(|r| r.id());
             let mut want = DEFAULT_ORDER.to_vec();
