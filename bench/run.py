@@ -15,6 +15,8 @@ REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 # default all. BENCH_RESULTS: where the table goes (default bench/RESULTS.md).
 SECTIONS = os.environ.get("BENCH_SECTIONS", "core,original,serve").split(",")
 CORES = os.cpu_count() or 1
+# Every candidate of the original-bytes search (src/compress/reproduce.rs DEFAULT_ORDER).
+CANDIDATES = ["pgzip-1.15.10", "pgzip-1.18.2", "gostd", "gostd-1", "zlib6", "zlibng6-2.3", "gostd-9"]
 WORK = tempfile.mkdtemp(prefix="cfs-bench-", dir=os.environ.get("BENCH_DIR", "/var/tmp"))
 
 
@@ -336,11 +338,11 @@ if on("original"):
     plain_tars = [os.path.join(f"{WORK}/plain/blobs/sha256", b) for b in os.listdir(f"{WORK}/plain/blobs/sha256")
                   if os.path.getsize(os.path.join(f"{WORK}/plain/blobs/sha256", b)) > 1 << 20]
     each = " && ".join(f"ls {' '.join(plain_tars)} | xargs -P {CORES} -I@ sh -c '{ENC} {c} {CORES} < @ > /dev/null'"
-                       for c in ["pgzip-1.15.10", "pgzip-1.18.2", "gostd", "zlib6"])
+                       for c in CANDIDATES)
     bound = timed(each)
     r = search[0] / bound[0]
-    row("miss: search / one compression per candidate", f"{search[0]:.2f}s", fmt(bound), f"{r:.2f}", "<=1.0",
-        r <= 1.0 and recompressed, "search = miss export - remembered miss export; baseline: the 4 encoders, each over every layer")
+    row("miss: search / one compression per candidate", f"{search[0]:.2f}s", fmt(bound), f"{r:.2f}", "<=0.8",
+        r <= 0.8 and recompressed, f"search = miss export - remembered miss export (one rebuild feeds every candidate); baseline: the {len(CANDIDATES)} encoders, each alone over every layer")
     fresh(*[f"{WORK}/{d}{i}" for d in ["rp", "rr", "miss", "mg"] for i in range(REPEATS)])
     rss_orig = peak_rss_kib(f"env XDG_CACHE_HOME={WORK}/rsscache {XP} export bench --to oci:{WORK}/rssorig")
     fresh(f"{WORK}/rssorig")
