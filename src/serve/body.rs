@@ -128,10 +128,20 @@ fn rebuild_into<ID: FsVerityHashValue>(
         Err(_) if part_sent.load(Ordering::SeqCst) => return,
         Err(e) => e,
     };
-    // The held-back bytes are dropped: the response stops short. Never
-    // wait here for a client that does not read: the channel's end cuts it too.
+    failed_response(s, digest, &tx, failed);
+}
+
+/// A response that failed: cut short (its held-back bytes dropped, never
+/// waiting for a client that does not read: the channel's end cuts it
+/// too); unless its client went away, the damage is logged and the blob's
+/// shared blocks and restart points forgotten.
+fn failed_response<ID: FsVerityHashValue>(
+    s: &Inner<ID>,
+    digest: &str,
+    tx: &mpsc::Sender<io::Result<Bytes>>,
+    failed: anyhow::Error,
+) {
     let _ = tx.try_send(Err(io::Error::other(format!("{failed:#}"))));
-    drop(tx);
     if client_gone(&failed) {
         // A client that went away leaves the blob's shared blocks and
         // restart points to the others and to its own resumed read (a
@@ -232,30 +242,42 @@ fn compressed_into<ID: FsVerityHashValue, W: Release>(
     };
     let expected = &blob.served.descriptor;
     if &digest != expected.digest() || size != expected.size() {
-        let (layer, image) = (&blob.layer.diff_id, &blob.image);
-        let (want, want_size) = (expected.digest(), expected.size());
-        match compression {
-            Compression::Reproduced(_) => anyhow::bail!(
-                "Layer {layer} of image {image}: the reproduced blob is {digest} ({size} bytes), not the original {want} ({want_size} bytes); \
-                 export with --compression none"
-            ),
-            c => {
-                let entry = BlobIndex::new()
-                    .entry(layer, c)
-                    .map_or("it".to_string(), |p| p.display().to_string());
-                anyhow::bail!(
-                    "Layer {layer} of image {image}: compressed with {c} it is {digest} ({size} bytes), not {want} ({want_size} bytes) \
-                     as the index cache says and the manifest served: the cache entry is damaged or the encoder changed; \
-                     delete {entry} and restart serve"
-                )
-            }
-        }
+        return Err(not_served(blob, compression, &digest, size));
     }
     let (made, copied) = shared.counts();
     if made + copied > 0 {
         tracing::info!(target: "blocks", "{want}: {made} blocks compressed, {copied} copied", want = expected.digest());
     }
     Ok(window.into_inner()?)
+}
+
+/// The error of a rebuild whose output is not the blob served (`digest`,
+/// `size`), saying what to do.
+fn not_served<ID>(
+    blob: &LayerBlob<ID>,
+    compression: Compression,
+    digest: &oci_spec::image::Digest,
+    size: u64,
+) -> anyhow::Error {
+    let (layer, image) = (&blob.layer.diff_id, &blob.image);
+    let expected = &blob.served.descriptor;
+    let (want, want_size) = (expected.digest(), expected.size());
+    match compression {
+        Compression::Reproduced(_) => anyhow::anyhow!(
+            "Layer {layer} of image {image}: the reproduced blob is {digest} ({size} bytes), not the original {want} ({want_size} bytes); \
+             export with --compression none"
+        ),
+        c => {
+            let entry = BlobIndex::new()
+                .entry(layer, c)
+                .map_or("it".to_string(), |p| p.display().to_string());
+            anyhow::anyhow!(
+                "Layer {layer} of image {image}: compressed with {c} it is {digest} ({size} bytes), not {want} ({want_size} bytes) \
+                 as the index cache says and the manifest served: the cache entry is damaged or the encoder changed; \
+                 delete {entry} and restart serve"
+            )
+        }
+    }
 }
 
 /// The encoder a served layer is made with: the same bytes as the blob

@@ -359,31 +359,20 @@ pub(crate) async fn serve(
             continue;
         };
         let stream = Watched::new(stream, activity, bounds.idle);
-        let (gate, sites) = (gate.clone(), sites.clone());
-        let (mut drain, tls) = (drain.clone(), tls.clone());
-        connections.spawn(async move {
-            let service = {
-                let gate = gate.clone();
-                hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let (gate, site) = (gate.clone(), sites.borrow().clone());
-                    answer(req, site, client, bounds.access_log, move || gate.trust(id))
-                })
-            };
-            let mut evicted = evicted;
-            match &tls {
-                None => drive(stream, service, &mut evicted, &mut drain).await,
-                // The handshake is bounded like a request head.
-                Some(tls) => tokio::select! {
-                    shaken = tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream)) => {
-                        if let Ok(Ok(stream)) = shaken {
-                            drive(stream, service, &mut evicted, &mut drain).await;
-                        }
-                    }
-                    _ = &mut evicted => {}
-                },
-            }
-            gate.leave(id);
-        });
+        let admitted = Admitted {
+            id,
+            client,
+            gate: gate.clone(),
+            evicted,
+        };
+        connections.spawn(connection(
+            stream,
+            admitted,
+            sites.clone(),
+            bounds,
+            tls.clone(),
+            drain.clone(),
+        ));
     }
     drop(listener);
     if !bounds.grace.is_zero() {
@@ -393,6 +382,53 @@ pub(crate) async fn serve(
     }
     // Dropping the set aborts the connections still open.
     drop(connections);
+}
+
+/// A connection the gate let in.
+struct Admitted {
+    id: u64,
+    client: IpAddr,
+    gate: Arc<Gate>,
+    /// Fires when the gate closes it to make room.
+    evicted: oneshot::Receiver<()>,
+}
+
+/// Serve one connection (after the TLS handshake, if any) until it ends,
+/// is evicted or, draining, has finished its response; then leave the gate.
+async fn connection(
+    stream: Watched<tokio::net::TcpStream>,
+    admitted: Admitted,
+    sites: watch::Receiver<Site>,
+    bounds: Bounds,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    mut drain: watch::Receiver<bool>,
+) {
+    let Admitted {
+        id,
+        client,
+        gate,
+        mut evicted,
+    } = admitted;
+    let service = {
+        let gate = gate.clone();
+        hyper::service::service_fn(move |req: Request<Incoming>| {
+            let (gate, site) = (gate.clone(), sites.borrow().clone());
+            answer(req, site, client, bounds.access_log, move || gate.trust(id))
+        })
+    };
+    match &tls {
+        None => drive(stream, service, &mut evicted, &mut drain).await,
+        // The handshake is bounded like a request head.
+        Some(tls) => tokio::select! {
+            shaken = tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream)) => {
+                if let Ok(Ok(stream)) = shaken {
+                    drive(stream, service, &mut evicted, &mut drain).await;
+                }
+            }
+            _ = &mut evicted => {}
+        },
+    }
+    gate.leave(id);
 }
 
 /// One request: checked against the site's access, then routed.

@@ -185,23 +185,8 @@ fn add_image<ID: FsVerityHashValue>(
     for (i, l) in img.layers.iter().enumerate() {
         let tar_size = image::layer_size(repo, l)
             .with_context(|| format!("Layer {} of image {}", l.index + 1, img.name()))?;
-        let (descriptor, compression) = match (originals.as_ref().map(|o| &o[i]), choice) {
-            (Some((descriptor, c)), _) => (descriptor.clone(), *c),
-            (None, LayerChoice::Indexed(c, indexed)) => {
-                let blob = indexed.get(&l.diff_id).with_context(|| {
-                    format!(
-                        "internal: layer {} of image {} not indexed",
-                        l.diff_id,
-                        img.name()
-                    )
-                })?;
-                (descriptor(c.media_type(), &blob.digest, blob.size)?, c)
-            }
-            (None, LayerChoice::Original(_)) => (
-                descriptor(MediaType::ImageLayer, &l.diff_id, tar_size)?,
-                Compression::Uncompressed,
-            ),
-        };
+        let original = originals.as_ref().map(|o| &o[i]);
+        let (descriptor, compression) = layer_blob(img, l, tar_size, original, choice)?;
         let served = ServedLayer {
             descriptor,
             tar_size,
@@ -231,6 +216,34 @@ fn add_image<ID: FsVerityHashValue>(
         },
         layers,
         original_manifest,
+    })
+}
+
+/// The descriptor and encoder of layer `l` as served: its `original` blob
+/// when every original is served, else as `choice` says.
+fn layer_blob<ID>(
+    img: &StoredImage<ID>,
+    l: &StoredLayer<ID>,
+    tar_size: u64,
+    original: Option<&(Descriptor, Compression)>,
+    choice: LayerChoice<'_>,
+) -> Result<(Descriptor, Compression)> {
+    Ok(match (original, choice) {
+        (Some((descriptor, c)), _) => (descriptor.clone(), *c),
+        (None, LayerChoice::Indexed(c, indexed)) => {
+            let blob = indexed.get(&l.diff_id).with_context(|| {
+                format!(
+                    "internal: layer {} of image {} not indexed",
+                    l.diff_id,
+                    img.name()
+                )
+            })?;
+            (descriptor(c.media_type(), &blob.digest, blob.size)?, c)
+        }
+        (None, LayerChoice::Original(_)) => (
+            descriptor(MediaType::ImageLayer, &l.diff_id, tar_size)?,
+            Compression::Uncompressed,
+        ),
     })
 }
 

@@ -315,30 +315,8 @@ fn respond<ID: FsVerityHashValue>(
             )
         }
         Some(Target::Blob { digest, .. }) => blob(s, digest, headers, head, client),
-        Some(Target::Referrers { .. }) => {
-            let index = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
-            let digest = crate::digest::sha256(index.as_bytes());
-            let body = bytes_body(&Bytes::from_static(index.as_bytes()), head);
-            with_headers(
-                body.into_response(),
-                index.len() as u64,
-                digest.as_ref(),
-                "application/vnd.oci.image.index.v1+json",
-            )
-        }
-        Some(Target::Tags { name }) => {
-            let (n, last) = page_query(query);
-            match s.names.tags(name, n, last.as_deref()) {
-                Some(page) => listing(
-                    serde_json::json!({"name": name, "tags": page.items}),
-                    &page,
-                    &format!("/v2/{name}/tags/list"),
-                    n,
-                    head,
-                ),
-                None => name_unknown(name),
-            }
-        }
+        Some(Target::Referrers { .. }) => referrers(head),
+        Some(Target::Tags { name }) => tags(s, name, query, head),
         Some(Target::Catalog) => {
             let (n, last) = page_query(query);
             let page = s.names.catalog(n, last.as_deref());
@@ -350,6 +328,39 @@ fn respond<ID: FsVerityHashValue>(
                 head,
             )
         }
+    }
+}
+
+/// The referrers API: an empty index (nothing refers to what we serve).
+fn referrers(head: bool) -> Response {
+    let index = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+    let digest = crate::digest::sha256(index.as_bytes());
+    let body = bytes_body(&Bytes::from_static(index.as_bytes()), head);
+    with_headers(
+        body.into_response(),
+        index.len() as u64,
+        digest.as_ref(),
+        "application/vnd.oci.image.index.v1+json",
+    )
+}
+
+/// `tags/list` of `name`, a page as the query asks.
+fn tags<ID: FsVerityHashValue>(
+    s: &Inner<ID>,
+    name: &str,
+    query: Option<&str>,
+    head: bool,
+) -> Response {
+    let (n, last) = page_query(query);
+    match s.names.tags(name, n, last.as_deref()) {
+        Some(page) => listing(
+            serde_json::json!({"name": name, "tags": page.items}),
+            &page,
+            &format!("/v2/{name}/tags/list"),
+            n,
+            head,
+        ),
+        None => name_unknown(name),
     }
 }
 
