@@ -21,9 +21,9 @@ pub(super) struct Compressor {
 impl Compressor {
     pub fn new(version: Version) -> Self {
         Compressor {
-            enc: FastEncL5::new(),
-            tokens: Tokens::new(),
-            w: BitWriter::new(version == Version::V1_18_2),
+            enc: FastEncL5::new(version.skip_beginning()),
+            tokens: Tokens::new(version >= Version::V1_15_0),
+            w: BitWriter::new(version >= Version::V1_18_2),
         }
     }
 

@@ -95,6 +95,9 @@ pub(super) struct FastEncL5 {
     hist_len: usize,
     cur: i32,
     tables: Box<Tables>,
+    /// Leading bytes allowed to mismatch when looking for a longer match
+    /// ending where a short one ends (2 from klauspost 1.15.10, 0 before).
+    skip_beginning: i32,
 }
 
 /// Both hash tables in one allocation, so the hot loop keeps one base
@@ -107,8 +110,9 @@ struct Tables {
 }
 
 impl FastEncL5 {
-    pub fn new() -> Self {
+    pub fn new(skip_beginning: i32) -> Self {
         FastEncL5 {
+            skip_beginning,
             hist: zeroed(),
             hist_len: 0,
             cur: MAX_STORE_BLOCK_SIZE as i32,
@@ -315,10 +319,9 @@ impl FastEncL5 {
             // long hash at its end, allowing two mismatching leading bytes.
             let s_at = s + l;
             if l < 30 && s_at < s_limit {
-                const SKIP_BEGINNING: i32 = 2;
                 let e_long = b_table[hash7(load64(src, s_at))][0];
-                let t2 = e_long - cur - l + SKIP_BEGINNING;
-                let s2 = s + SKIP_BEGINNING;
+                let t2 = e_long - cur - l + self.skip_beginning;
+                let s2 = s + self.skip_beginning;
                 let off = s2 - t2;
                 if (t2 >= 0) & (off < MAX_MATCH_OFFSET) & (off > 0) {
                     let l2 = matchlen_long(s2, t2, src, len);
@@ -420,7 +423,7 @@ mod tests {
     /// Runs `windows` through `enc` the way `Compressor` does for one block
     /// (reset, then windows without reset) and returns every window's tokens.
     fn tokens_of(enc: &mut FastEncL5, windows: &[&[u8]]) -> Vec<Vec<u32>> {
-        let mut tokens = Tokens::new();
+        let mut tokens = Tokens::new(true);
         enc.reset();
         windows
             .iter()
@@ -436,14 +439,14 @@ mod tests {
     fn rebasing_before_wraparound_does_not_change_tokens() {
         let data = sample(12 * MAX_STORE_BLOCK_SIZE);
         let windows: Vec<&[u8]> = data.chunks(MAX_STORE_BLOCK_SIZE).collect();
-        let mut fresh = FastEncL5::new();
+        let mut fresh = FastEncL5::new(2);
         let want = tokens_of(&mut fresh, &windows);
         assert!(want.iter().any(|t| t.iter().any(|&t| t >= MATCH_TYPE)));
         // Just below the limit: the first encode clears the tables (empty
         // history). Further below: history compaction crosses the limit in
         // the middle of the block, and the tables are rebased with history.
         for below in [10, 400_000] {
-            let mut late = FastEncL5::new();
+            let mut late = FastEncL5::new(2);
             late.cur = BUFFER_RESET - below;
             for round in 0..2 {
                 let got = tokens_of(&mut late, &windows);

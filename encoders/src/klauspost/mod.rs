@@ -15,11 +15,18 @@
 //! Copyright (c) 2015 Klaus Post, Copyright (c) 2011 The Snappy-Go Authors,
 //! Copyright (c) 2009 The Go Authors).
 //!
-//! klauspost/compress changed its output twice in the versions that matter:
-//! 1.15.10 to 1.18.0 produce one stream ([`Version::V1_15_10`]), 1.18.2 and
-//! later another ([`Version::V1_18_2`]): from 1.18.2 a dynamic block that may
-//! be continued counts an end-of-block symbol and declares only the codes it
-//! uses. (1.18.1 is a third variant, not reproduced here.)
+//! klauspost/compress changed its level-5 output many times. Measured with
+//! pgzip v1.2.5 over every tag that touched the encoder (Go 1.19, see
+//! `encoders/testdata/pgzip/README.md`), the generations are: 1.9.0–1.9.7,
+//! 1.9.8–1.10.0, 1.10.1, 1.10.2–1.11.12, 1.11.13–1.12.1, 1.12.2–1.13.6,
+//! 1.14.0–1.14.4 ([`Version::V1_14_0`]), 1.15.0–1.15.9
+//! ([`Version::V1_15_0`]), 1.15.10–1.18.0 ([`Version::V1_15_10`]), 1.18.1,
+//! and 1.18.2 and later ([`Version::V1_18_2`]). The ones before 1.14 and
+//! 1.18.1 are not reproduced here.
+//!
+//! Block sizes: pgzip ≥ 1.2.2 defaults to 1 MiB ([`BLOCK_SIZE`]), pgzip ≤
+//! 1.2.1 to 256 KiB, and umoci 0.4.x sets 256 KiB ([`UMOCI_BLOCK_SIZE`]);
+//! [`PgzipWriter::with_block_size`] takes any size pgzip accepts.
 
 mod bits;
 mod bitwriter;
@@ -31,14 +38,24 @@ mod shared;
 mod token;
 
 #[cfg(test)]
+mod golden;
+#[cfg(test)]
 mod tests;
 
-pub use pgzip::{BlockMark, BlockObserver, BlockStart, PgzipWriter, BLOCK_SIZE, TAIL_SIZE};
+pub use pgzip::{
+    BlockMark, BlockObserver, BlockStart, PgzipWriter, BLOCK_SIZE, TAIL_SIZE, UMOCI_BLOCK_SIZE,
+};
 pub use shared::{BlockClaim, Claim, SharedBlocks};
 
-/// Which klauspost/compress output generation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Which klauspost/compress output generation (ordered oldest first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Version {
+    /// 1.14.0 to 1.14.4: a match longer than 258 is cut into 255-byte pieces
+    /// and no leading mismatch is allowed when extending a short match.
+    V1_14_0,
+    /// 1.15.0 to 1.15.9 (containers/image before v5.23): no leading mismatch
+    /// allowed when extending a short match.
+    V1_15_0,
     /// 1.15.10 to 1.18.0
     V1_15_10,
     /// 1.18.2 and newer
@@ -47,11 +64,18 @@ pub enum Version {
 
 impl Version {
     /// Every version, oldest first.
-    pub const ALL: [Version; 2] = [Version::V1_15_10, Version::V1_18_2];
+    pub const ALL: [Version; 4] = [
+        Version::V1_14_0,
+        Version::V1_15_0,
+        Version::V1_15_10,
+        Version::V1_18_2,
+    ];
 
     /// Human-readable range of library versions, e.g. "klauspost 1.15.10–1.18.0".
     pub fn describe(self) -> &'static str {
         match self {
+            Version::V1_14_0 => "klauspost 1.14.0–1.14.4",
+            Version::V1_15_0 => "klauspost 1.15.0–1.15.9",
             Version::V1_15_10 => "klauspost 1.15.10–1.18.0",
             Version::V1_18_2 => "klauspost 1.18.2 and newer",
         }
@@ -60,8 +84,19 @@ impl Version {
     /// Stable id for a cache file, e.g. "pgzip-1.15.10".
     pub fn id(self) -> &'static str {
         match self {
+            Version::V1_14_0 => "pgzip-1.14.0",
+            Version::V1_15_0 => "pgzip-1.15.0",
             Version::V1_15_10 => "pgzip-1.15.10",
             Version::V1_18_2 => "pgzip-1.18.2",
+        }
+    }
+
+    /// `skipBeginning` of level 5's search for a longer match (0 before 1.15.10).
+    fn skip_beginning(self) -> i32 {
+        if self >= Version::V1_15_10 {
+            2
+        } else {
+            0
         }
     }
 

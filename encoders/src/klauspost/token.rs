@@ -92,11 +92,15 @@ pub(super) struct Tokens {
     /// `MAX_STORE_BLOCK_SIZE` bytes gives at most that many tokens, plus EOB.
     toks: Box<[u32; MAX_STORE_BLOCK_SIZE + 1]>,
     n: usize,
+    /// A match longer than 261 is cut into 258 + the rest (klauspost
+    /// 1.15.0 and later); before, every piece but the last was 255 long.
+    cut_at_258: bool,
 }
 
 impl Tokens {
-    pub fn new() -> Self {
+    pub fn new(cut_at_258: bool) -> Self {
         Tokens {
+            cut_at_258,
             extra_hist: [0; 32],
             off_hist: [0; 32],
             lit_hist: [0; 256],
@@ -146,7 +150,11 @@ impl Tokens {
             let mut xl = length;
             if xl > 258 {
                 // Leave at least 3 bytes for the next token.
-                xl = if xl > 258 + 3 { 258 } else { 258 - 3 };
+                xl = if self.cut_at_258 && xl > 258 + 3 {
+                    258
+                } else {
+                    258 - 3
+                };
             }
             length -= xl;
             let xl = (xl - 3) as u32;
