@@ -9,11 +9,10 @@ use super::token::{
     Tokens, END_BLOCK_MARKER, LENGTH_EXTRA_BITS, LITERAL_COUNT, MAX_STORE_BLOCK_SIZE,
     OFFSET_CODE_COUNT, OFFSET_EXTRA_BITS,
 };
+use super::Version;
 
 const CODEGEN_CODE_COUNT: usize = 19;
 const BAD_CODE: u8 = 255;
-/// Below this many tokens the fixed code is considered.
-const MAX_PREDEFINED_TOKENS: usize = 250;
 const LENGTH_CODES_START: usize = 257;
 const CODEGEN_ORDER: [usize; 19] = [
     16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15,
@@ -25,6 +24,14 @@ pub(super) struct BitWriter {
     /// Tier 2 (compress ≥ 1.18.2) always counts an end-of-block symbol when
     /// indexing tokens and trims the header's code counts on non-final blocks.
     always_eob: bool,
+    /// Below this many tokens the fixed code is considered (250 from
+    /// klauspost 1.14.3, always before).
+    max_predefined_tokens: usize,
+    /// A literal-only block of near-uniform bytes is stored without building
+    /// a table (from klauspost 1.14.3).
+    quick_store: bool,
+    /// klauspost < 1.14 `writeBlockDynamic`: filled tables, no fixed code.
+    filled_tables: bool,
     last_huff_man: bool,
     literal_encoding: HuffmanEncoder,
     tmp_lit_encoding: HuffmanEncoder,
@@ -43,7 +50,7 @@ pub(super) struct BitWriter {
 }
 
 impl BitWriter {
-    pub fn new(always_eob: bool) -> Self {
+    pub fn new(version: Version) -> Self {
         let mut huff_offset = HuffmanEncoder::new(OFFSET_CODE_COUNT);
         let mut f = [0u16; OFFSET_CODE_COUNT];
         f[0] = 1;
@@ -54,7 +61,14 @@ impl BitWriter {
                 bits: 0,
                 nbits: 0,
             },
-            always_eob,
+            always_eob: version >= Version::V1_18_2,
+            max_predefined_tokens: if version >= Version::V1_14_3 {
+                250
+            } else {
+                usize::MAX
+            },
+            quick_store: version >= Version::V1_14_3,
+            filled_tables: version < Version::V1_14_0,
             last_huff_man: false,
             literal_encoding: HuffmanEncoder::new(LITERAL_COUNT),
             tmp_lit_encoding: HuffmanEncoder::new(LITERAL_COUNT),
@@ -64,7 +78,7 @@ impl BitWriter {
             fixed_offset: HuffmanEncoder::fixed_offset(),
             huff_offset,
             last_header: 0,
-            log_new_table_penalty: 7,
+            log_new_table_penalty: if version < Version::V1_14_0 { 8 } else { 7 },
             literal_freq: [0; LENGTH_CODES_START + 32],
             offset_freq: [0; 32],
             codegen_freq: [0; CODEGEN_CODE_COUNT],
@@ -363,6 +377,9 @@ impl BitWriter {
         if sync {
             tokens.add_eob();
         }
+        if self.filled_tables {
+            return self.write_block_filled(tokens, eof, input, sync);
+        }
         // A pure-literal table cannot be reused, and a final block needs its own header.
         if (self.last_huff_man || eof) && self.last_header > 0 {
             self.write_eob_owed();
@@ -392,7 +409,7 @@ impl BitWriter {
             } else {
                 reuse_size
             };
-            if tokens.n() < MAX_PREDEFINED_TOKENS {
+            if tokens.n() < self.max_predefined_tokens {
                 let pre_size = self.fixed_size(extra_bits) + 7;
                 if pre_size < size {
                     if storable && ssize <= size {
@@ -415,7 +432,7 @@ impl BitWriter {
             self.generate_codegen(num_literals, num_offsets, false);
             self.codegen_encoding.generate(&self.codegen_freq, 7);
             let (size, num_codegens) = self.dynamic_size(extra_bits);
-            if tokens.n() < MAX_PREDEFINED_TOKENS {
+            if tokens.n() < self.max_predefined_tokens {
                 let pre_size = self.fixed_size(extra_bits);
                 if pre_size <= size {
                     if storable && ssize <= pre_size {
@@ -448,6 +465,62 @@ impl BitWriter {
     }
 
     /// klauspost `writeBlockHuff`: literals only, or stored if that is not smaller.
+    /// klauspost 1.12.3–1.13.6 `writeBlockDynamic` after the end-of-block
+    /// token: a continued block declares every code so its table can be
+    /// reused without checking, stored wins unless the table saves a
+    /// sixteenth, and the fixed code is never tried.
+    fn write_block_filled(&mut self, tokens: &mut Tokens, eof: bool, input: &[u8], sync: bool) {
+        if (self.last_huff_man || eof) && self.last_header > 0 {
+            self.write_eob_owed();
+            self.last_huff_man = false;
+        }
+        if !sync {
+            tokens.fill();
+        }
+        let (num_literals, num_offsets) = self.index_tokens(tokens, !sync);
+        let storable = input.len() <= MAX_STORE_BLOCK_SIZE;
+        let ssize = (input.len() as i32 + 5) * 8;
+        if self.last_header > 0 {
+            let mut new_size = self.last_header + tokens.estimated_bits();
+            new_size += new_size >> self.log_new_table_penalty;
+            let reuse_size = self.dynamic_reuse_size() + self.extra_bit_size();
+            let size = if new_size < reuse_size {
+                self.write_eob_owed();
+                new_size
+            } else {
+                reuse_size
+            };
+            if storable && ssize < size + (size >> 4) {
+                self.write_stored(input, eof);
+                self.last_header = 0;
+                return;
+            }
+        }
+        if self.last_header == 0 {
+            self.generate();
+            self.generate_codegen(num_literals, num_offsets, false);
+            self.codegen_encoding.generate(&self.codegen_freq, 7);
+            let (size, num_codegens) = self.dynamic_size(self.extra_bit_size());
+            if storable && ssize < size + (size >> 4) {
+                self.write_stored(input, eof);
+                self.last_header = 0;
+                return;
+            }
+            self.write_dynamic_header(num_literals, num_offsets, num_codegens, eof);
+            self.last_header = self.header_size().0;
+            self.last_huff_man = false;
+        }
+        if sync {
+            self.last_header = 0;
+        }
+        write_tokens(
+            &mut self.bw,
+            tokens.tokens(),
+            &self.literal_encoding.codes,
+            &self.offset_encoding.codes,
+        );
+    }
+
     pub fn write_block_huff(&mut self, eof: bool, input: &[u8], sync: bool) {
         self.literal_freq = [0; LENGTH_CODES_START + 32];
         if !self.last_huff_man {
@@ -461,7 +534,7 @@ impl BitWriter {
         }
         let ssize = (input.len() as i32 + 5) * 8;
         let storable = input.len() <= MAX_STORE_BLOCK_SIZE;
-        if storable && input.len() > 1024 {
+        if self.quick_store && storable && input.len() > 1024 {
             // Quick check for incompressible content (float64, as in Go).
             let mut abs = 0f64;
             let avg = input.len() as f64 / 256.0;

@@ -22,8 +22,8 @@ impl Compressor {
     pub fn new(version: Version) -> Self {
         Compressor {
             enc: FastEncL5::new(version.skip_beginning()),
-            tokens: Tokens::new(version >= Version::V1_15_0),
-            w: BitWriter::new(version >= Version::V1_18_2),
+            tokens: Tokens::new(version >= Version::V1_15_0, version >= Version::V1_14_0),
+            w: BitWriter::new(version),
         }
     }
 

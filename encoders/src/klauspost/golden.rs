@@ -45,12 +45,17 @@ pub(super) enum Kind {
     Mixed,
     /// Byte runs and copies of earlier data, 100 bytes to 3 KiB long.
     Runs,
+    /// Machine-code-like: bytes below 144 twice as likely, short copies at
+    /// any distance (blocks the fixed code wins, even with many tokens).
+    Binary,
 }
 
-pub(super) const KINDS: [Kind; 3] = [Kind::Text, Kind::Mixed, Kind::Runs];
+pub(super) const KINDS: [Kind; 4] = [Kind::Text, Kind::Mixed, Kind::Runs, Kind::Binary];
 
 /// Sizes around 16 KiB (the tail), 64 KiB windows and both block sizes.
-pub(super) const SIZES: [usize; 16] = [
+/// A last block of some hundred bytes can be coded with the fixed code
+/// (where 1.14.3 changed the rules).
+pub(super) const SIZES: [usize; 18] = [
     0,
     1,
     100,
@@ -61,9 +66,11 @@ pub(super) const SIZES: [usize; 16] = [
     UMOCI_BLOCK_SIZE,
     UMOCI_BLOCK_SIZE + 1,
     UMOCI_BLOCK_SIZE + 16385,
+    2 * UMOCI_BLOCK_SIZE + 700,
     BLOCK_SIZE - 1,
     BLOCK_SIZE,
     BLOCK_SIZE + 1,
+    BLOCK_SIZE + 999,
     2 * BLOCK_SIZE + 7,
     3 * BLOCK_SIZE + UMOCI_BLOCK_SIZE / 2,
     5 * BLOCK_SIZE + 12345,
@@ -125,6 +132,26 @@ fn runs(rng: &mut Rng, out: &mut Vec<u8>, n: usize) {
     }
 }
 
+fn binary(rng: &mut Rng, out: &mut Vec<u8>, n: usize) {
+    let end = out.len() + n;
+    while out.len() < end {
+        if out.len() > 64 && rng.below(10) < 3 {
+            let span = 1u64 << rng.below(15);
+            let off = (span + rng.below(span)).min(out.len() as u64) as usize;
+            for _ in 0..4 + rng.below(9) {
+                out.push(out[out.len() - off]);
+            }
+        } else {
+            let r = rng.below(400) as u16;
+            out.push(if r < 288 {
+                (r / 2) as u8
+            } else {
+                (r - 144) as u8
+            });
+        }
+    }
+}
+
 /// `len` bytes of `kind`, the same on every machine.
 pub(super) fn generate(kind: Kind, len: usize, seed: u64) -> Vec<u8> {
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
@@ -133,6 +160,7 @@ pub(super) fn generate(kind: Kind, len: usize, seed: u64) -> Vec<u8> {
         match kind {
             Kind::Text => words(&mut rng, &mut out, 4096),
             Kind::Runs => runs(&mut rng, &mut out, 4096),
+            Kind::Binary => binary(&mut rng, &mut out, 4096),
             Kind::Mixed => {
                 let n = 512 + rng.below(150_000) as usize;
                 match rng.below(6) {
@@ -229,7 +257,9 @@ pub(super) fn version_of_release(release: &str) -> Option<Version> {
         return None;
     };
     match (minor, patch) {
-        (14, _) => Some(Version::V1_14_0),
+        (12, 3..) | (13, _) => Some(Version::V1_12_3),
+        (14, 0..=2) => Some(Version::V1_14_0),
+        (14, _) => Some(Version::V1_14_3),
         (15, 0..=9) => Some(Version::V1_15_0),
         (15, _) | (16 | 17, _) | (18, 0) => Some(Version::V1_15_10),
         (18, 2..) | (19.., _) => Some(Version::V1_18_2),
@@ -237,7 +267,20 @@ pub(super) fn version_of_release(release: &str) -> Option<Version> {
     }
 }
 
+/// `$CFS_PGZIP_ENC`, a `build-tag.sh` binary of release `$CFS_PGZIP_RELEASE`
+/// (e.g. 1.14.4), when set; else `enc.go` built against Debian's packages.
 fn build_go_encoder() -> Result<GoEncoder, String> {
+    if let Ok(bin) = std::env::var("CFS_PGZIP_ENC") {
+        let compress = std::env::var("CFS_PGZIP_RELEASE")
+            .map_err(|_| "CFS_PGZIP_ENC needs CFS_PGZIP_RELEASE".to_string())?;
+        let version = version_of_release(&compress)
+            .ok_or_else(|| format!("klauspost/compress {compress:?} is not reproduced"))?;
+        return Ok(GoEncoder {
+            bin: bin.into(),
+            compress,
+            version,
+        });
+    }
     let pkg = Path::new(GOPATH).join("src/github.com/klauspost/pgzip");
     if !pkg.is_dir() {
         return Err(format!(
@@ -295,12 +338,14 @@ pub(super) fn go_encoder() -> Result<&'static GoEncoder, &'static str> {
 fn release_versions_map_to_generations() {
     for (release, want) in [
         ("1.15.12+ds1-3", Some(Version::V1_15_10)),
-        ("1.14.4", Some(Version::V1_14_0)),
+        ("1.14.2", Some(Version::V1_14_0)),
+        ("1.14.4", Some(Version::V1_14_3)),
         ("1.15.9", Some(Version::V1_15_0)),
         ("1.18.0", Some(Version::V1_15_10)),
         ("1.18.1", None),
         ("1.19.1", Some(Version::V1_18_2)),
-        ("1.13.6", None),
+        ("1.13.6", Some(Version::V1_12_3)),
+        ("1.12.2", None),
     ] {
         assert_eq!(version_of_release(release), want, "{release}");
     }
@@ -374,7 +419,7 @@ fn matches_debian_pgzip_on_real_tars() {
             }
         }
     }
-    eprintln!("{runs} real-tar runs equal");
+    eprintln!("{runs} real-tar runs equal to compress {}", go.compress);
 }
 
 /// The generated inputs of the known-answer cases, and of the comparisons
@@ -438,10 +483,85 @@ fn matches_known_answers_of_other_klauspost_tags() {
         assert_eq!(got, want, "{tag} {input} block {block} as {version:?}");
         *checked.entry(version).or_default() += 1;
     }
-    for version in [Version::V1_14_0, Version::V1_15_0, Version::V1_15_10] {
+    for version in [
+        Version::V1_12_3,
+        Version::V1_14_0,
+        Version::V1_14_3,
+        Version::V1_15_0,
+        Version::V1_15_10,
+    ] {
         assert!(
-            checked.get(&version).copied().unwrap_or(0) >= 128,
+            checked.get(&version).copied().unwrap_or(0) >= 64,
             "{version:?}: {checked:?}"
         );
     }
+}
+
+fn run(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The layer Debian's umoci 0.4.7 (pgzip 1.2.5, compress 1.15.12, 256 KiB
+/// blocks) writes for a generated rootfs is the blob we write from its tar.
+#[test]
+fn reproduces_a_umoci_layer() {
+    if Command::new("umoci").arg("--version").output().is_err() {
+        return skip("umoci not installed (apt-get install umoci)");
+    }
+    let dir = std::env::temp_dir().join(format!("cfs-pgzip-umoci-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let layout = dir.join("img");
+    let image = format!("{}:t", layout.display());
+    let bundle = dir.join("bundle");
+    run(Command::new("umoci")
+        .arg("init")
+        .arg("--layout")
+        .arg(&layout));
+    run(Command::new("umoci").args(["new", "--image", &image]));
+    run(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image", &image])
+        .arg(&bundle));
+    let root = bundle.join("rootfs");
+    for (i, (kind, len, seed)) in cases().into_iter().enumerate().step_by(3) {
+        let sub = root.join(format!("usr/share/d{}", i % 4));
+        std::fs::create_dir_all(&sub).expect("mkdir");
+        std::fs::write(sub.join(format!("f{i}")), generate(kind, len, seed)).expect("write");
+    }
+    run(Command::new("umoci")
+        .args(["repack", "--image", &image])
+        .arg(&bundle));
+
+    let blob = |digest: &str| {
+        let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
+        layout.join("blobs/sha256").join(hex)
+    };
+    let json = |path: PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).expect("read")).expect("json")
+    };
+    let index = json(layout.join("index.json"));
+    let manifest = json(blob(
+        index["manifests"][0]["digest"].as_str().expect("digest"),
+    ));
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .expect("layer")
+        .to_string();
+    let tar = run(Command::new("gzip").arg("-dc").arg(blob(&layer)));
+    assert!(tar.len() > 4 * UMOCI_BLOCK_SIZE, "{} bytes", tar.len());
+    for workers in [1, 3] {
+        let got = ours(&tar, Version::V1_15_10, UMOCI_BLOCK_SIZE, workers, 1 << 16);
+        assert_eq!(format!("sha256:{}", sha256_hex(&got)), layer);
+    }
+    eprintln!(
+        "umoci layer {layer} ({} bytes of tar) reproduced",
+        tar.len()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

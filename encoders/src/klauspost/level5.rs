@@ -423,7 +423,7 @@ mod tests {
     /// Runs `windows` through `enc` the way `Compressor` does for one block
     /// (reset, then windows without reset) and returns every window's tokens.
     fn tokens_of(enc: &mut FastEncL5, windows: &[&[u8]]) -> Vec<Vec<u32>> {
-        let mut tokens = Tokens::new(true);
+        let mut tokens = Tokens::new(true, true);
         enc.reset();
         windows
             .iter()

@@ -18,11 +18,13 @@
 //! klauspost/compress changed its level-5 output many times. Measured with
 //! pgzip v1.2.5 over every tag that touched the encoder (Go 1.19, see
 //! `encoders/testdata/pgzip/README.md`), the generations are: 1.9.0–1.9.7,
-//! 1.9.8–1.10.0, 1.10.1, 1.10.2–1.11.12, 1.11.13–1.12.1, 1.12.2–1.13.6,
-//! 1.14.0–1.14.4 ([`Version::V1_14_0`]), 1.15.0–1.15.9
-//! ([`Version::V1_15_0`]), 1.15.10–1.18.0 ([`Version::V1_15_10`]), 1.18.1,
-//! and 1.18.2 and later ([`Version::V1_18_2`]). The ones before 1.14 and
-//! 1.18.1 are not reproduced here.
+//! 1.9.8–1.10.0, 1.10.1, 1.10.2–1.11.12, 1.11.13–1.12.1, 1.12.2,
+//! 1.12.3–1.13.6 ([`Version::V1_12_3`]), 1.14.0–1.14.2
+//! ([`Version::V1_14_0`]), 1.14.3–1.14.4 ([`Version::V1_14_3`]),
+//! 1.15.0–1.15.9 ([`Version::V1_15_0`]), 1.15.10–1.18.0
+//! ([`Version::V1_15_10`]), 1.18.1, and 1.18.2 and later
+//! ([`Version::V1_18_2`]). The ones before 1.12.3 and 1.18.1 are not
+//! reproduced here.
 //!
 //! Block sizes: pgzip ≥ 1.2.2 defaults to 1 MiB ([`BLOCK_SIZE`]), pgzip ≤
 //! 1.2.1 to 256 KiB, and umoci 0.4.x sets 256 KiB ([`UMOCI_BLOCK_SIZE`]);
@@ -50,9 +52,17 @@ pub use shared::{BlockClaim, Claim, SharedBlocks};
 /// Which klauspost/compress output generation (ordered oldest first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Version {
-    /// 1.14.0 to 1.14.4: a match longer than 258 is cut into 255-byte pieces
-    /// and no leading mismatch is allowed when extending a short match.
+    /// 1.12.3 to 1.13.6: as [`Version::V1_14_0`], but a block that may be
+    /// continued declares every code (its table is always reusable), stored
+    /// wins unless a table saves a sixteenth, and the fixed code is never used.
+    V1_12_3,
+    /// 1.14.0 to 1.14.2: as [`Version::V1_14_3`], and the fixed code is
+    /// considered for blocks of any token count and near-uniform literal
+    /// blocks get a table like any other.
     V1_14_0,
+    /// 1.14.3 and 1.14.4: as [`Version::V1_15_0`], and a match longer than
+    /// 258 is cut into 255-byte pieces.
+    V1_14_3,
     /// 1.15.0 to 1.15.9 (containers/image before v5.23): no leading mismatch
     /// allowed when extending a short match.
     V1_15_0,
@@ -64,8 +74,10 @@ pub enum Version {
 
 impl Version {
     /// Every version, oldest first.
-    pub const ALL: [Version; 4] = [
+    pub const ALL: [Version; 6] = [
+        Version::V1_12_3,
         Version::V1_14_0,
+        Version::V1_14_3,
         Version::V1_15_0,
         Version::V1_15_10,
         Version::V1_18_2,
@@ -74,7 +86,9 @@ impl Version {
     /// Human-readable range of library versions, e.g. "klauspost 1.15.10–1.18.0".
     pub fn describe(self) -> &'static str {
         match self {
-            Version::V1_14_0 => "klauspost 1.14.0–1.14.4",
+            Version::V1_12_3 => "klauspost 1.12.3–1.13.6",
+            Version::V1_14_0 => "klauspost 1.14.0–1.14.2",
+            Version::V1_14_3 => "klauspost 1.14.3–1.14.4",
             Version::V1_15_0 => "klauspost 1.15.0–1.15.9",
             Version::V1_15_10 => "klauspost 1.15.10–1.18.0",
             Version::V1_18_2 => "klauspost 1.18.2 and newer",
@@ -84,7 +98,9 @@ impl Version {
     /// Stable id for a cache file, e.g. "pgzip-1.15.10".
     pub fn id(self) -> &'static str {
         match self {
+            Version::V1_12_3 => "pgzip-1.12.3",
             Version::V1_14_0 => "pgzip-1.14.0",
+            Version::V1_14_3 => "pgzip-1.14.3",
             Version::V1_15_0 => "pgzip-1.15.0",
             Version::V1_15_10 => "pgzip-1.15.10",
             Version::V1_18_2 => "pgzip-1.18.2",

@@ -92,14 +92,24 @@ pub(super) struct Tokens {
     /// `MAX_STORE_BLOCK_SIZE` bytes gives at most that many tokens, plus EOB.
     toks: Box<[u32; MAX_STORE_BLOCK_SIZE + 1]>,
     n: usize,
+    /// Histogram entries [`Tokens::fill`] raised from 0 to 1.
+    n_filled: usize,
+    /// Whether an end-of-block token was added.
+    has_eob: bool,
+    /// [`Tokens::estimated_bits`] counts the end-of-block token (klauspost
+    /// 1.14.0 and later).
+    count_eob: bool,
     /// A match longer than 261 is cut into 258 + the rest (klauspost
     /// 1.15.0 and later); before, every piece but the last was 255 long.
     cut_at_258: bool,
 }
 
 impl Tokens {
-    pub fn new(cut_at_258: bool) -> Self {
+    pub fn new(cut_at_258: bool, count_eob: bool) -> Self {
         Tokens {
+            n_filled: 0,
+            has_eob: false,
+            count_eob,
             cut_at_258,
             extra_hist: [0; 32],
             off_hist: [0; 32],
@@ -125,6 +135,8 @@ impl Tokens {
             return;
         }
         self.n = 0;
+        self.n_filled = 0;
+        self.has_eob = false;
         self.lit_hist = [0; 256];
         self.extra_hist = [0; 32];
         self.off_hist = [0; 32];
@@ -165,9 +177,34 @@ impl Tokens {
         }
     }
 
+    /// klauspost < 1.14 `Fill`: every literal, length and offset code of a
+    /// block that may be continued gets a count, so its table can always be
+    /// reused.
+    pub fn fill(&mut self) {
+        if self.n == 0 {
+            return;
+        }
+        let hists = self
+            .lit_hist
+            .iter_mut()
+            .chain(&mut self.extra_hist[..LITERAL_COUNT - 256]);
+        for v in hists {
+            if *v == 0 {
+                *v = 1;
+                self.n_filled += 1;
+            }
+        }
+        for v in &mut self.off_hist[..OFFSET_CODE_COUNT] {
+            if *v == 0 {
+                *v = 1;
+            }
+        }
+    }
+
     pub fn add_eob(&mut self) {
         self.toks[self.n] = END_BLOCK_MARKER;
         self.n += 1;
+        self.has_eob = true;
         self.extra_hist[0] += 1;
     }
 
@@ -177,7 +214,10 @@ impl Tokens {
         let mut shannon = 0f32;
         let mut bits = 0i32;
         let mut n_matches = 0i32;
-        let total = self.n();
+        let mut total = self.n + self.n_filled;
+        if self.has_eob && !self.count_eob {
+            total -= 1;
+        }
         if total > 0 {
             let inv_total = 1.0f32 / total as f32;
             for &v in &self.lit_hist {
