@@ -6,7 +6,7 @@
 use super::bits::{write_tokens, Bits};
 use super::huffman::{hlen, HCode, HuffmanEncoder};
 use super::token::{
-    Tokens, END_BLOCK_MARKER, LENGTH_EXTRA_BITS, LITERAL_COUNT, MAX_STORE_BLOCK_SIZE,
+    m_fast_log2, Tokens, END_BLOCK_MARKER, LENGTH_EXTRA_BITS, LITERAL_COUNT, MAX_STORE_BLOCK_SIZE,
     OFFSET_CODE_COUNT, OFFSET_EXTRA_BITS,
 };
 use super::Version;
@@ -17,6 +17,21 @@ const LENGTH_CODES_START: usize = 257;
 const CODEGEN_ORDER: [usize; 19] = [
     16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15,
 ];
+
+/// How `writeBlockHuff` estimates a literal-only block's size.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HuffEstimate {
+    /// 1.10.2–1.11.12 `histogramSize`: Shannon bits, plus the cost of the
+    /// absent literals of a block that may be continued, which are counted
+    /// in the histogram (and so in the reuse estimate and the table).
+    FilledInPlace,
+    /// 1.11.13–1.12.2 `histogramSize`: Shannon bits over the literals plus
+    /// the absent ones of a block that may be continued, plus 1/32 of the
+    /// input; the table gets the absent ones only when it is built.
+    Shannon,
+    /// 1.12.3 and later: the size with the table a fresh build would give.
+    Table,
+}
 
 /// klauspost `huffmanBitWriter`.
 pub(super) struct BitWriter {
@@ -30,8 +45,13 @@ pub(super) struct BitWriter {
     /// A literal-only block of near-uniform bytes is stored without building
     /// a table (from klauspost 1.14.3).
     quick_store: bool,
+    /// The closing empty block is fixed-coded (10 bits), not stored
+    /// (klauspost 1.10.2 and later).
+    fixed_empty_final: bool,
     /// klauspost < 1.14 `writeBlockDynamic`: filled tables, no fixed code.
     filled_tables: bool,
+    /// How a literal-only block estimates its size.
+    huff_estimate: HuffEstimate,
     last_huff_man: bool,
     literal_encoding: HuffmanEncoder,
     tmp_lit_encoding: HuffmanEncoder,
@@ -68,7 +88,15 @@ impl BitWriter {
                 usize::MAX
             },
             quick_store: version >= Version::V1_14_3,
+            fixed_empty_final: version >= Version::V1_10_2,
             filled_tables: version < Version::V1_14_0,
+            huff_estimate: if version < Version::V1_11_13 {
+                HuffEstimate::FilledInPlace
+            } else if version < Version::V1_12_3 {
+                HuffEstimate::Shannon
+            } else {
+                HuffEstimate::Table
+            },
             last_huff_man: false,
             literal_encoding: HuffmanEncoder::new(LITERAL_COUNT),
             tmp_lit_encoding: HuffmanEncoder::new(LITERAL_COUNT),
@@ -78,7 +106,13 @@ impl BitWriter {
             fixed_offset: HuffmanEncoder::fixed_offset(),
             huff_offset,
             last_header: 0,
-            log_new_table_penalty: if version < Version::V1_14_0 { 8 } else { 7 },
+            log_new_table_penalty: if version < Version::V1_11_13 {
+                6
+            } else if version < Version::V1_14_0 {
+                8
+            } else {
+                7
+            },
             literal_freq: [0; LENGTH_CODES_START + 32],
             offset_freq: [0; 32],
             codegen_freq: [0; CODEGEN_CODE_COUNT],
@@ -115,7 +149,7 @@ impl BitWriter {
     /// A stored header; an empty final block becomes a 10-bit fixed block.
     pub fn write_stored_header(&mut self, length: usize, is_eof: bool) {
         self.write_eob_owed();
-        if length == 0 && is_eof {
+        if self.fixed_empty_final && length == 0 && is_eof {
             self.write_fixed_header(is_eof);
             self.bw.write_bits(0, 7);
             self.flush();
@@ -465,6 +499,86 @@ impl BitWriter {
     }
 
     /// klauspost `writeBlockHuff`: literals only, or stored if that is not smaller.
+    /// klauspost 1.10.2–1.12.2 `writeBlockHuff` after clearing the
+    /// histograms: a Shannon estimate decides between stored, the previous
+    /// table and a new one.
+    fn write_block_huff_shannon(&mut self, eof: bool, input: &[u8], sync: bool) {
+        const NUM_LITERALS: usize = END_BLOCK_MARKER as usize + 1;
+        const GUESS_HEADER_SIZE_BITS: i32 = 70 * 8;
+        let fill = !eof && !sync;
+        let h = &mut self.literal_freq[..256];
+        for &b in input {
+            h[b as usize] += 1;
+        }
+        // Go's float32 arithmetic, in the same order.
+        let at_least_one = |v: f32| if v < 1.0 { 1.0 } else { v };
+        let (mut est_bits, est_extra) = if self.huff_estimate == HuffEstimate::FilledInPlace {
+            let inv_total = 1.0f32 / input.len() as f32;
+            let mut shannon = 0f32;
+            let mut extra = 0f32;
+            let one_bits = at_least_one(-m_fast_log2(inv_total));
+            for v in h.iter_mut() {
+                if *v > 0 {
+                    let n = *v as f32;
+                    shannon += at_least_one(-m_fast_log2(n * inv_total)) * n;
+                } else if fill {
+                    *v = 1;
+                    extra += one_bits;
+                }
+            }
+            ((shannon + 0.99) as i32 + 15, (extra + 0.99) as i32)
+        } else {
+            let mut total = input.len();
+            if fill {
+                total += h.iter().filter(|&&v| v == 0).count();
+            }
+            let inv_total = 1.0f32 / total as f32;
+            let mut shannon = 0f32;
+            for &v in h.iter() {
+                if v > 0 {
+                    let n = v as f32;
+                    shannon += at_least_one(-m_fast_log2(n * inv_total)) * n;
+                }
+            }
+            ((shannon + 0.99) as i32 + (input.len() / 32) as i32, 0)
+        };
+        est_bits += self.last_header;
+        if self.last_header == 0 {
+            est_bits += GUESS_HEADER_SIZE_BITS;
+        }
+        est_bits += est_bits >> self.log_new_table_penalty;
+        let ssize = (input.len() as i32 + 5) * 8;
+        if input.len() <= MAX_STORE_BLOCK_SIZE && ssize < est_bits {
+            self.write_stored(input, eof);
+            return;
+        }
+        if self.last_header > 0 {
+            let reuse_size = self.literal_encoding.bit_length(&self.literal_freq[..256]);
+            if est_bits + est_extra < reuse_size {
+                self.write_eob_owed();
+            }
+        }
+        if self.last_header == 0 {
+            if fill && self.huff_estimate == HuffEstimate::Shannon {
+                for v in &mut self.literal_freq[..NUM_LITERALS] {
+                    if *v == 0 {
+                        *v = 1;
+                    }
+                }
+            }
+            self.literal_freq[END_BLOCK_MARKER as usize] = 1;
+            self.literal_encoding
+                .generate(&self.literal_freq[..NUM_LITERALS], 15);
+            self.generate_codegen(NUM_LITERALS, 1, true);
+            self.codegen_encoding.generate(&self.codegen_freq, 7);
+            let num_codegens = self.codegens();
+            self.write_dynamic_header(NUM_LITERALS, 1, num_codegens, eof);
+            self.last_huff_man = true;
+            self.last_header = self.header_size().0;
+        }
+        self.write_literals(input, eof || sync);
+    }
+
     /// klauspost 1.12.3–1.13.6 `writeBlockDynamic` after the end-of-block
     /// token: a continued block declares every code so its table can be
     /// reused without checking, stored wins unless the table saves a
@@ -526,6 +640,9 @@ impl BitWriter {
         if !self.last_huff_man {
             self.offset_freq = [0; 32];
         }
+        if self.huff_estimate != HuffEstimate::Table {
+            return self.write_block_huff_shannon(eof, input, sync);
+        }
         const NUM_LITERALS: usize = END_BLOCK_MARKER as usize + 1;
         // klauspost's guess of a literal-only header: 70 bytes.
         const GUESS_HEADER_SIZE_BITS: i32 = 70 * 8;
@@ -585,6 +702,12 @@ impl BitWriter {
             self.last_huff_man = true;
             self.last_header = self.header_size().0;
         }
+        self.write_literals(input, eof || sync);
+    }
+
+    /// The literals of `input` with the current table, and the end-of-block
+    /// code if the block `ends`.
+    fn write_literals(&mut self, input: &[u8], ends: bool) {
         let enc = &self.literal_encoding.codes[..256];
         let bw = &mut self.bw;
         let (mut bits, mut nbits) = (bw.bits, bw.nbits);
@@ -603,7 +726,7 @@ impl BitWriter {
         if bw.nbits >= 48 {
             bw.write_out();
         }
-        if eof || sync {
+        if ends {
             bw.write_code(self.literal_encoding.codes[END_BLOCK_MARKER as usize]);
             self.last_header = 0;
             self.last_huff_man = false;

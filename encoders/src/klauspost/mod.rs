@@ -52,6 +52,24 @@ pub use shared::{BlockClaim, Claim, SharedBlocks};
 /// Which klauspost/compress output generation (ordered oldest first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Version {
+    /// 1.9.8 to 1.10.0: as [`Version::V1_10_1`], but the preset dictionary is
+    /// ignored (`fillWindow` checks a level that is never set), so every
+    /// block is compressed on its own.
+    V1_9_8,
+    /// 1.10.1: as [`Version::V1_10_2`], with hash tables of 2^16 slots and
+    /// the closing empty block stored instead of fixed-coded.
+    V1_10_1,
+    /// 1.10.2 to 1.11.12 (vendored by umoci ≥ 0.5 as 1.11.3): as
+    /// [`Version::V1_11_13`], but a literal-only block counts its absent
+    /// literals in its estimate and its histogram, and a new table costs more
+    /// (a penalty of 1/64 instead of 1/256).
+    V1_10_2,
+    /// 1.11.13 to 1.12.1: as [`Version::V1_12_2`], without the check for a
+    /// longer match ending where a short one ends.
+    V1_11_13,
+    /// 1.12.2: as [`Version::V1_12_3`], but literal-only blocks are sized by a
+    /// Shannon estimate and reuse estimates are not clamped to 1–15 bits a symbol.
+    V1_12_2,
     /// 1.12.3 to 1.13.6: as [`Version::V1_14_0`], but a block that may be
     /// continued declares every code (its table is always reusable), stored
     /// wins unless a table saves a sixteenth, and the fixed code is never used.
@@ -74,7 +92,12 @@ pub enum Version {
 
 impl Version {
     /// Every version, oldest first.
-    pub const ALL: [Version; 6] = [
+    pub const ALL: [Version; 11] = [
+        Version::V1_9_8,
+        Version::V1_10_1,
+        Version::V1_10_2,
+        Version::V1_11_13,
+        Version::V1_12_2,
         Version::V1_12_3,
         Version::V1_14_0,
         Version::V1_14_3,
@@ -86,6 +109,11 @@ impl Version {
     /// Human-readable range of library versions, e.g. "klauspost 1.15.10–1.18.0".
     pub fn describe(self) -> &'static str {
         match self {
+            Version::V1_9_8 => "klauspost 1.9.8–1.10.0",
+            Version::V1_10_1 => "klauspost 1.10.1",
+            Version::V1_10_2 => "klauspost 1.10.2–1.11.12",
+            Version::V1_11_13 => "klauspost 1.11.13–1.12.1",
+            Version::V1_12_2 => "klauspost 1.12.2",
             Version::V1_12_3 => "klauspost 1.12.3–1.13.6",
             Version::V1_14_0 => "klauspost 1.14.0–1.14.2",
             Version::V1_14_3 => "klauspost 1.14.3–1.14.4",
@@ -98,21 +126,17 @@ impl Version {
     /// Stable id for a cache file, e.g. "pgzip-1.15.10".
     pub fn id(self) -> &'static str {
         match self {
+            Version::V1_9_8 => "pgzip-1.9.8",
+            Version::V1_10_1 => "pgzip-1.10.1",
+            Version::V1_10_2 => "pgzip-1.10.2",
+            Version::V1_11_13 => "pgzip-1.11.13",
+            Version::V1_12_2 => "pgzip-1.12.2",
             Version::V1_12_3 => "pgzip-1.12.3",
             Version::V1_14_0 => "pgzip-1.14.0",
             Version::V1_14_3 => "pgzip-1.14.3",
             Version::V1_15_0 => "pgzip-1.15.0",
             Version::V1_15_10 => "pgzip-1.15.10",
             Version::V1_18_2 => "pgzip-1.18.2",
-        }
-    }
-
-    /// `skipBeginning` of level 5's search for a longer match (0 before 1.15.10).
-    fn skip_beginning(self) -> i32 {
-        if self >= Version::V1_15_10 {
-            2
-        } else {
-            0
         }
     }
 

@@ -5,6 +5,8 @@
 //! The histograms are kept while tokens are added because the block writer's
 //! size estimates read them, exactly as klauspost does.
 
+use super::Version;
+
 /// Largest window chunk one `storeFast` step encodes.
 pub(super) const MAX_STORE_BLOCK_SIZE: usize = 65535;
 pub(super) const END_BLOCK_MARKER: u32 = 256;
@@ -99,18 +101,22 @@ pub(super) struct Tokens {
     /// [`Tokens::estimated_bits`] counts the end-of-block token (klauspost
     /// 1.14.0 and later).
     count_eob: bool,
+    /// [`Tokens::estimated_bits`] counts every symbol as 1 to 15 bits
+    /// (klauspost 1.12.3 and later; before, the plain Shannon estimate).
+    clamp_estimate: bool,
     /// A match longer than 261 is cut into 258 + the rest (klauspost
     /// 1.15.0 and later); before, every piece but the last was 255 long.
     cut_at_258: bool,
 }
 
 impl Tokens {
-    pub fn new(cut_at_258: bool, count_eob: bool) -> Self {
+    pub fn new(version: Version) -> Self {
         Tokens {
             n_filled: 0,
             has_eob: false,
-            count_eob,
-            cut_at_258,
+            count_eob: version >= Version::V1_14_0,
+            clamp_estimate: version >= Version::V1_12_3,
+            cut_at_258: version >= Version::V1_15_0,
             extra_hist: [0; 32],
             off_hist: [0; 32],
             lit_hist: [0; 256],
@@ -211,6 +217,14 @@ impl Tokens {
     /// `EstimatedBits`: Shannon estimate in float32, the same operations in the
     /// same order as Go so the reuse decision matches.
     pub fn estimated_bits(&self) -> i32 {
+        let clamp = self.clamp_estimate;
+        let bits_of = |p: f32| {
+            if clamp {
+                at_least_one(-m_fast_log2(p))
+            } else {
+                -m_fast_log2(p)
+            }
+        };
         let mut shannon = 0f32;
         let mut bits = 0i32;
         let mut n_matches = 0i32;
@@ -223,14 +237,14 @@ impl Tokens {
             for &v in &self.lit_hist {
                 if v > 0 {
                     let n = v as f32;
-                    shannon += at_least_one(-m_fast_log2(n * inv_total)) * n;
+                    shannon += bits_of(n * inv_total) * n;
                 }
             }
             shannon += 15.0;
             for (i, &v) in self.extra_hist[1..LITERAL_COUNT - 256].iter().enumerate() {
                 if v > 0 {
                     let n = v as f32;
-                    shannon += at_least_one(-m_fast_log2(n * inv_total)) * n;
+                    shannon += bits_of(n * inv_total) * n;
                     bits += LENGTH_EXTRA_BITS[i & 31] as i32 * v as i32;
                     n_matches += v as i32;
                 }
@@ -241,7 +255,7 @@ impl Tokens {
             for (i, &v) in self.off_hist[..OFFSET_CODE_COUNT].iter().enumerate() {
                 if v > 0 {
                     let n = v as f32;
-                    shannon += at_least_one(-m_fast_log2(n * inv_total)) * n;
+                    shannon += bits_of(n * inv_total) * n;
                     bits += OFFSET_EXTRA_BITS[i & 31] as i32 * v as i32;
                 }
             }
@@ -250,7 +264,7 @@ impl Tokens {
     }
 }
 
-fn at_least_one(v: f32) -> f32 {
+pub(super) fn at_least_one(v: f32) -> f32 {
     if v < 1.0 {
         return 1.0;
     }
@@ -263,7 +277,7 @@ fn at_least_one(v: f32) -> f32 {
 /// klauspost's `mFastLog2` (from https://stackoverflow.com/a/28730362).
 // The constants are Go's literals, rounded to float32 exactly as Go does.
 #[allow(clippy::excessive_precision)]
-fn m_fast_log2(val: f32) -> f32 {
+pub(super) fn m_fast_log2(val: f32) -> f32 {
     let mut ux = val.to_bits() as i32;
     let mut log2 = (((ux >> 23) & 255) - 128) as f32;
     ux &= -0x7f80_0001;
