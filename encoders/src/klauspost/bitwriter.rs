@@ -4,6 +4,7 @@
 //! code until the next header or flush, exactly as klauspost does.
 
 use super::bits::{write_tokens, Bits};
+use super::golog::log2;
 use super::huffman::{hlen, HCode, HuffmanEncoder};
 use super::token::{
     m_fast_log2, Tokens, END_BLOCK_MARKER, LENGTH_EXTRA_BITS, LITERAL_COUNT, MAX_STORE_BLOCK_SIZE,
@@ -21,6 +22,10 @@ const CODEGEN_ORDER: [usize; 19] = [
 /// How `writeBlockHuff` estimates a literal-only block's size.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum HuffEstimate {
+    /// 1.9.0–1.9.7 `histogramSize`: float64 Shannon bits rounded up per
+    /// literal; absent literals of a block that may be continued are counted
+    /// in it and in the histogram; reuse is costed as a fresh block.
+    Float64,
     /// 1.10.2–1.11.12 `histogramSize`: Shannon bits, plus the cost of the
     /// absent literals of a block that may be continued, which are counted
     /// in the histogram (and so in the reuse estimate and the table).
@@ -52,6 +57,8 @@ pub(super) struct BitWriter {
     filled_tables: bool,
     /// How a literal-only block estimates its size.
     huff_estimate: HuffEstimate,
+    /// Reusing a table is costed with a header (klauspost < 1.9.8).
+    reuse_costs_header: bool,
     last_huff_man: bool,
     literal_encoding: HuffmanEncoder,
     tmp_lit_encoding: HuffmanEncoder,
@@ -89,8 +96,11 @@ impl BitWriter {
             },
             quick_store: version >= Version::V1_14_3,
             fixed_empty_final: version >= Version::V1_10_2,
+            reuse_costs_header: version < Version::V1_9_8,
             filled_tables: version < Version::V1_14_0,
-            huff_estimate: if version < Version::V1_11_13 {
+            huff_estimate: if version < Version::V1_9_8 {
+                HuffEstimate::Float64
+            } else if version < Version::V1_11_13 {
                 HuffEstimate::FilledInPlace
             } else if version < Version::V1_12_3 {
                 HuffEstimate::Shannon
@@ -512,6 +522,9 @@ impl BitWriter {
         }
         // Go's float32 arithmetic, in the same order.
         let at_least_one = |v: f32| if v < 1.0 { 1.0 } else { v };
+        if self.huff_estimate == HuffEstimate::Float64 {
+            return self.write_block_huff_float64(eof, input, sync);
+        }
         let (mut est_bits, est_extra) = if self.huff_estimate == HuffEstimate::FilledInPlace {
             let inv_total = 1.0f32 / input.len() as f32;
             let mut shannon = 0f32;
@@ -579,6 +592,52 @@ impl BitWriter {
         self.write_literals(input, eof || sync);
     }
 
+    /// klauspost 1.9.0–1.9.7 `writeBlockHuff` after counting the literals.
+    fn write_block_huff_float64(&mut self, eof: bool, input: &[u8], sync: bool) {
+        const NUM_LITERALS: usize = END_BLOCK_MARKER as usize + 1;
+        let fill = !eof && !sync;
+        let inv_total = 1.0f64 / input.len() as f64;
+        let single = (-log2(inv_total)).ceil();
+        let mut shannon = 0f64;
+        for v in &mut self.literal_freq[..256] {
+            if *v > 0 {
+                let n = *v as f64;
+                shannon += (-log2(n * inv_total) * n).ceil();
+            } else if fill {
+                shannon += single;
+                *v = 1;
+            }
+        }
+        let mut est_bits = (shannon + 0.99) as i32 + 15;
+        let ssize = (input.len() as i32 + 5) * 8;
+        if input.len() <= MAX_STORE_BLOCK_SIZE && ssize < est_bits + (est_bits >> 4) {
+            self.write_stored(input, eof);
+            return;
+        }
+        if self.last_header > 0 {
+            let size = self.header_size().0
+                + self.literal_encoding.bit_length(&self.literal_freq)
+                + self.huff_offset.bit_length(&self.offset_freq)
+                + self.last_header;
+            est_bits += est_bits >> self.log_new_table_penalty;
+            if est_bits < size {
+                self.write_eob_owed();
+            }
+        }
+        if self.last_header == 0 {
+            self.literal_freq[END_BLOCK_MARKER as usize] = 1;
+            self.literal_encoding
+                .generate(&self.literal_freq[..NUM_LITERALS], 15);
+            self.generate_codegen(NUM_LITERALS, 1, true);
+            self.codegen_encoding.generate(&self.codegen_freq, 7);
+            let num_codegens = self.codegens();
+            self.write_dynamic_header(NUM_LITERALS, 1, num_codegens, eof);
+            self.last_huff_man = true;
+            self.last_header = self.header_size().0;
+        }
+        self.write_literals(input, eof || sync);
+    }
+
     /// klauspost 1.12.3–1.13.6 `writeBlockDynamic` after the end-of-block
     /// token: a continued block declares every code so its table can be
     /// reused without checking, stored wins unless the table saves a
@@ -597,7 +656,12 @@ impl BitWriter {
         if self.last_header > 0 {
             let mut new_size = self.last_header + tokens.estimated_bits();
             new_size += new_size >> self.log_new_table_penalty;
-            let reuse_size = self.dynamic_reuse_size() + self.extra_bit_size();
+            // Before 1.9.8 the reuse cost counted a header too.
+            let reuse_size = if self.reuse_costs_header {
+                self.dynamic_size(self.extra_bit_size()).0
+            } else {
+                self.dynamic_reuse_size() + self.extra_bit_size()
+            };
             let size = if new_size < reuse_size {
                 self.write_eob_owed();
                 new_size

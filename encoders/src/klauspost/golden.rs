@@ -257,6 +257,7 @@ pub(super) fn version_of_release(release: &str) -> Option<Version> {
         return None;
     };
     match (minor, patch) {
+        (9, 0..=7) => Some(Version::V1_9_0),
         (9, 8) | (10, 0) => Some(Version::V1_9_8),
         (10, 1) => Some(Version::V1_10_1),
         (10, 2..) | (11, 0..=12) => Some(Version::V1_10_2),
@@ -356,7 +357,8 @@ fn release_versions_map_to_generations() {
         ("1.12.1", Some(Version::V1_11_13)),
         ("1.10.1", Some(Version::V1_10_1)),
         ("1.10.0", Some(Version::V1_9_8)),
-        ("1.9.7", None),
+        ("1.9.7", Some(Version::V1_9_0)),
+        ("1.8.6", None),
     ] {
         assert_eq!(version_of_release(release), want, "{release}");
     }
@@ -495,6 +497,7 @@ fn matches_known_answers_of_other_klauspost_tags() {
         *checked.entry(version).or_default() += 1;
     }
     for version in [
+        Version::V1_9_0,
         Version::V1_9_8,
         Version::V1_10_1,
         Version::V1_10_2,

@@ -1,11 +1,12 @@
 //! Bit-exact klauspost/pgzip `NewWriter` output, the gzip layers podman,
 //! buildah and skopeo (containers/image) write.
 //!
-//! pgzip cuts the input into 1 MiB blocks and compresses each with
-//! klauspost/compress flate at level 5 (`DefaultCompression`), the previous
-//! block's last 16 KiB as preset dictionary, ending each block with a sync
-//! flush and the last one also with an empty final block. Blocks therefore
-//! compress independently and run on worker threads here.
+//! pgzip cuts the input into blocks (1 MiB unless `SetConcurrency` says
+//! otherwise) and compresses each with klauspost/compress flate at level 5
+//! (`DefaultCompression`), the previous block's last 16 KiB as preset
+//! dictionary, ending each block with a sync flush and the last one also with
+//! an empty final block. Blocks therefore compress independently and run on
+//! worker threads here.
 //!
 //! This follows, and is a port of the level-5 path of, BSD-licensed code:
 //! github.com/klauspost/pgzip `gzip.go` (Copyright (c) 2014 Klaus Post,
@@ -17,14 +18,12 @@
 //!
 //! klauspost/compress changed its level-5 output many times. Measured with
 //! pgzip v1.2.5 over every tag that touched the encoder (Go 1.19, see
-//! `encoders/testdata/pgzip/README.md`), the generations are: 1.9.0–1.9.7,
+//! `encoders/testdata/pgzip/README.md`), the generations are 1.9.0–1.9.7,
 //! 1.9.8–1.10.0, 1.10.1, 1.10.2–1.11.12, 1.11.13–1.12.1, 1.12.2,
-//! 1.12.3–1.13.6 ([`Version::V1_12_3`]), 1.14.0–1.14.2
-//! ([`Version::V1_14_0`]), 1.14.3–1.14.4 ([`Version::V1_14_3`]),
-//! 1.15.0–1.15.9 ([`Version::V1_15_0`]), 1.15.10–1.18.0
-//! ([`Version::V1_15_10`]), 1.18.1, and 1.18.2 and later
-//! ([`Version::V1_18_2`]). The ones before 1.12.3 and 1.18.1 are not
-//! reproduced here.
+//! 1.12.3–1.13.6, 1.14.0–1.14.2, 1.14.3–1.14.4, 1.15.0–1.15.9,
+//! 1.15.10–1.18.0, 1.18.1, and 1.18.2 and later: one [`Version`] each, but
+//! 1.18.1, which is not reproduced. Each variant's doc says how it differs
+//! from the next.
 //!
 //! Block sizes: pgzip ≥ 1.2.2 defaults to 1 MiB ([`BLOCK_SIZE`]), pgzip ≤
 //! 1.2.1 to 256 KiB, and umoci 0.4.x sets 256 KiB ([`UMOCI_BLOCK_SIZE`]);
@@ -33,6 +32,7 @@
 mod bits;
 mod bitwriter;
 mod deflate;
+mod golog;
 mod huffman;
 mod level5;
 mod pgzip;
@@ -52,6 +52,10 @@ pub use shared::{BlockClaim, Claim, SharedBlocks};
 /// Which klauspost/compress output generation (ordered oldest first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Version {
+    /// 1.9.0 to 1.9.7: as [`Version::V1_9_8`], but literal-only blocks are
+    /// sized with a float64 estimate, reusing a table is costed with a
+    /// header, and a new table with a penalty of 1/64 as well.
+    V1_9_0,
     /// 1.9.8 to 1.10.0: as [`Version::V1_10_1`], but the preset dictionary is
     /// ignored (`fillWindow` checks a level that is never set), so every
     /// block is compressed on its own.
@@ -92,7 +96,8 @@ pub enum Version {
 
 impl Version {
     /// Every version, oldest first.
-    pub const ALL: [Version; 11] = [
+    pub const ALL: [Version; 12] = [
+        Version::V1_9_0,
         Version::V1_9_8,
         Version::V1_10_1,
         Version::V1_10_2,
@@ -109,6 +114,7 @@ impl Version {
     /// Human-readable range of library versions, e.g. "klauspost 1.15.10–1.18.0".
     pub fn describe(self) -> &'static str {
         match self {
+            Version::V1_9_0 => "klauspost 1.9.0–1.9.7",
             Version::V1_9_8 => "klauspost 1.9.8–1.10.0",
             Version::V1_10_1 => "klauspost 1.10.1",
             Version::V1_10_2 => "klauspost 1.10.2–1.11.12",
@@ -126,6 +132,7 @@ impl Version {
     /// Stable id for a cache file, e.g. "pgzip-1.15.10".
     pub fn id(self) -> &'static str {
         match self {
+            Version::V1_9_0 => "pgzip-1.9.0",
             Version::V1_9_8 => "pgzip-1.9.8",
             Version::V1_10_1 => "pgzip-1.10.1",
             Version::V1_10_2 => "pgzip-1.10.2",

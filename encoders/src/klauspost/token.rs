@@ -5,6 +5,7 @@
 //! The histograms are kept while tokens are added because the block writer's
 //! size estimates read them, exactly as klauspost does.
 
+use super::golog::log2;
 use super::Version;
 
 /// Largest window chunk one `storeFast` step encodes.
@@ -104,6 +105,8 @@ pub(super) struct Tokens {
     /// [`Tokens::estimated_bits`] counts every symbol as 1 to 15 bits
     /// (klauspost 1.12.3 and later; before, the plain Shannon estimate).
     clamp_estimate: bool,
+    /// klauspost < 1.9.8: [`Tokens::estimated_bits`] in float64.
+    float64_estimate: bool,
     /// A match longer than 261 is cut into 258 + the rest (klauspost
     /// 1.15.0 and later); before, every piece but the last was 255 long.
     cut_at_258: bool,
@@ -116,6 +119,7 @@ impl Tokens {
             has_eob: false,
             count_eob: version >= Version::V1_14_0,
             clamp_estimate: version >= Version::V1_12_3,
+            float64_estimate: version < Version::V1_9_8,
             cut_at_258: version >= Version::V1_15_0,
             extra_hist: [0; 32],
             off_hist: [0; 32],
@@ -183,6 +187,48 @@ impl Tokens {
         }
     }
 
+    /// klauspost 1.9.0–1.9.7 `EstimatedBits`: float64 Go `math.Log2`, each
+    /// symbol rounded up, and the extra bits looked up by count, not by code
+    /// (as that code did).
+    fn estimated_bits_f64(&self) -> i32 {
+        let mut total = self.n + self.n_filled;
+        if self.has_eob && !self.count_eob {
+            total -= 1;
+        }
+        let mut shannon = 0f64;
+        let mut bits = 0i32;
+        let mut n_matches = 0i32;
+        if total > 0 {
+            let inv_total = 1.0f64 / total as f64;
+            for &v in &self.lit_hist {
+                if v > 0 {
+                    let n = v as f64;
+                    shannon += (-log2(n * inv_total) * n).ceil();
+                }
+            }
+            shannon += 15.0;
+            for &v in &self.extra_hist[1..LITERAL_COUNT - 256] {
+                if v > 0 {
+                    let n = v as f64;
+                    shannon += (-log2(n * inv_total) * n).ceil();
+                    bits += LENGTH_EXTRA_BITS[v as usize & 31] as i32 * v as i32;
+                    n_matches += v as i32;
+                }
+            }
+        }
+        if n_matches > 0 {
+            let inv_total = 1.0f64 / n_matches as f64;
+            for &v in &self.off_hist[..OFFSET_CODE_COUNT] {
+                if v > 0 {
+                    let n = v as f64;
+                    shannon += (-log2(n * inv_total) * n).ceil();
+                    bits += OFFSET_EXTRA_BITS[v as usize & 31] as i32 * v as i32;
+                }
+            }
+        }
+        shannon as i32 + bits
+    }
+
     /// klauspost < 1.14 `Fill`: every literal, length and offset code of a
     /// block that may be continued gets a count, so its table can always be
     /// reused.
@@ -217,6 +263,9 @@ impl Tokens {
     /// `EstimatedBits`: Shannon estimate in float32, the same operations in the
     /// same order as Go so the reuse decision matches.
     pub fn estimated_bits(&self) -> i32 {
+        if self.float64_estimate {
+            return self.estimated_bits_f64();
+        }
         let clamp = self.clamp_estimate;
         let bits_of = |p: f32| {
             if clamp {
