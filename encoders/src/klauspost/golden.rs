@@ -301,7 +301,7 @@ fn build_go_encoder() -> Result<GoEncoder, String> {
             "golang-github-klauspost-compress-dev",
         ])
         .output()
-        .map_err(|e| format!("dpkg-query: {e}"))?;
+        .map_err(|e| format!("dpkg-query: {e} (Debian's -dev packages are what is compared)"))?;
     let compress = String::from_utf8_lossy(&q.stdout).trim().to_string();
     let version = version_of_release(&compress)
         .ok_or_else(|| format!("klauspost/compress {compress:?} is not a reproduced generation"))?;
@@ -578,6 +578,9 @@ fn reproduces_a_umoci_layer() {
         let got = ours(&tar, Version::V1_15_10, UMOCI_BLOCK_SIZE, workers, 1 << 16);
         assert_eq!(format!("sha256:{}", sha256_hex(&got)), layer);
     }
+    // The block size is what makes it umoci's.
+    let default = ours(&tar, Version::V1_15_10, BLOCK_SIZE, 2, 1 << 16);
+    assert_ne!(format!("sha256:{}", sha256_hex(&default)), layer);
     eprintln!(
         "umoci layer {layer} ({} bytes of tar) reproduced",
         tar.len()

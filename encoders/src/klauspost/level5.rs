@@ -97,7 +97,7 @@ pub(super) struct FastEncL5<const N: usize> {
     hist: Box<Hist>,
     hist_len: usize,
     cur: i32,
-    tables: Tables<N>,
+    tables: Box<Tables<N>>,
     /// Whether a short match is checked for being the end of a longer one
     /// (klauspost 1.12.2 and later).
     end_check: bool,
@@ -106,12 +106,13 @@ pub(super) struct FastEncL5<const N: usize> {
     skip_beginning: i32,
 }
 
-/// The two hash tables of `N` slots (`N` a power of two); fixed-size arrays
-/// let the compiler drop bounds checks on hash indexes.
+/// The two hash tables of `N` slots (`N` a power of two) in one allocation,
+/// so the hot loop keeps one base pointer for them; fixed-size arrays let
+/// the compiler drop bounds checks on hash indexes.
 struct Tables<const N: usize> {
-    table: Box<[i32; N]>,
+    table: [i32; N],
     /// `[Cur, Prev]` per slot.
-    b_table: Box<[[i32; 2]; N]>,
+    b_table: [[i32; 2]; N],
 }
 
 impl<const N: usize> FastEncL5<N> {
@@ -122,10 +123,13 @@ impl<const N: usize> FastEncL5<N> {
             hist: zeroed(),
             hist_len: 0,
             cur: MAX_STORE_BLOCK_SIZE as i32,
-            tables: Tables {
-                table: zeroed(),
-                b_table: zeroed(),
-            },
+            // 384 KiB (768 KiB for 2^16 slots): optimised builds allocate
+            // it zeroed on the heap, unoptimised ones pass it through the
+            // stack, which worker threads' 2 MiB hold.
+            tables: Box::new(Tables {
+                table: [0; N],
+                b_table: [[0; 2]; N],
+            }),
         }
     }
 
@@ -198,8 +202,7 @@ impl<const N: usize> FastEncL5<N> {
         let cur = self.cur;
         let src = &*self.hist;
         let len = self.hist_len as i32;
-        let Tables { table, b_table } = &mut self.tables;
-        let (table, b_table) = (&mut **table, &mut **b_table);
+        let Tables { table, b_table } = &mut *self.tables;
         let mut next_emit = s;
         let s_limit = len - INPUT_MARGIN;
         let mut cv = load64(src, s);
