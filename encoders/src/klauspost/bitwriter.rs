@@ -9,15 +9,35 @@ use super::token::{
     Tokens, END_BLOCK_MARKER, LENGTH_EXTRA_BITS, LITERAL_COUNT, MAX_STORE_BLOCK_SIZE,
     OFFSET_CODE_COUNT, OFFSET_EXTRA_BITS,
 };
+use super::Version;
+
+mod legacy;
 
 const CODEGEN_CODE_COUNT: usize = 19;
 const BAD_CODE: u8 = 255;
-/// Below this many tokens the fixed code is considered.
-const MAX_PREDEFINED_TOKENS: usize = 250;
 const LENGTH_CODES_START: usize = 257;
 const CODEGEN_ORDER: [usize; 19] = [
     16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15,
 ];
+
+/// How `writeBlockHuff` estimates a literal-only block's size.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HuffEstimate {
+    /// 1.9.0–1.9.7 `histogramSize`: float64 Shannon bits rounded up per
+    /// literal; absent literals of a block that may be continued are counted
+    /// in it and in the histogram; reuse is costed as a fresh block.
+    Float64,
+    /// 1.10.2–1.11.12 `histogramSize`: Shannon bits, plus the cost of the
+    /// absent literals of a block that may be continued, which are counted
+    /// in the histogram (and so in the reuse estimate and the table).
+    FilledInPlace,
+    /// 1.11.13–1.12.2 `histogramSize`: Shannon bits over the literals plus
+    /// the absent ones of a block that may be continued, plus 1/32 of the
+    /// input; the table gets the absent ones only when it is built.
+    Shannon,
+    /// 1.12.3 and later: the size with the table a fresh build would give.
+    Table,
+}
 
 /// klauspost `huffmanBitWriter`.
 pub(super) struct BitWriter {
@@ -25,6 +45,21 @@ pub(super) struct BitWriter {
     /// Tier 2 (compress ≥ 1.18.2) always counts an end-of-block symbol when
     /// indexing tokens and trims the header's code counts on non-final blocks.
     always_eob: bool,
+    /// Below this many tokens the fixed code is considered (250 from
+    /// klauspost 1.14.3, always before).
+    max_predefined_tokens: usize,
+    /// A literal-only block of near-uniform bytes is stored without building
+    /// a table (from klauspost 1.14.3).
+    quick_store: bool,
+    /// The closing empty block is fixed-coded (10 bits), not stored
+    /// (klauspost 1.10.2 and later).
+    fixed_empty_final: bool,
+    /// klauspost < 1.14 `writeBlockDynamic`: filled tables, no fixed code.
+    filled_tables: bool,
+    /// How a literal-only block estimates its size.
+    huff_estimate: HuffEstimate,
+    /// Reusing a table is costed with a header (klauspost < 1.9.8).
+    reuse_costs_header: bool,
     last_huff_man: bool,
     literal_encoding: HuffmanEncoder,
     tmp_lit_encoding: HuffmanEncoder,
@@ -43,7 +78,7 @@ pub(super) struct BitWriter {
 }
 
 impl BitWriter {
-    pub fn new(always_eob: bool) -> Self {
+    pub fn new(version: Version) -> Self {
         let mut huff_offset = HuffmanEncoder::new(OFFSET_CODE_COUNT);
         let mut f = [0u16; OFFSET_CODE_COUNT];
         f[0] = 1;
@@ -54,7 +89,25 @@ impl BitWriter {
                 bits: 0,
                 nbits: 0,
             },
-            always_eob,
+            always_eob: version >= Version::V1_18_2,
+            max_predefined_tokens: if version >= Version::V1_14_3 {
+                250
+            } else {
+                usize::MAX
+            },
+            quick_store: version >= Version::V1_14_3,
+            fixed_empty_final: version >= Version::V1_10_2,
+            reuse_costs_header: version < Version::V1_9_8,
+            filled_tables: version < Version::V1_14_0,
+            huff_estimate: if version < Version::V1_9_8 {
+                HuffEstimate::Float64
+            } else if version < Version::V1_11_13 {
+                HuffEstimate::FilledInPlace
+            } else if version < Version::V1_12_3 {
+                HuffEstimate::Shannon
+            } else {
+                HuffEstimate::Table
+            },
             last_huff_man: false,
             literal_encoding: HuffmanEncoder::new(LITERAL_COUNT),
             tmp_lit_encoding: HuffmanEncoder::new(LITERAL_COUNT),
@@ -64,7 +117,13 @@ impl BitWriter {
             fixed_offset: HuffmanEncoder::fixed_offset(),
             huff_offset,
             last_header: 0,
-            log_new_table_penalty: 7,
+            log_new_table_penalty: if version < Version::V1_11_13 {
+                6
+            } else if version < Version::V1_14_0 {
+                8
+            } else {
+                7
+            },
             literal_freq: [0; LENGTH_CODES_START + 32],
             offset_freq: [0; 32],
             codegen_freq: [0; CODEGEN_CODE_COUNT],
@@ -101,7 +160,7 @@ impl BitWriter {
     /// A stored header; an empty final block becomes a 10-bit fixed block.
     pub fn write_stored_header(&mut self, length: usize, is_eof: bool) {
         self.write_eob_owed();
-        if length == 0 && is_eof {
+        if self.fixed_empty_final && length == 0 && is_eof {
             self.write_fixed_header(is_eof);
             self.bw.write_bits(0, 7);
             self.flush();
@@ -363,6 +422,9 @@ impl BitWriter {
         if sync {
             tokens.add_eob();
         }
+        if self.filled_tables {
+            return self.write_block_filled(tokens, eof, input, sync);
+        }
         // A pure-literal table cannot be reused, and a final block needs its own header.
         if (self.last_huff_man || eof) && self.last_header > 0 {
             self.write_eob_owed();
@@ -392,7 +454,7 @@ impl BitWriter {
             } else {
                 reuse_size
             };
-            if tokens.n() < MAX_PREDEFINED_TOKENS {
+            if tokens.n() < self.max_predefined_tokens {
                 let pre_size = self.fixed_size(extra_bits) + 7;
                 if pre_size < size {
                     if storable && ssize <= size {
@@ -415,7 +477,7 @@ impl BitWriter {
             self.generate_codegen(num_literals, num_offsets, false);
             self.codegen_encoding.generate(&self.codegen_freq, 7);
             let (size, num_codegens) = self.dynamic_size(extra_bits);
-            if tokens.n() < MAX_PREDEFINED_TOKENS {
+            if tokens.n() < self.max_predefined_tokens {
                 let pre_size = self.fixed_size(extra_bits);
                 if pre_size <= size {
                     if storable && ssize <= pre_size {
@@ -453,6 +515,9 @@ impl BitWriter {
         if !self.last_huff_man {
             self.offset_freq = [0; 32];
         }
+        if self.huff_estimate != HuffEstimate::Table {
+            return self.write_block_huff_shannon(eof, input, sync);
+        }
         const NUM_LITERALS: usize = END_BLOCK_MARKER as usize + 1;
         // klauspost's guess of a literal-only header: 70 bytes.
         const GUESS_HEADER_SIZE_BITS: i32 = 70 * 8;
@@ -461,7 +526,7 @@ impl BitWriter {
         }
         let ssize = (input.len() as i32 + 5) * 8;
         let storable = input.len() <= MAX_STORE_BLOCK_SIZE;
-        if storable && input.len() > 1024 {
+        if self.quick_store && storable && input.len() > 1024 {
             // Quick check for incompressible content (float64, as in Go).
             let mut abs = 0f64;
             let avg = input.len() as f64 / 256.0;
@@ -512,6 +577,12 @@ impl BitWriter {
             self.last_huff_man = true;
             self.last_header = self.header_size().0;
         }
+        self.write_literals(input, eof || sync);
+    }
+
+    /// The literals of `input` with the current table, and the end-of-block
+    /// code if the block `ends`.
+    fn write_literals(&mut self, input: &[u8], ends: bool) {
         let enc = &self.literal_encoding.codes[..256];
         let bw = &mut self.bw;
         let (mut bits, mut nbits) = (bw.bits, bw.nbits);
@@ -530,7 +601,7 @@ impl BitWriter {
         if bw.nbits >= 48 {
             bw.write_out();
         }
-        if eof || sync {
+        if ends {
             bw.write_code(self.literal_encoding.codes[END_BLOCK_MARKER as usize]);
             self.last_header = 0;
             self.last_huff_man = false;

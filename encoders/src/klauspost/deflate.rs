@@ -3,17 +3,41 @@
 //! the fixed call sequence pgzip makes per block.
 
 use super::bitwriter::BitWriter;
-use super::level5::FastEncL5;
+use super::level5::{FastEncL5, TABLE_SIZE, TABLE_SIZE_1_10_1};
 use super::token::{Tokens, MAX_STORE_BLOCK_SIZE};
 use super::Version;
 
 /// Longest dictionary the fast encoders use (`maxMatchOffset`).
 const MAX_DICT: usize = 1 << 15;
 
+/// The level-5 match finder with the hash table size of its version.
+enum Encoder {
+    Small(FastEncL5<TABLE_SIZE>),
+    Large(Box<FastEncL5<TABLE_SIZE_1_10_1>>),
+}
+
+impl Encoder {
+    fn reset(&mut self) {
+        match self {
+            Encoder::Small(e) => e.reset(),
+            Encoder::Large(e) => e.reset(),
+        }
+    }
+
+    fn encode(&mut self, dst: &mut Tokens, src: &[u8]) {
+        match self {
+            Encoder::Small(e) => e.encode(dst, src),
+            Encoder::Large(e) => e.encode(dst, src),
+        }
+    }
+}
+
 /// One reusable level-5 flate writer (pgzip pools these; reuse does not
 /// change output because `reset` puts every old table entry out of reach).
 pub(super) struct Compressor {
-    enc: FastEncL5,
+    enc: Encoder,
+    /// klauspost ≤ 1.10.0 never fills the window with the dictionary.
+    ignores_dict: bool,
     tokens: Tokens,
     w: BitWriter,
 }
@@ -21,9 +45,14 @@ pub(super) struct Compressor {
 impl Compressor {
     pub fn new(version: Version) -> Self {
         Compressor {
-            enc: FastEncL5::new(),
-            tokens: Tokens::new(),
-            w: BitWriter::new(version == Version::V1_18_2),
+            ignores_dict: version <= Version::V1_9_8,
+            enc: if version >= Version::V1_10_2 {
+                Encoder::Small(FastEncL5::new(version))
+            } else {
+                Encoder::Large(Box::new(FastEncL5::new(version)))
+            },
+            tokens: Tokens::new(version),
+            w: BitWriter::new(version),
         }
     }
 
@@ -45,7 +74,11 @@ impl Compressor {
         self.enc.reset();
         self.tokens.reset();
 
-        let dict = &dict[dict.len().saturating_sub(MAX_DICT)..];
+        let dict = if self.ignores_dict {
+            &[]
+        } else {
+            &dict[dict.len().saturating_sub(MAX_DICT)..]
+        };
         self.enc.encode(&mut self.tokens, dict);
         self.tokens.reset();
 
@@ -63,6 +96,7 @@ impl Compressor {
         self.w.flush();
         if last {
             self.w.write_stored_header(0, true);
+            self.w.flush();
         }
         std::mem::take(&mut self.w.bw.out)
     }

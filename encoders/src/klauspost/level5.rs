@@ -7,9 +7,12 @@
 //! entries are in and out of reach after `reset` and buffer compaction.
 
 use super::token::{Tokens, MAX_STORE_BLOCK_SIZE};
+use super::Version;
 
-const TABLE_BITS: u32 = 15;
-const TABLE_SIZE: usize = 1 << TABLE_BITS;
+/// Hash table size from klauspost 1.10.2 on (`tableBits` 15).
+pub(super) const TABLE_SIZE: usize = 1 << 15;
+/// Hash table size up to klauspost 1.10.1 (`tableBits` 16).
+pub(super) const TABLE_SIZE_1_10_1: usize = 1 << 16;
 const MAX_MATCH_OFFSET: i32 = 1 << 15;
 const MAX_MATCH_LENGTH: i32 = 258;
 const ALLOC_HISTORY: usize = MAX_STORE_BLOCK_SIZE * 5;
@@ -20,13 +23,13 @@ const PRIME4: u32 = 2654435761;
 const PRIME7: u64 = 58295818150454627;
 
 #[inline(always)]
-fn hash4(u: u64) -> usize {
-    ((u as u32).wrapping_mul(PRIME4) >> (32 - TABLE_BITS)) as usize
+fn hash4<const N: usize>(u: u64) -> usize {
+    ((u as u32).wrapping_mul(PRIME4) >> (32 - N.trailing_zeros())) as usize
 }
 
 #[inline(always)]
-fn hash7(u: u64) -> usize {
-    ((u << 8).wrapping_mul(PRIME7) >> (64 - TABLE_BITS)) as usize
+fn hash7<const N: usize>(u: u64) -> usize {
+    ((u << 8).wrapping_mul(PRIME7) >> (64 - N.trailing_zeros())) as usize
 }
 
 /// The history buffer is a power of two larger than `ALLOC_HISTORY`, plus
@@ -90,31 +93,42 @@ fn zeroed<T: Copy + Default, const N: usize>() -> Box<[T; N]> {
 }
 
 /// klauspost `fastEncL5`.
-pub(super) struct FastEncL5 {
+pub(super) struct FastEncL5<const N: usize> {
     hist: Box<Hist>,
     hist_len: usize,
     cur: i32,
-    tables: Box<Tables>,
+    tables: Box<Tables<N>>,
+    /// Whether a short match is checked for being the end of a longer one
+    /// (klauspost 1.12.2 and later).
+    end_check: bool,
+    /// Leading bytes allowed to mismatch in that check (2 from klauspost
+    /// 1.15.10, 0 before).
+    skip_beginning: i32,
 }
 
-/// Both hash tables in one allocation, so the hot loop keeps one base
-/// pointer for them; fixed-size arrays let the compiler drop bounds checks
-/// on hash indexes.
-struct Tables {
-    table: [i32; TABLE_SIZE],
+/// The two hash tables of `N` slots (`N` a power of two) in one allocation,
+/// so the hot loop keeps one base pointer for them; fixed-size arrays let
+/// the compiler drop bounds checks on hash indexes.
+struct Tables<const N: usize> {
+    table: [i32; N],
     /// `[Cur, Prev]` per slot.
-    b_table: [[i32; 2]; TABLE_SIZE],
+    b_table: [[i32; 2]; N],
 }
 
-impl FastEncL5 {
-    pub fn new() -> Self {
+impl<const N: usize> FastEncL5<N> {
+    pub fn new(version: Version) -> Self {
         FastEncL5 {
+            end_check: version >= Version::V1_12_2,
+            skip_beginning: if version >= Version::V1_15_10 { 2 } else { 0 },
             hist: zeroed(),
             hist_len: 0,
             cur: MAX_STORE_BLOCK_SIZE as i32,
+            // 384 KiB (768 KiB for 2^16 slots): optimised builds allocate
+            // it zeroed on the heap, unoptimised ones pass it through the
+            // stack, which worker threads' 2 MiB hold.
             tables: Box::new(Tables {
-                table: [0; TABLE_SIZE],
-                b_table: [[0; 2]; TABLE_SIZE],
+                table: [0; N],
+                b_table: [[0; 2]; N],
             }),
         }
     }
@@ -199,8 +213,8 @@ impl FastEncL5 {
             let mut l: i32 = 0;
             let mut t: i32;
             loop {
-                let next_hash_s = hash4(cv);
-                let next_hash_l = hash7(cv);
+                let next_hash_s = hash4::<N>(cv);
+                let next_hash_l = hash7::<N>(cv);
                 s = next_s;
                 next_s = s + 1 + ((s - next_emit) >> SKIP_LOG);
                 if next_s > s_limit {
@@ -234,8 +248,8 @@ impl FastEncL5 {
                     continue;
                 }
 
-                let next_hash_s = hash4(next);
-                let next_hash_l = hash7(next);
+                let next_hash_s = hash4::<N>(next);
+                let next_hash_l = hash7::<N>(next);
                 let next_entry = next_s + cur;
 
                 if l0_in {
@@ -314,11 +328,10 @@ impl FastEncL5 {
             // A short match may be a later part of a longer one: look up the
             // long hash at its end, allowing two mismatching leading bytes.
             let s_at = s + l;
-            if l < 30 && s_at < s_limit {
-                const SKIP_BEGINNING: i32 = 2;
-                let e_long = b_table[hash7(load64(src, s_at))][0];
-                let t2 = e_long - cur - l + SKIP_BEGINNING;
-                let s2 = s + SKIP_BEGINNING;
+            if self.end_check && l < 30 && s_at < s_limit {
+                let e_long = b_table[hash7::<N>(load64(src, s_at))][0];
+                let t2 = e_long - cur - l + self.skip_beginning;
+                let s2 = s + self.skip_beginning;
                 let off = s2 - t2;
                 if (t2 >= 0) & (off < MAX_MATCH_OFFSET) & (off > 0) {
                     let l2 = matchlen_long(s2, t2, src, len);
@@ -356,31 +369,31 @@ impl FastEncL5 {
             if i < s - 1 {
                 let mut cv = load64(src, i);
                 let mut te = i + cur;
-                table[hash4(cv)] = te;
-                let e = &mut b_table[hash7(cv)];
+                table[hash4::<N>(cv)] = te;
+                let e = &mut b_table[hash7::<N>(cv)];
                 *e = [te, e[0]];
                 cv >>= 8;
                 te += 1;
-                let e = &mut b_table[hash7(cv)];
+                let e = &mut b_table[hash7::<N>(cv)];
                 *e = [te, e[0]];
                 cv >>= 8;
                 te += 1;
-                table[hash4(cv)] = te;
+                table[hash4::<N>(cv)] = te;
                 i += 4;
                 while i < s - 1 {
                     let cv = load64(src, i);
                     let te = i + cur;
-                    let e = &mut b_table[hash7(cv)];
+                    let e = &mut b_table[hash7::<N>(cv)];
                     *e = [te, e[0]];
-                    table[hash4(cv >> 8)] = te + 1;
+                    table[hash4::<N>(cv >> 8)] = te + 1;
                     i += 3;
                 }
             }
 
             let x = load64(src, s - 1);
             let o = cur + s - 1;
-            table[hash4(x)] = o;
-            let e = &mut b_table[hash7(x)];
+            table[hash4::<N>(x)] = o;
+            let e = &mut b_table[hash7::<N>(x)];
             *e = [o, e[0]];
             cv = x >> 8;
         }
@@ -419,8 +432,8 @@ mod tests {
 
     /// Runs `windows` through `enc` the way `Compressor` does for one block
     /// (reset, then windows without reset) and returns every window's tokens.
-    fn tokens_of(enc: &mut FastEncL5, windows: &[&[u8]]) -> Vec<Vec<u32>> {
-        let mut tokens = Tokens::new();
+    fn tokens_of(enc: &mut FastEncL5<TABLE_SIZE>, windows: &[&[u8]]) -> Vec<Vec<u32>> {
+        let mut tokens = Tokens::new(Version::V1_15_10);
         enc.reset();
         windows
             .iter()
@@ -436,14 +449,14 @@ mod tests {
     fn rebasing_before_wraparound_does_not_change_tokens() {
         let data = sample(12 * MAX_STORE_BLOCK_SIZE);
         let windows: Vec<&[u8]> = data.chunks(MAX_STORE_BLOCK_SIZE).collect();
-        let mut fresh = FastEncL5::new();
+        let mut fresh = FastEncL5::<TABLE_SIZE>::new(Version::V1_15_10);
         let want = tokens_of(&mut fresh, &windows);
         assert!(want.iter().any(|t| t.iter().any(|&t| t >= MATCH_TYPE)));
         // Just below the limit: the first encode clears the tables (empty
         // history). Further below: history compaction crosses the limit in
         // the middle of the block, and the tables are rebased with history.
         for below in [10, 400_000] {
-            let mut late = FastEncL5::new();
+            let mut late = FastEncL5::<TABLE_SIZE>::new(Version::V1_15_10);
             late.cur = BUFFER_RESET - below;
             for round in 0..2 {
                 let got = tokens_of(&mut late, &windows);

@@ -1,11 +1,11 @@
 //! pgzip framing (klauspost/pgzip `gzip.go` `Writer`): the gzip header, input
-//! cut into 1 MiB blocks, each compressed with the previous block's last
+//! cut into blocks (1 MiB unless `SetConcurrency` chose another size), each compressed with the previous block's last
 //! 16 KiB as dictionary, and the CRC-32/ISIZE trailer. Blocks are compressed
 //! on worker threads and written in order, or copied from [`SharedBlocks`]
 //! when another writer of the same stream made them.
 //!
-//! Block `k`'s output depends only on input bytes `[k·1 MiB − 16 KiB,
-//! (k+1)·1 MiB)` and on whether it is the last, so a writer can also start
+//! Block `k`'s output depends only on input bytes `[k·B − 16 KiB,
+//! (k+1)·B)` (B the block size) and on whether it is the last, so a writer can also start
 //! at a block ([`PgzipWriter::resume`], given a [`BlockStart`]) and write
 //! exactly the rest of the stream; a running writer reports where each
 //! block starts ([`PgzipWriter::on_block`]).
@@ -20,8 +20,11 @@ use super::deflate::Compressor;
 use super::shared::{BlockClaim, Claim, SharedBlocks};
 use super::Version;
 
-/// pgzip `defaultBlockSize`: input bytes per block.
+/// pgzip `defaultBlockSize` (pgzip ≥ 1.2.2): input bytes per block.
 pub const BLOCK_SIZE: usize = 1 << 20;
+/// The block size umoci 0.4.x sets (`SetConcurrency(256<<10, 2*NumCPU)`),
+/// also pgzip ≤ 1.2.1's default.
+pub const UMOCI_BLOCK_SIZE: usize = 256 << 10;
 /// pgzip `tailSize`: the previous block's last bytes, the next block's dictionary.
 pub const TAIL_SIZE: usize = 16384;
 /// pgzip with a zero `ModTime` writes `uint32(time.Time{}.Unix())` as MTIME.
@@ -119,7 +122,17 @@ pub struct BlockStart {
 }
 
 impl BlockStart {
-    /// Input bytes before the block.
+    /// The start of the stream.
+    fn first() -> Self {
+        BlockStart {
+            seq: 0,
+            tail: Vec::new(),
+            crc: 0,
+            offset: 0,
+        }
+    }
+
+    /// Input bytes before the block, in a stream of [`BLOCK_SIZE`] blocks.
     pub fn input_before(&self) -> u64 {
         self.seq * BLOCK_SIZE as u64
     }
@@ -181,13 +194,15 @@ enum Engine {
 
 /// pgzip.NewWriter output; blocks compressed on `workers` threads.
 ///
-/// The output depends only on the input and the [`Version`], not on `workers`
-/// or on how the input is split into `write` calls. At most about
-/// 2 × `workers` blocks (1 MiB each) are in flight.
+/// The output depends only on the input, the [`Version`] and the block size,
+/// not on `workers` or on how the input is split into `write` calls. At
+/// most about 2 × `workers` blocks are in flight.
 pub struct PgzipWriter<W: Write> {
     out: Output<W>,
     engine: Engine,
     header_written: bool,
+    /// Input bytes per block.
+    block_size: usize,
     block: Vec<u8>,
     prev_tail: Vec<u8>,
     crc: crc32fast::Hasher,
@@ -206,6 +221,26 @@ impl<W: Write> PgzipWriter<W> {
         Self::sharing(inner, version, workers, None)
     }
 
+    /// [`PgzipWriter::new`] after `SetConcurrency(block_size, …)`, e.g.
+    /// [`UMOCI_BLOCK_SIZE`]. Like pgzip, refuses a size of at most [`TAIL_SIZE`].
+    pub fn with_block_size(
+        inner: W,
+        version: Version,
+        block_size: usize,
+        workers: usize,
+    ) -> io::Result<Self> {
+        let mut w = Self::start(
+            inner,
+            version,
+            block_size,
+            workers,
+            None,
+            BlockStart::first(),
+        )?;
+        w.header_written = false;
+        Ok(w)
+    }
+
     /// [`PgzipWriter::new`], taking blocks from and leaving them in
     /// `shared`: every writer given it must write the same input (the same
     /// blob), or the output is wrong (a blob is proven by its digest).
@@ -215,13 +250,7 @@ impl<W: Write> PgzipWriter<W> {
         workers: usize,
         shared: Option<Arc<dyn SharedBlocks>>,
     ) -> io::Result<Self> {
-        let start = BlockStart {
-            seq: 0,
-            tail: Vec::new(),
-            crc: 0,
-            offset: 0,
-        };
-        let mut w = Self::resume(inner, version, workers, shared, start)?;
+        let mut w = Self::resume(inner, version, workers, shared, BlockStart::first())?;
         w.header_written = false;
         Ok(w)
     }
@@ -238,6 +267,36 @@ impl<W: Write> PgzipWriter<W> {
         shared: Option<Arc<dyn SharedBlocks>>,
         at: BlockStart,
     ) -> io::Result<Self> {
+        Self::start(inner, version, BLOCK_SIZE, workers, shared, at)
+    }
+
+    /// [`PgzipWriter::resume`] for a stream of `block_size` blocks: the input
+    /// starts at `at.seq × block_size`.
+    pub fn resume_with_block_size(
+        inner: W,
+        version: Version,
+        block_size: usize,
+        workers: usize,
+        shared: Option<Arc<dyn SharedBlocks>>,
+        at: BlockStart,
+    ) -> io::Result<Self> {
+        Self::start(inner, version, block_size, workers, shared, at)
+    }
+
+    fn start(
+        inner: W,
+        version: Version,
+        block_size: usize,
+        workers: usize,
+        shared: Option<Arc<dyn SharedBlocks>>,
+        at: BlockStart,
+    ) -> io::Result<Self> {
+        if block_size <= TAIL_SIZE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("pgzip: block size cannot be less than or equal to {TAIL_SIZE}"),
+            ));
+        }
         let tail_len = if at.seq == 0 { 0 } else { TAIL_SIZE };
         if at.tail.len() != tail_len {
             return Err(io::Error::new(
@@ -249,7 +308,7 @@ impl<W: Write> PgzipWriter<W> {
                 ),
             ));
         }
-        let size = at.input_before();
+        let size = at.seq * block_size as u64;
         let engine = if workers <= 1 {
             Engine::Inline(Box::new(Compressor::new(version)))
         } else {
@@ -264,6 +323,7 @@ impl<W: Write> PgzipWriter<W> {
             },
             engine,
             header_written: true,
+            block_size,
             block: Vec::new(),
             prev_tail: at.tail,
             crc: crc32fast::Hasher::new_with_initial_len(at.crc, size),
@@ -439,15 +499,16 @@ impl<W: Write> Write for PgzipWriter<W> {
         self.write_header()?;
         let mut rest = buf;
         while !rest.is_empty() {
-            if self.block.capacity() < BLOCK_SIZE {
-                self.block.reserve_exact(BLOCK_SIZE - self.block.len());
+            let block_size = self.block_size;
+            if self.block.capacity() < block_size {
+                self.block.reserve_exact(block_size - self.block.len());
             }
-            let n = rest.len().min(BLOCK_SIZE - self.block.len());
+            let n = rest.len().min(block_size - self.block.len());
             self.block.extend_from_slice(&rest[..n]);
             self.crc.update(&rest[..n]);
             self.size += n as u64;
             rest = &rest[n..];
-            if self.block.len() == BLOCK_SIZE {
+            if self.block.len() == block_size {
                 self.submit(false)?;
             }
         }

@@ -5,6 +5,9 @@
 //! The histograms are kept while tokens are added because the block writer's
 //! size estimates read them, exactly as klauspost does.
 
+use super::golog::log2;
+use super::Version;
+
 /// Largest window chunk one `storeFast` step encodes.
 pub(super) const MAX_STORE_BLOCK_SIZE: usize = 65535;
 pub(super) const END_BLOCK_MARKER: u32 = 256;
@@ -92,11 +95,32 @@ pub(super) struct Tokens {
     /// `MAX_STORE_BLOCK_SIZE` bytes gives at most that many tokens, plus EOB.
     toks: Box<[u32; MAX_STORE_BLOCK_SIZE + 1]>,
     n: usize,
+    /// Histogram entries [`Tokens::fill`] raised from 0 to 1.
+    n_filled: usize,
+    /// Whether an end-of-block token was added.
+    has_eob: bool,
+    /// [`Tokens::estimated_bits`] counts the end-of-block token (klauspost
+    /// 1.14.0 and later).
+    count_eob: bool,
+    /// [`Tokens::estimated_bits`] counts every symbol as 1 to 15 bits
+    /// (klauspost 1.12.3 and later; before, the plain Shannon estimate).
+    clamp_estimate: bool,
+    /// klauspost < 1.9.8: [`Tokens::estimated_bits`] in float64.
+    float64_estimate: bool,
+    /// A match longer than 261 is cut into 258 + the rest (klauspost
+    /// 1.15.0 and later); before, every piece but the last was 255 long.
+    cut_at_258: bool,
 }
 
 impl Tokens {
-    pub fn new() -> Self {
+    pub fn new(version: Version) -> Self {
         Tokens {
+            n_filled: 0,
+            has_eob: false,
+            count_eob: version >= Version::V1_14_0,
+            clamp_estimate: version >= Version::V1_12_3,
+            float64_estimate: version < Version::V1_9_8,
+            cut_at_258: version >= Version::V1_15_0,
             extra_hist: [0; 32],
             off_hist: [0; 32],
             lit_hist: [0; 256],
@@ -121,6 +145,8 @@ impl Tokens {
             return;
         }
         self.n = 0;
+        self.n_filled = 0;
+        self.has_eob = false;
         self.lit_hist = [0; 256];
         self.extra_hist = [0; 32];
         self.off_hist = [0; 32];
@@ -146,7 +172,11 @@ impl Tokens {
             let mut xl = length;
             if xl > 258 {
                 // Leave at least 3 bytes for the next token.
-                xl = if xl > 258 + 3 { 258 } else { 258 - 3 };
+                xl = if self.cut_at_258 && xl > 258 + 3 {
+                    258
+                } else {
+                    258 - 3
+                };
             }
             length -= xl;
             let xl = (xl - 3) as u32;
@@ -157,32 +187,113 @@ impl Tokens {
         }
     }
 
+    /// klauspost 1.9.0–1.9.7 `EstimatedBits`: float64 Go `math.Log2`, each
+    /// symbol rounded up, and the extra bits looked up by count, not by code
+    /// (as that code did).
+    fn estimated_bits_f64(&self) -> i32 {
+        let mut total = self.n + self.n_filled;
+        if self.has_eob && !self.count_eob {
+            total -= 1;
+        }
+        let mut shannon = 0f64;
+        let mut bits = 0i32;
+        let mut n_matches = 0i32;
+        if total > 0 {
+            let inv_total = 1.0f64 / total as f64;
+            for &v in &self.lit_hist {
+                if v > 0 {
+                    let n = v as f64;
+                    shannon += (-log2(n * inv_total) * n).ceil();
+                }
+            }
+            shannon += 15.0;
+            for &v in &self.extra_hist[1..LITERAL_COUNT - 256] {
+                if v > 0 {
+                    let n = v as f64;
+                    shannon += (-log2(n * inv_total) * n).ceil();
+                    bits += LENGTH_EXTRA_BITS[v as usize & 31] as i32 * v as i32;
+                    n_matches += v as i32;
+                }
+            }
+        }
+        if n_matches > 0 {
+            let inv_total = 1.0f64 / n_matches as f64;
+            for &v in &self.off_hist[..OFFSET_CODE_COUNT] {
+                if v > 0 {
+                    let n = v as f64;
+                    shannon += (-log2(n * inv_total) * n).ceil();
+                    bits += OFFSET_EXTRA_BITS[v as usize & 31] as i32 * v as i32;
+                }
+            }
+        }
+        shannon as i32 + bits
+    }
+
+    /// klauspost < 1.14 `Fill`: every literal, length and offset code of a
+    /// block that may be continued gets a count, so its table can always be
+    /// reused.
+    pub fn fill(&mut self) {
+        if self.n == 0 {
+            return;
+        }
+        let hists = self
+            .lit_hist
+            .iter_mut()
+            .chain(&mut self.extra_hist[..LITERAL_COUNT - 256]);
+        for v in hists {
+            if *v == 0 {
+                *v = 1;
+                self.n_filled += 1;
+            }
+        }
+        for v in &mut self.off_hist[..OFFSET_CODE_COUNT] {
+            if *v == 0 {
+                *v = 1;
+            }
+        }
+    }
+
     pub fn add_eob(&mut self) {
         self.toks[self.n] = END_BLOCK_MARKER;
         self.n += 1;
+        self.has_eob = true;
         self.extra_hist[0] += 1;
     }
 
     /// `EstimatedBits`: Shannon estimate in float32, the same operations in the
     /// same order as Go so the reuse decision matches.
     pub fn estimated_bits(&self) -> i32 {
+        if self.float64_estimate {
+            return self.estimated_bits_f64();
+        }
+        let clamp = self.clamp_estimate;
+        let bits_of = |p: f32| {
+            if clamp {
+                at_least_one(-m_fast_log2(p))
+            } else {
+                -m_fast_log2(p)
+            }
+        };
         let mut shannon = 0f32;
         let mut bits = 0i32;
         let mut n_matches = 0i32;
-        let total = self.n();
+        let mut total = self.n + self.n_filled;
+        if self.has_eob && !self.count_eob {
+            total -= 1;
+        }
         if total > 0 {
             let inv_total = 1.0f32 / total as f32;
             for &v in &self.lit_hist {
                 if v > 0 {
                     let n = v as f32;
-                    shannon += at_least_one(-m_fast_log2(n * inv_total)) * n;
+                    shannon += bits_of(n * inv_total) * n;
                 }
             }
             shannon += 15.0;
             for (i, &v) in self.extra_hist[1..LITERAL_COUNT - 256].iter().enumerate() {
                 if v > 0 {
                     let n = v as f32;
-                    shannon += at_least_one(-m_fast_log2(n * inv_total)) * n;
+                    shannon += bits_of(n * inv_total) * n;
                     bits += LENGTH_EXTRA_BITS[i & 31] as i32 * v as i32;
                     n_matches += v as i32;
                 }
@@ -193,7 +304,7 @@ impl Tokens {
             for (i, &v) in self.off_hist[..OFFSET_CODE_COUNT].iter().enumerate() {
                 if v > 0 {
                     let n = v as f32;
-                    shannon += at_least_one(-m_fast_log2(n * inv_total)) * n;
+                    shannon += bits_of(n * inv_total) * n;
                     bits += OFFSET_EXTRA_BITS[i & 31] as i32 * v as i32;
                 }
             }
@@ -202,7 +313,7 @@ impl Tokens {
     }
 }
 
-fn at_least_one(v: f32) -> f32 {
+pub(super) fn at_least_one(v: f32) -> f32 {
     if v < 1.0 {
         return 1.0;
     }
@@ -215,7 +326,7 @@ fn at_least_one(v: f32) -> f32 {
 /// klauspost's `mFastLog2` (from https://stackoverflow.com/a/28730362).
 // The constants are Go's literals, rounded to float32 exactly as Go does.
 #[allow(clippy::excessive_precision)]
-fn m_fast_log2(val: f32) -> f32 {
+pub(super) fn m_fast_log2(val: f32) -> f32 {
     let mut ux = val.to_bits() as i32;
     let mut log2 = (((ux >> 23) & 255) - 128) as f32;
     ux &= -0x7f80_0001;
