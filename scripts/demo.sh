@@ -38,6 +38,13 @@ new_id=$(skopeo inspect --raw --config "oci:$D/out:demo" | sha256sum | cut -d' '
 echo "image ID of the original: sha256:$orig_id"
 echo "image ID of the export:   sha256:$new_id"
 [ "$orig_id" = "$new_id" ] || { echo "IMAGE ID CHANGED" >&2; exit 1; }
+# umoci compressed the layers (pgzip, 256 KiB blocks): reproduced, so the
+# original manifest bytes, and digest, are kept.
+orig_m=$(skopeo inspect --raw "oci:$D/src:demo" | sha256sum | cut -d' ' -f1)
+new_m=$(skopeo inspect --raw "oci:$D/out:demo" | sha256sum | cut -d' ' -f1)
+echo "manifest digest of the original: sha256:$orig_m"
+echo "manifest digest of the export:   sha256:$new_m"
+[ "$orig_m" = "$new_m" ] || { echo "MANIFEST DIGEST CHANGED" >&2; exit 1; }
 skopeo copy -q "oci:$D/out:demo" "dir:$D/dir"
 echo "skopeo copy oci:$D/out:demo dir:$D/dir: ok ($(ls "$D/dir" | wc -l) files)"
 for l in $(skopeo inspect --raw "oci:$D/out:demo" | python3 -c 'import json,sys; print(" ".join(l["digest"][7:] for l in json.load(sys.stdin)["layers"]))'); do
@@ -49,4 +56,4 @@ skopeo inspect --config "oci:$D/out:demo" | python3 -c 'import json,sys; [print(
 step "Exporting again into the same layout: nothing to write"
 "$BIN" --repo "$D/repo" export demo --to "oci:$D/out"
 echo
-echo "Demo finished: image ID kept, every layer proven against its diff_id."
+echo "Demo finished: image ID and manifest digest kept, every layer proven against its diff_id."

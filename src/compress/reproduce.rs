@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use cfs_encoders::gostd::{GoLevel, GzipWriter};
-use cfs_encoders::klauspost::{PgzipWriter, Version};
+use cfs_encoders::klauspost::{PgzipWriter, Version, UMOCI_BLOCK_SIZE};
 use cfs_encoders::zlibng::ZlibNg6Writer;
 use composefs::fsverity::FsVerityHashValue;
 use composefs::repository::Repository;
@@ -39,6 +39,9 @@ use crate::repo::layer;
 pub enum Reproducer {
     /// `github.com/klauspost/pgzip` (podman, buildah, skopeo) over klauspost/compress.
     Pgzip(Version),
+    /// The same with 256 KiB blocks: umoci 0.4.x (`SetConcurrency(256<<10, …)`)
+    /// and pgzip's own default before 1.2.5.
+    Pgzip256(Version),
     /// Go's `compress/gzip` (Go 1.15 – 1.26): at its default level
     /// (BuildKit, containerd, docker), level 1 (go-containerregistry's
     /// default: crane, ko, kaniko, buildpacks) or level 9.
@@ -54,25 +57,49 @@ pub enum Reproducer {
 }
 
 /// Candidates when nothing hints otherwise, most common first.
-const DEFAULT_ORDER: [Reproducer; 7] = [
+/// klauspost eras in the order of how many images they made: 1.15.10–1.18.0
+/// (containers/image ≥ 5.23, apko), 1.18.2+ (the newest podman, buildah,
+/// skopeo, apko), umoci 0.4.x (Debian's links 1.15.12, 256 KiB blocks),
+/// 1.15.0–1.15.9 and 1.14.3 (containers/image before 5.23), 1.10.2–1.11.12
+/// (umoci ≥ 0.5 vendors 1.11.3), 1.12.3–1.13.6. The other eras the
+/// `cfs-encoders` crate reproduces are not searched by default.
+const DEFAULT_ORDER: [Reproducer; 14] = [
     Reproducer::Pgzip(Version::V1_15_10),
     Reproducer::Pgzip(Version::V1_18_2),
     Reproducer::GoGzip(GoLevel::Default),
     Reproducer::GoGzip(GoLevel::BestSpeed),
+    Reproducer::Pgzip256(Version::V1_15_10),
     Reproducer::Zlib6,
     Reproducer::ZlibNg6,
+    Reproducer::Pgzip(Version::V1_15_0),
+    Reproducer::Pgzip(Version::V1_14_3),
+    Reproducer::Pgzip(Version::V1_10_2),
+    Reproducer::Pgzip(Version::V1_12_3),
+    Reproducer::Pgzip256(Version::V1_10_2),
+    Reproducer::Pgzip256(Version::V1_9_8),
     Reproducer::GoGzip(GoLevel::BestCompression),
+];
+
+/// The ids of the 256 KiB-block eras searched ([`Reproducer::id`]).
+const PGZIP_256_IDS: [(Version, &str); 3] = [
+    (Version::V1_15_10, "pgzip-1.15.10-b256k"),
+    (Version::V1_10_2, "pgzip-1.10.2-b256k"),
+    (Version::V1_9_8, "pgzip-1.9.8-b256k"),
 ];
 
 /// Cache entry meaning "no candidate matched"; the suffix changes whenever
 /// the candidate set does, so a newer cfs-export searches again.
-const MISS: &str = "none-3";
+const MISS: &str = "none-4";
 
 impl Reproducer {
     /// A stable name, for the cache and `--json`.
     pub fn id(self) -> &'static str {
         match self {
             Reproducer::Pgzip(v) => v.id(),
+            Reproducer::Pgzip256(v) => PGZIP_256_IDS
+                .iter()
+                .find(|(version, _)| *version == v)
+                .map_or("pgzip-256k", |(_, id)| id),
             Reproducer::GoGzip(level) => level.id(),
             Reproducer::Zlib6 => "zlib6",
             Reproducer::ZlibNg6 => "zlibng6-2.3",
@@ -88,6 +115,12 @@ impl Reproducer {
     pub fn writer<W: Write>(self, inner: W, workers: usize) -> io::Result<ReproWriter<W>> {
         Ok(match self {
             Reproducer::Pgzip(v) => ReproWriter::Pgzip(PgzipWriter::new(inner, v, workers)?),
+            Reproducer::Pgzip256(v) => ReproWriter::Pgzip(PgzipWriter::with_block_size(
+                inner,
+                v,
+                UMOCI_BLOCK_SIZE,
+                workers,
+            )?),
             Reproducer::GoGzip(level) => ReproWriter::Go(GzipWriter::with_level(inner, level)),
             Reproducer::Zlib6 => ReproWriter::Zlib(flate2::write::GzEncoder::new(
                 inner,
@@ -102,6 +135,7 @@ impl fmt::Display for Reproducer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Reproducer::Pgzip(v) => write!(f, "pgzip, {}", v.describe()),
+            Reproducer::Pgzip256(v) => write!(f, "pgzip 256 KiB blocks (umoci), {}", v.describe()),
             Reproducer::GoGzip(GoLevel::Default) => write!(f, "Go compress/gzip"),
             Reproducer::GoGzip(level) => write!(f, "Go compress/gzip level {}", level.number()),
             Reproducer::Zlib6 => write!(f, "zlib level 6"),
@@ -177,6 +211,11 @@ fn candidates(created_by: &str) -> Vec<Reproducer> {
         &[Reproducer::GoGzip(GoLevel::Default)]
     } else if ggcr.iter().any(|t| created_by.contains(t)) {
         &[Reproducer::GoGzip(GoLevel::BestSpeed)]
+    } else if created_by.contains("umoci") {
+        &[
+            Reproducer::Pgzip256(Version::V1_15_10),
+            Reproducer::Pgzip(Version::V1_10_2),
+        ]
     } else if ["ostree", "chunkah", "ocidir"]
         .iter()
         .any(|t| created_by.contains(t))
@@ -496,7 +535,11 @@ mod tests {
             candidates("rpm-ostree compose")[..2],
             [Reproducer::ZlibNg6, Reproducer::Zlib6]
         );
-        for hint in ["", "buildkit", "ostree", "kaniko"] {
+        assert_eq!(
+            candidates("umoci repack")[0],
+            Reproducer::Pgzip256(Version::V1_15_10)
+        );
+        for hint in ["", "buildkit", "ostree", "kaniko", "umoci"] {
             let mut all = candidates(hint);
             all.sort_by_key(|r| r.id());
             let mut want = DEFAULT_ORDER.to_vec();
