@@ -12,7 +12,7 @@ use composefs_export::compress::{Compression, CompressionChoice};
 use composefs_export::export::{self, ImageSelection};
 use composefs_export::host::{split_transport, Host};
 use composefs_export::repo::image::StoredImage;
-use composefs_export::serve::registry::{Listen, Registry, Users, GRACE};
+use composefs_export::serve::registry::{Listen, Registry, Reloader, Users, GRACE};
 use composefs_export::serve::tls::TlsFiles;
 use composefs_export::{repo, with_repo, UsageError};
 use listenfd::ListenFd;
@@ -123,26 +123,7 @@ pub(super) fn serve_command(cli: &Cli, args: &ServeArgs, out: &mut dyn Write) ->
                 Registry::bind(r.clone(), images, &deployed, listen, &users, args.tls().as_ref(), &opts)
                     .await?;
             announce(cli, &registry, out)?;
-            let reloader = registry.reloader();
-            let reloads = async {
-                while signals.next().await {
-                    let rescanned = async {
-                        let images = load_all(&r).await?;
-                        let deployed = deployment_tags(&r, source.host.as_ref()).await?;
-                        if !cli.quiet {
-                            tell_indexing(&images, args.compression);
-                        }
-                        reloader.reload(images, &deployed).await
-                    };
-                    match rescanned.await {
-                        Ok(content) if !cli.quiet => {
-                            eprintln!("reloaded (SIGHUP): {} images, users and repository read anew", content.images.len());
-                        }
-                        Ok(_) => {}
-                        Err(e) => eprintln!("warning: reload (SIGHUP) failed, serving what was served before: {e:#}"),
-                    }
-                }
-            };
+            let reloads = reload_on_sighup(&r, cli, args, &source, registry.reloader(), &mut signals);
             let stop = async {
                 tokio::select! {
                     _ = int.recv() => {}
@@ -161,6 +142,38 @@ pub(super) fn serve_command(cli: &Cli, args: &ServeArgs, out: &mut dyn Write) ->
     });
     rt.shutdown_background();
     result
+}
+
+/// On each SIGHUP, serve the repository's images and the htpasswd users as
+/// they are now; say how it went on stderr.
+async fn reload_on_sighup<ID: composefs::fsverity::FsVerityHashValue>(
+    repo: &std::sync::Arc<composefs::repository::Repository<ID>>,
+    cli: &Cli,
+    args: &ServeArgs,
+    source: &Source,
+    reloader: Reloader<ID>,
+    signals: &mut Signals,
+) {
+    while signals.next().await {
+        let rescanned = async {
+            let images = load_all(repo).await?;
+            let deployed = deployment_tags(repo, source.host.as_ref()).await?;
+            if !cli.quiet {
+                tell_indexing(&images, args.compression);
+            }
+            reloader.reload(images, &deployed).await
+        };
+        match rescanned.await {
+            Ok(content) if !cli.quiet => eprintln!(
+                "reloaded (SIGHUP): {} images, users and repository read anew",
+                content.images.len()
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("warning: reload (SIGHUP) failed, serving what was served before: {e:#}")
+            }
+        }
+    }
 }
 
 /// SIGHUP asks for a reload; SIGUSR1 and SIGUSR2, which would kill the

@@ -25,6 +25,22 @@ pub(crate) const TAG: &str = "cfs-export";
 /// How long a chunk may wait for skopeo to read it before the response is dropped.
 const STALL: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// The hand-off's bounds: one client, `jobs` layers at once.
+fn hand_off_pool(jobs: usize) -> Pool {
+    Pool {
+        rebuilds: Arc::new(tokio::sync::Semaphore::new(jobs.max(1))),
+        // One client: its own slots are all of them.
+        clients: super::body::Clients::new(jobs.max(1)),
+        workers: super::body::Workers::new(jobs),
+        // skopeo may pause a blob while it commits another.
+        stall: STALL,
+        restarts: Mutex::default(),
+        blob_points: Arc::default(),
+        // One client: nothing to share, so nothing kept.
+        blocks: super::blocks::BlockCache::new(0),
+    }
+}
+
 /// The image as served: its manifest and where it is.
 pub(crate) struct Served<ID: FsVerityHashValue> {
     inner: Arc<Inner<ID>>,
@@ -65,18 +81,7 @@ impl<ID: FsVerityHashValue> Served<ID> {
             progress,
             log: Mutex::new(Log::default()),
             log_errors: false,
-            pool: Arc::new(Pool {
-                rebuilds: Arc::new(tokio::sync::Semaphore::new(jobs.max(1))),
-                // One client: its own slots are all of them.
-                clients: super::body::Clients::new(jobs.max(1)),
-                workers: super::body::Workers::new(jobs),
-                // skopeo may pause a blob while it commits another.
-                stall: STALL,
-                restarts: Mutex::default(),
-                blob_points: Arc::default(),
-                // One client: nothing to share, so nothing kept.
-                blocks: super::blocks::BlockCache::new(0),
-            }),
+            pool: Arc::new(hand_off_pool(jobs)),
         });
         let credential = Arc::new(Credential::random()?);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
