@@ -190,9 +190,12 @@ async fn stream_original<ID: FsVerityHashValue>(
     let tmp_base = transfer.tmpdir.clone().unwrap_or_else(default_tmpdir);
     let reference = location.to_string();
     let report = stream::stream_to_skopeo(repo.clone(), img, &reference, tmp_base, opts, |dir| {
+        // Our source's auth file is in `dir` already.
+        let dest_dir = dir.join("dest");
+        crate::create_private_dirs(&dest_dir)?;
         Ok(CopyOptions {
             dest_tls_verify: transfer.dest_tls_verify,
-            dest_authfile: dest_authfile(dir, location, transfer)?,
+            dest_authfile: dest_authfile(&dest_dir, location, transfer)?,
             ..CopyOptions::default()
         })
     })
