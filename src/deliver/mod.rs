@@ -5,9 +5,11 @@
 //! storage settings ([`storage_conf`], [`transfer`]).
 //!
 //! Every destination: `oci:` and `oci-archive:` written natively,
-//! containers-storage streamed to one `skopeo copy` (no temporary layout), and
-//! everything else through one `skopeo copy` from a private layout under
-//! `$TMPDIR` (default `/var/tmp`).
+//! containers-storage streamed to one `skopeo copy` (no temporary layout),
+//! `docker://` and `dir:` streamed too when they keep an original Docker
+//! schema2 manifest (which an OCI layout cannot hold), and everything else
+//! through one `skopeo copy` from a private layout under `$TMPDIR` (default
+//! `/var/tmp`).
 
 pub mod skopeo;
 pub mod storage_conf;
