@@ -9,6 +9,8 @@ use integration::{busybox_layers, cfs, have_tool, run, strict, Registry, Stack, 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use std::path::Path;
 
+#[path = "e2e/docker_schema2.rs"]
+mod docker_schema2;
 #[path = "e2e/host.rs"]
 mod host;
 #[path = "e2e/original.rs"]
@@ -140,6 +142,18 @@ fn main() {
                 "openssl",
             ],
             original::original_compressed_bytes_keep_the_manifest_digest,
+        ),
+        trial(
+            "docker_schema2_original_kept_where_it_fits",
+            &[
+                "skopeo",
+                "podman",
+                "docker-registry",
+                "htpasswd",
+                "openssl",
+                "curl",
+            ],
+            docker_schema2::docker_schema2_original_kept_where_it_fits,
         ),
         trial(
             "unprivileged_user_is_refused_and_cannot_stall",

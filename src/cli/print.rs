@@ -291,13 +291,13 @@ pub(super) fn print_export(
         }
         say!(
             out,
-            "  image ID {} (kept); manifest {}{}",
+            "  image ID {} (kept); manifest {} ({})",
             img.config_digest,
             img.manifest_digest,
-            if img.original_manifest {
-                " (original bytes)"
-            } else {
-                " (new)"
+            match (&img.manifest_not_kept, img.original_manifest) {
+                (Some(why), _) => format!("new: {why}"),
+                (None, true) => "original bytes".to_string(),
+                (None, false) => "new".to_string(),
             }
         )?;
     }

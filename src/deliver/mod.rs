@@ -5,9 +5,11 @@
 //! storage settings ([`storage_conf`], [`transfer`]).
 //!
 //! Every destination: `oci:` and `oci-archive:` written natively,
-//! containers-storage streamed to one `skopeo copy` (no temporary layout), and
-//! everything else through one `skopeo copy` from a private layout under
-//! `$TMPDIR` (default `/var/tmp`).
+//! containers-storage streamed to one `skopeo copy` (no temporary layout),
+//! `docker://` and `dir:` streamed too when they keep an original Docker
+//! schema2 manifest (which an OCI layout cannot hold), and everything else
+//! through one `skopeo copy` from a private layout under `$TMPDIR` (default
+//! `/var/tmp`).
 
 pub mod skopeo;
 pub mod storage_conf;
@@ -163,6 +165,46 @@ fn layout_policy(dir: &Path, layout: &Path) -> Result<PathBuf> {
     write_source_policy(dir, "oci", &scope.to_string_lossy())
 }
 
+/// A registry or `dir:` holds a Docker schema2 manifest, a private OCI
+/// layout cannot: when the image keeps its original Docker manifest there
+/// (every layer's original blob reproduced), stream it to skopeo instead;
+/// `None` when the layout will do.
+async fn stream_original<ID: FsVerityHashValue>(
+    repo: &Arc<Repository<ID>>,
+    images: &[StoredImage<ID>],
+    location: &ImageLocation,
+    opts: &ExportOptions,
+    transfer: &TransferOptions,
+) -> Result<Option<ExportReport>> {
+    let [img] = images else {
+        return Ok(None);
+    };
+    let docker_original = img.manifest.as_ref().is_some_and(|m| m.is_docker_schema2());
+    let registry_or_dir = matches!(location, ImageLocation::Docker(_) | ImageLocation::Dir(_));
+    if !(docker_original && registry_or_dir && opts.compression == CompressionChoice::Original) {
+        return Ok(None);
+    }
+    let (r, i, o) = (repo.clone(), images.to_vec(), opts.clone());
+    let opts = blocking(move || export::with_reproduced(&r, &i, &o)).await?;
+    if !crate::serve::serves_original_a_layout_cannot_hold(img, &opts.reproduced) {
+        return Ok(None);
+    }
+    let tmp_base = transfer.tmpdir.clone().unwrap_or_else(default_tmpdir);
+    let reference = location.to_string();
+    let report = stream::stream_to_skopeo(repo.clone(), img, &reference, tmp_base, opts, |dir| {
+        // Our source's auth file is in `dir` already.
+        let dest_dir = dir.join("dest");
+        crate::create_private_dirs(&dest_dir)?;
+        Ok(CopyOptions {
+            dest_tls_verify: transfer.dest_tls_verify,
+            dest_authfile: dest_authfile(&dest_dir, location, transfer)?,
+            ..CopyOptions::default()
+        })
+    })
+    .await?;
+    Ok(Some(report))
+}
+
 async fn copy_with_skopeo<ID: FsVerityHashValue>(
     repo: Arc<Repository<ID>>,
     images: Vec<StoredImage<ID>>,
@@ -176,6 +218,9 @@ async fn copy_with_skopeo<ID: FsVerityHashValue>(
             "{reference} takes one image; got {}",
             images.len()
         )));
+    }
+    if let Some(report) = stream_original(&repo, &images, &location, &opts, &transfer).await? {
+        return Ok(report);
     }
     let storage = matches!(location, ImageLocation::ContainersStorage(_));
     // docker-archive holds a Docker schema2 manifest, which skopeo converts

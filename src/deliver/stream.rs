@@ -2,6 +2,8 @@
 //! the repository to one `skopeo copy` ([`crate::serve`]), and skopeo keeps
 //! its copies of the blobs in the storage's own `tmp/` (like podman's
 //! `image_copy_tmp_dir = "storage"`), so nothing lands in `$TMPDIR`.
+//! A registry or `dir:` is streamed to the same way when the image keeps an
+//! original manifest a private OCI layout cannot hold (Docker schema2).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -84,7 +86,7 @@ pub(crate) async fn stream_to_storage<ID: FsVerityHashValue>(
         image_store: image_store(reference, &transfer.storage),
         skopeo_dest: storage_reference(reference, &transfer.storage)?,
         destination,
-        root,
+        root: Some(root),
         tmp_base,
         hint,
     };
@@ -103,11 +105,40 @@ pub(crate) async fn stream_to_storage<ID: FsVerityHashValue>(
         }
         CompressionChoice::Fixed(_) => opts,
     };
-    let result = copy_streaming(repo, img, &target, opts).await;
+    let result = copy_streaming(repo, img, &target, opts, |_| Ok(CopyOptions::default())).await;
     if let (Err(_), Some(top)) = (&result, created) {
         remove_empty_dirs(&target.tmp_base, &top);
     }
     result
+}
+
+/// Copy one image to a registry or `dir:` (`destination`, as skopeo takes
+/// it), streaming it to skopeo; `opts.reproduced` already searched. `dest`
+/// gives skopeo's destination options, given our private directory (for an
+/// auth file). skopeo must keep the blobs and manifest as served.
+pub(crate) async fn stream_to_skopeo<ID: FsVerityHashValue>(
+    repo: Arc<Repository<ID>>,
+    img: &StoredImage<ID>,
+    destination: &str,
+    tmp_base: PathBuf,
+    opts: ExportOptions,
+    dest: impl FnOnce(&Path) -> Result<CopyOptions>,
+) -> Result<ExportReport> {
+    let target = Target {
+        skopeo_dest: destination.to_string(),
+        destination: destination.to_string(),
+        root: None,
+        image_store: None,
+        tmp_base,
+        hint: "set TMPDIR to a larger filesystem",
+    };
+    copy_streaming(repo, img, &target, opts, |dir| {
+        Ok(CopyOptions {
+            preserve_digests: true,
+            ..dest(dir)?
+        })
+    })
+    .await
 }
 
 /// Where a streamed copy goes and keeps its temporary data.
@@ -116,8 +147,8 @@ struct Target {
     skopeo_dest: String,
     /// The destination as the user named it.
     destination: String,
-    /// The storage's graph root.
-    root: PathBuf,
+    /// containers-storage's graph root (`None` for a registry or `dir:`).
+    root: Option<PathBuf>,
     /// storage.conf's `imagestore`, where image layers then live.
     image_store: Option<PathBuf>,
     /// Where skopeo's private temp directory is made.
@@ -181,7 +212,11 @@ fn private_temp_dir(base: &Path) -> Result<tempfile::TempDir> {
 /// the copy ends; only the layers the storage lacks are sent. Their sizes
 /// are the served ones.
 fn space_needed<ID>(target: &Target, img: &StoredImage<ID>, served: &[ServedLayer]) -> u64 {
-    let mut present = present_layers(&target.root);
+    let Some(root) = &target.root else {
+        // Only containers-storage keeps its own copy of what it receives.
+        return 0;
+    };
+    let mut present = present_layers(root);
     if let Some(store) = &target.image_store {
         present.extend(present_layers(store));
     }
@@ -202,6 +237,7 @@ async fn copy_streaming<ID: FsVerityHashValue>(
     img: &StoredImage<ID>,
     target: &Target,
     opts: ExportOptions,
+    dest: impl FnOnce(&Path) -> Result<CopyOptions>,
 ) -> Result<ExportReport> {
     let destination = &target.destination;
     remove_stale_dirs(&target.tmp_base);
@@ -229,7 +265,7 @@ async fn copy_streaming<ID: FsVerityHashValue>(
             &served.policy_scope(),
         )?),
         tmpdir: Some(tmp.path().to_path_buf()),
-        ..CopyOptions::default()
+        ..dest(tmp.path())?
     };
     opts.progress
         .stage(&format!("Copying to {destination} with skopeo"));
@@ -293,6 +329,8 @@ fn streamed_report<ID>(
             manifest_digest,
             config_digest: img.config_digest().to_string(),
             original_manifest,
+            // The hand-off serves any manifest kind: nothing to say.
+            manifest_not_kept: None,
             platform: image::platform_of(&img.config),
             deployment: img.deployment.clone(),
             layers,

@@ -80,6 +80,9 @@ pub struct ImageReport {
     pub config_digest: String,
     /// True when the original manifest bytes were written unchanged.
     pub original_manifest: bool,
+    /// Why the manifest is new although every layer blob is the original's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest_not_kept: Option<ManifestNotKept>,
     /// `os/architecture[/variant]` from the config.
     pub platform: String,
     /// The bootc deployment that named the image, when one did.
@@ -87,6 +90,29 @@ pub struct ImageReport {
     pub deployment: Option<DeploymentChoice>,
     /// Per layer, bottom first.
     pub layers: Vec<LayerReport>,
+}
+
+/// Why an export wrote a new manifest although every layer blob is the original's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+pub enum ManifestNotKept {
+    /// The original is a Docker schema2 manifest and the destination an OCI
+    /// layout, which cannot hold one.
+    DockerInOciLayout {
+        /// The original manifest's digest.
+        original: String,
+    },
+}
+
+impl std::fmt::Display for ManifestNotKept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ManifestNotKept::DockerInOciLayout { original } => write!(
+                f,
+                "an OCI layout cannot hold the original Docker manifest {original}"
+            ),
+        }
+    }
 }
 
 /// The result of an export.

@@ -21,6 +21,8 @@ pub(crate) const CONFIG_CONTENT_TYPE: u64 = u64::from_le_bytes(*b"ociconfg");
 pub(crate) const MANIFEST_CONTENT_TYPE: u64 = u64::from_le_bytes(*b"ocimanif");
 /// Docker's config media type, which Docker-schema2 manifests reference.
 pub const DOCKER_CONFIG_MEDIA_TYPE: &str = "application/vnd.docker.container.image.v1+json";
+/// Docker's schema2 image manifest media type (Docker Hub's images).
+pub const DOCKER_MANIFEST_MEDIA_TYPE: &str = "application/vnd.docker.distribution.manifest.v2+json";
 /// Shortest image-ID prefix accepted (as podman and docker display IDs).
 pub const MIN_ID_PREFIX: usize = 12;
 
@@ -88,6 +90,14 @@ impl OriginalManifest {
             None => true,
             Some(t) => *t == MediaType::ImageManifest,
         }
+    }
+
+    /// True for Docker schema2 image manifests.
+    pub fn is_docker_schema2(&self) -> bool {
+        self.manifest
+            .media_type()
+            .as_ref()
+            .is_some_and(|t| t.to_string() == DOCKER_MANIFEST_MEDIA_TYPE)
     }
 }
 
