@@ -793,7 +793,8 @@ fn repository_unlocked_while_skopeo_copies() -> Result<()> {
     Ok(())
 }
 
-/// Issue 4: SIGINT while skopeo runs: skopeo killed, temp dir removed, exit non-zero.
+/// Issue 4: SIGINT while skopeo copies from a private layout (`--via-layout`):
+/// skopeo killed, temp dir removed, exit non-zero.
 fn sigint_kills_skopeo_and_cleans_up() -> Result<()> {
     let (t, repo) = small_repo()?;
     let pidfile = t.path().join("skopeo.pid");
@@ -806,7 +807,13 @@ fn sigint_kills_skopeo_and_cleans_up() -> Result<()> {
         .env("TMPDIR", t.path().join("tmp"))
         .arg("--repo")
         .arg(&repo)
-        .args(["export", "small", "--to", "docker://127.0.0.1:9/x:1"])
+        .args([
+            "export",
+            "small",
+            "--to",
+            "docker://127.0.0.1:9/x:1",
+            "--via-layout",
+        ])
         .stderr(std::process::Stdio::piped())
         .spawn()?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

@@ -4,9 +4,11 @@
 //! server (`stream`) or from a private layout, with the destination's
 //! storage settings ([`storage_conf`], [`transfer`]).
 //!
-//! Every destination: `oci:` and `oci-archive:` written natively,
-//! containers-storage streamed to one `skopeo copy` (no temporary layout), and
-//! everything else through one `skopeo copy` from a private layout under
+//! Every destination: `oci:` and `oci-archive:` written natively, every
+//! other one streamed to one `skopeo copy` (no temporary layout; `stream`);
+//! with `--via-layout`, or when a layer needs a new blob made whole before
+//! its digest is known (an original compression none of our encoders
+//! reproduces), through one `skopeo copy` from a private layout under
 //! `$TMPDIR` (default `/var/tmp`).
 
 pub mod skopeo;
@@ -25,9 +27,10 @@ use composefs::repository::Repository;
 
 use crate::compress::{Compression, CompressionChoice};
 use crate::deliver::skopeo::CopyOptions;
+use crate::deliver::stream::Streamed;
 use crate::deliver::transfer::{
-    check_space, default_tmpdir, read_creds_file, registry_host, storage_reference, write_authfile,
-    write_source_policy,
+    check_space, default_tmpdir, read_creds_file, registry_host, storage_reference,
+    write_authfile_as, write_source_policy, DEST_AUTH_FILE,
 };
 pub use crate::deliver::transfer::{StorageOptions, TransferOptions};
 use crate::deliver::transport::ImageLocation;
@@ -64,8 +67,21 @@ pub async fn export<ID: FsVerityHashValue>(
             blocking(move || crate::export::archive::export_archive(&repo, &images, &path, &opts))
                 .await
         }
-        ImageLocation::ContainersStorage(r) if !transfer.via_layout => {
-            crate::deliver::stream::stream_to_storage(repo, images, &r, opts, &transfer).await
+        dest if !transfer.via_layout => {
+            match stream::stream_to_skopeo(repo.clone(), images, &dest, opts, &transfer).await? {
+                Streamed::Copied(report) => Ok(report),
+                Streamed::NeedsLayout { images, opts, why } => {
+                    tracing::warn!(
+                        "{why}: copying to {dest} through a private layout in {}",
+                        transfer
+                            .tmpdir
+                            .clone()
+                            .unwrap_or_else(default_tmpdir)
+                            .display()
+                    );
+                    copy_with_skopeo(repo, images, dest, opts, transfer).await
+                }
+            }
         }
         dest => copy_with_skopeo(repo, images, dest, opts, transfer).await,
     }
@@ -141,8 +157,8 @@ fn dest_authfile(
     transfer: &TransferOptions,
 ) -> Result<Option<PathBuf>> {
     match (&transfer.creds_file, location) {
-        (Some(creds), ImageLocation::Docker(r)) => Ok(Some(write_authfile(
-            dir,
+        (Some(creds), ImageLocation::Docker(r)) => Ok(Some(write_authfile_as(
+            &dir.join(DEST_AUTH_FILE),
             &registry_host(r),
             &read_creds_file(creds)?,
         )?)),
