@@ -13,6 +13,8 @@ use std::path::Path;
 mod host;
 #[path = "e2e/original.rs"]
 mod original;
+#[path = "e2e/push.rs"]
+mod push;
 #[path = "e2e/ranges.rs"]
 mod ranges;
 #[path = "e2e/roundtrip.rs"]
@@ -106,6 +108,21 @@ fn main() {
             registry_push_with_credentials,
         ),
         trial("archives_and_dir", &["skopeo", "podman"], archives_and_dir),
+        trial(
+            "push_original_streams_and_keeps_the_manifest_digest",
+            &["skopeo", "docker-registry", "htpasswd", "openssl"],
+            push::push_original_streams_and_keeps_the_manifest_digest,
+        ),
+        trial(
+            "push_gzip_learns_digests_once",
+            &["skopeo", "docker-registry", "htpasswd", "openssl"],
+            push::push_gzip_learns_digests_once,
+        ),
+        trial(
+            "push_sigint_mid_push_leaves_nothing",
+            &["skopeo", "kill"],
+            push::sigint_mid_push_leaves_nothing,
+        ),
         trial(
             "copy_to_storage_streams_without_temp_layout",
             &["skopeo", "podman"],
