@@ -180,11 +180,12 @@ fn not_reproduced<ID>(
         img.layers.iter().find_map(|l| {
             let o = l.original.as_ref()?;
             (o.digest() != &l.diff_id && !reproduced.contains_key(&l.diff_id)).then(|| {
+                let media_type = o.media_type().to_string();
+                let kind = media_type.rsplit(['+', '.']).next().unwrap_or("blob");
                 format!(
-                    "layer {} of {}: no encoder we know made its original {}, so its new blob is made before skopeo copies",
+                    "layer {} of {}: no encoder we know made its original {kind}, so its new blob is made whole first",
                     l.index + 1,
                     img.name(),
-                    o.media_type()
                 )
             })
         })
@@ -511,6 +512,31 @@ fn streamed_report<ID>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn targets_by_destination() {
+        let transfer = TransferOptions::default();
+        for (dest, preserve, writes_into) in [
+            ("docker://h:5000/x:1", true, None),
+            ("dir:/a/b", true, Some("/a")),
+            ("dir:rel", true, Some(".")),
+            ("docker-archive:/c/d.tar:x:1", false, Some("/c")),
+            ("docker-daemon:x:1", false, None),
+        ] {
+            let target = Target::new(&ImageLocation::parse(dest).unwrap(), &transfer).unwrap();
+            assert_eq!(target.skopeo_dest, dest);
+            assert_eq!(target.preserve_digests, preserve, "{dest}");
+            assert_eq!(target.writes_into.as_deref(), writes_into.map(Path::new));
+            assert!(target.storage.is_none());
+            assert_eq!(target.tmp_base, runtime_dir(), "{dest}");
+        }
+        let tmpdir = TransferOptions {
+            tmpdir: Some("/t".into()),
+            ..TransferOptions::default()
+        };
+        let target = Target::new(&ImageLocation::parse("docker://h/x").unwrap(), &tmpdir).unwrap();
+        assert_eq!(target.tmp_base, Path::new("/t"));
+    }
 
     #[test]
     fn stale_dirs_of_dead_runs_only() {
