@@ -15,6 +15,8 @@ mod docker_schema2;
 mod host;
 #[path = "e2e/original.rs"]
 mod original;
+#[path = "e2e/push.rs"]
+mod push;
 #[path = "e2e/ranges.rs"]
 mod ranges;
 #[path = "e2e/roundtrip.rs"]
@@ -108,6 +110,21 @@ fn main() {
             registry_push_with_credentials,
         ),
         trial("archives_and_dir", &["skopeo", "podman"], archives_and_dir),
+        trial(
+            "push_original_streams_and_keeps_the_manifest_digest",
+            &["skopeo", "docker-registry", "htpasswd", "openssl"],
+            push::push_original_streams_and_keeps_the_manifest_digest,
+        ),
+        trial(
+            "push_gzip_learns_digests_once",
+            &["skopeo", "docker-registry", "htpasswd", "openssl"],
+            push::push_gzip_learns_digests_once,
+        ),
+        trial(
+            "push_sigint_mid_push_leaves_nothing",
+            &["skopeo", "kill"],
+            push::sigint_mid_push_leaves_nothing,
+        ),
         trial(
             "copy_to_storage_streams_without_temp_layout",
             &["skopeo", "podman"],
@@ -807,7 +824,8 @@ fn repository_unlocked_while_skopeo_copies() -> Result<()> {
     Ok(())
 }
 
-/// Issue 4: SIGINT while skopeo runs: skopeo killed, temp dir removed, exit non-zero.
+/// Issue 4: SIGINT while skopeo copies from a private layout (`--via-layout`):
+/// skopeo killed, temp dir removed, exit non-zero.
 fn sigint_kills_skopeo_and_cleans_up() -> Result<()> {
     let (t, repo) = small_repo()?;
     let pidfile = t.path().join("skopeo.pid");
@@ -820,7 +838,13 @@ fn sigint_kills_skopeo_and_cleans_up() -> Result<()> {
         .env("TMPDIR", t.path().join("tmp"))
         .arg("--repo")
         .arg(&repo)
-        .args(["export", "small", "--to", "docker://127.0.0.1:9/x:1"])
+        .args([
+            "export",
+            "small",
+            "--to",
+            "docker://127.0.0.1:9/x:1",
+            "--via-layout",
+        ])
         .stderr(std::process::Stdio::piped())
         .spawn()?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

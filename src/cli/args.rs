@@ -134,8 +134,10 @@ pub(super) struct StorageArgs {
 #[command(next_help_heading = "Hand-off to skopeo")]
 pub(super) struct HandoffArgs {
     /// Temporary data: skopeo's copies of the blobs when streaming into
-    /// containers-storage (default: the storage's tmp/), else the private
-    /// layout (default: $TMPDIR, else /var/tmp).
+    /// containers-storage (default: the storage's tmp/); our credential
+    /// and policy when streaming elsewhere (default: $XDG_RUNTIME_DIR, else
+    /// /dev/shm); the private layout with --via-layout (default: $TMPDIR,
+    /// else /var/tmp).
     #[arg(long, value_name = "DIR")]
     tmpdir: Option<PathBuf>,
     /// Export to a private OCI layout and copy from it, instead of streaming

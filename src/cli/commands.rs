@@ -251,7 +251,13 @@ fn export_and_print(
     transfer: TransferOptions,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let original = opts.compression == CompressionChoice::Original;
+    // `docker save` archives (and the engine) take plain tars whatever is
+    // asked: nothing to tell.
+    let plain_tars = matches!(
+        dest,
+        ImageLocation::DockerArchive(_) | ImageLocation::DockerDaemon(_)
+    );
+    let original = opts.compression == CompressionChoice::Original && !plain_tars;
     let report = export_on_runtime(source, selection, dest, opts, transfer, cli)?;
     tell_deployment_choices(
         report.images.iter().filter_map(|i| i.deployment.as_ref()),

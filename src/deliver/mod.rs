@@ -4,12 +4,12 @@
 //! server (`stream`) or from a private layout, with the destination's
 //! storage settings ([`storage_conf`], [`transfer`]).
 //!
-//! Every destination: `oci:` and `oci-archive:` written natively,
-//! containers-storage streamed to one `skopeo copy` (no temporary layout),
-//! `docker://` and `dir:` streamed too when they keep an original Docker
-//! schema2 manifest (which an OCI layout cannot hold), and everything else
-//! through one `skopeo copy` from a private layout under `$TMPDIR` (default
-//! `/var/tmp`).
+//! Every destination: `oci:` and `oci-archive:` written natively, every
+//! other one streamed to one `skopeo copy` (no temporary layout; `stream`);
+//! with `--via-layout`, or when a layer needs a new blob made whole before
+//! its digest is known (an original compression none of our encoders
+//! reproduces), through one `skopeo copy` from a private layout under
+//! `$TMPDIR` (default `/var/tmp`).
 
 pub mod skopeo;
 pub mod storage_conf;
@@ -27,9 +27,10 @@ use composefs::repository::Repository;
 
 use crate::compress::{Compression, CompressionChoice};
 use crate::deliver::skopeo::CopyOptions;
+use crate::deliver::stream::Streamed;
 use crate::deliver::transfer::{
-    check_space, default_tmpdir, read_creds_file, registry_host, storage_reference, write_authfile,
-    write_source_policy,
+    check_space, default_tmpdir, read_creds_file, registry_host, storage_reference,
+    write_authfile_as, write_source_policy, DEST_AUTH_FILE,
 };
 pub use crate::deliver::transfer::{StorageOptions, TransferOptions};
 use crate::deliver::transport::ImageLocation;
@@ -66,8 +67,21 @@ pub async fn export<ID: FsVerityHashValue>(
             blocking(move || crate::export::archive::export_archive(&repo, &images, &path, &opts))
                 .await
         }
-        ImageLocation::ContainersStorage(r) if !transfer.via_layout => {
-            crate::deliver::stream::stream_to_storage(repo, images, &r, opts, &transfer).await
+        dest if !transfer.via_layout => {
+            match stream::stream_to_skopeo(repo.clone(), images, &dest, opts, &transfer).await? {
+                Streamed::Copied(report) => Ok(report),
+                Streamed::NeedsLayout { images, opts, why } => {
+                    tracing::warn!(
+                        "{why}: copying to {dest} through a private layout in {}",
+                        transfer
+                            .tmpdir
+                            .clone()
+                            .unwrap_or_else(default_tmpdir)
+                            .display()
+                    );
+                    copy_with_skopeo(repo, images, dest, opts, transfer).await
+                }
+            }
         }
         dest => copy_with_skopeo(repo, images, dest, opts, transfer).await,
     }
@@ -143,8 +157,8 @@ fn dest_authfile(
     transfer: &TransferOptions,
 ) -> Result<Option<PathBuf>> {
     match (&transfer.creds_file, location) {
-        (Some(creds), ImageLocation::Docker(r)) => Ok(Some(write_authfile(
-            dir,
+        (Some(creds), ImageLocation::Docker(r)) => Ok(Some(write_authfile_as(
+            &dir.join(DEST_AUTH_FILE),
             &registry_host(r),
             &read_creds_file(creds)?,
         )?)),
@@ -165,46 +179,6 @@ fn layout_policy(dir: &Path, layout: &Path) -> Result<PathBuf> {
     write_source_policy(dir, "oci", &scope.to_string_lossy())
 }
 
-/// A registry or `dir:` holds a Docker schema2 manifest, a private OCI
-/// layout cannot: when the image keeps its original Docker manifest there
-/// (every layer's original blob reproduced), stream it to skopeo instead;
-/// `None` when the layout will do.
-async fn stream_original<ID: FsVerityHashValue>(
-    repo: &Arc<Repository<ID>>,
-    images: &[StoredImage<ID>],
-    location: &ImageLocation,
-    opts: &ExportOptions,
-    transfer: &TransferOptions,
-) -> Result<Option<ExportReport>> {
-    let [img] = images else {
-        return Ok(None);
-    };
-    let docker_original = img.manifest.as_ref().is_some_and(|m| m.is_docker_schema2());
-    let registry_or_dir = matches!(location, ImageLocation::Docker(_) | ImageLocation::Dir(_));
-    if !(docker_original && registry_or_dir && opts.compression == CompressionChoice::Original) {
-        return Ok(None);
-    }
-    let (r, i, o) = (repo.clone(), images.to_vec(), opts.clone());
-    let opts = blocking(move || export::with_reproduced(&r, &i, &o)).await?;
-    if !crate::serve::serves_original_a_layout_cannot_hold(img, &opts.reproduced) {
-        return Ok(None);
-    }
-    let tmp_base = transfer.tmpdir.clone().unwrap_or_else(default_tmpdir);
-    let reference = location.to_string();
-    let report = stream::stream_to_skopeo(repo.clone(), img, &reference, tmp_base, opts, |dir| {
-        // Our source's auth file is in `dir` already.
-        let dest_dir = dir.join("dest");
-        crate::create_private_dirs(&dest_dir)?;
-        Ok(CopyOptions {
-            dest_tls_verify: transfer.dest_tls_verify,
-            dest_authfile: dest_authfile(&dest_dir, location, transfer)?,
-            ..CopyOptions::default()
-        })
-    })
-    .await?;
-    Ok(Some(report))
-}
-
 async fn copy_with_skopeo<ID: FsVerityHashValue>(
     repo: Arc<Repository<ID>>,
     images: Vec<StoredImage<ID>>,
@@ -218,9 +192,6 @@ async fn copy_with_skopeo<ID: FsVerityHashValue>(
             "{reference} takes one image; got {}",
             images.len()
         )));
-    }
-    if let Some(report) = stream_original(&repo, &images, &location, &opts, &transfer).await? {
-        return Ok(report);
     }
     let storage = matches!(location, ImageLocation::ContainersStorage(_));
     // docker-archive holds a Docker schema2 manifest, which skopeo converts

@@ -34,9 +34,11 @@ pub struct TransferOptions {
     pub creds_file: Option<PathBuf>,
     /// containers-storage location.
     pub storage: StorageOptions,
-    /// Where temporary data goes: the private layout (default `$TMPDIR`, else
-    /// `/var/tmp`), or, when streaming into containers-storage, skopeo's own
-    /// copies of the blobs (default: the storage's `tmp/`).
+    /// Where temporary data goes: when streaming into containers-storage,
+    /// skopeo's own copies of the blobs (default: the storage's `tmp/`);
+    /// when streaming elsewhere, our private credential and policy (default:
+    /// `$XDG_RUNTIME_DIR`, else `/dev/shm`); through a layout, the layout
+    /// (default `$TMPDIR`, else `/var/tmp`).
     pub tmpdir: Option<PathBuf>,
     /// Export to a private OCI layout and copy from it, even where the image
     /// could be streamed to skopeo.
@@ -179,6 +181,8 @@ pub fn image_store(reference: &str, storage: &StorageOptions) -> Option<PathBuf>
 
 /// The auth file we write into a private directory for skopeo.
 pub(crate) const AUTH_FILE: &str = "auth.json";
+/// The auth file we write for the destination registry (from `--creds-file`).
+pub(crate) const DEST_AUTH_FILE: &str = "dest-auth.json";
 /// The signature policy we write beside it.
 pub(crate) const POLICY_FILE: &str = "policy.json";
 
@@ -198,9 +202,14 @@ pub(crate) fn read_creds_file(creds_file: &Path) -> Result<String> {
 
 /// Write a 0600 `auth.json` into the private `dir` giving `user:password` for `host`.
 pub(crate) fn write_authfile(dir: &Path, host: &str, user_password: &str) -> Result<PathBuf> {
+    write_authfile_as(&dir.join(AUTH_FILE), host, user_password)
+}
+
+/// Write a 0600 auth file at `path` giving `user:password` for `host`.
+pub(crate) fn write_authfile_as(path: &Path, host: &str, user_password: &str) -> Result<PathBuf> {
     let auth = base64::engine::general_purpose::STANDARD.encode(user_password);
     let doc = serde_json::json!({ "auths": { host: { "auth": auth } } });
-    write_private(&dir.join(AUTH_FILE), doc.to_string().as_bytes())
+    write_private(path, doc.to_string().as_bytes())
 }
 
 /// Write a 0600 `policy.json` into the private `dir` that accepts only

@@ -15,9 +15,7 @@ mod write;
 
 pub(crate) use plan::{layer_compression, with_reproduced, BlobOutcome};
 pub use report::{BlobBytes, ExportReport, ImageReport, LayerReport, LayerStatus, ManifestNotKept};
-pub(crate) use write::{
-    build_manifest, choose_manifest, image_parts, ManifestChoice, ManifestHolder,
-};
+pub(crate) use write::{build_manifest, image_parts, ManifestChoice, ManifestHolder};
 
 use std::collections::HashMap;
 use std::path::Path;

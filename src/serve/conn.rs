@@ -3,11 +3,11 @@
 //!
 //! At most [`max_connections`] are open at once (well under the file
 //! limit), and at most [`Bounds::per_client`] from one address. When either
-//! is full, the connection that has moved no byte for the longest (at
-//! least [`EVICTABLE_AFTER`]) makes room for the new one: one that has not
-//! yet shown a credential first, then any, so neither idle floods nor idle
-//! keep-alive connections of admitted users can lock others out; a new
-//! connection is refused only when every candidate is busy. A connection
+//! is full, a connection makes room for the new one: the oldest that has not
+//! yet shown a credential, else the admitted one that has moved no byte for
+//! the longest (at least [`EVICTABLE_AFTER`]), so neither idle floods nor
+//! idle keep-alive connections of admitted users can lock others out; a new
+//! connection is refused only when every admitted one is busy. A connection
 //! must send a whole request head within [`HEADER_TIMEOUT`] (this is also
 //! the keep-alive idle limit), request heads are bounded in size, and a
 //! connection whose writes make no progress for [`Bounds::idle`] is
@@ -192,17 +192,23 @@ impl Gate {
     }
 }
 
-/// Close the connection among those `eligible` that has been idle longest
-/// (at least [`EVICTABLE_AFTER`]), untrusted ones first; `None` when none is.
+/// Close a connection among those `eligible` to make room: the oldest that
+/// has not shown a credential (a flood of them must not outlast our
+/// clients' new connections), else the admitted one that has moved no byte
+/// for longest, at least [`EVICTABLE_AFTER`]; `None` when none may go.
 fn evict(open: &mut BTreeMap<u64, Open>, now: u64, eligible: impl Fn(&Open) -> bool) -> Option<()> {
-    let victim = open
+    let untrusted = open
         .iter()
-        .filter(|(_, c)| eligible(c))
-        .map(|(id, c)| (c.trusted, c.activity.idle_for(now), *id))
-        .filter(|(_, idle, _)| *idle >= EVICTABLE_AFTER)
-        // Untrusted first, then the longest idle.
-        .min_by_key(|(trusted, idle, _)| (*trusted, std::cmp::Reverse(*idle)))?
-        .2;
+        .find(|(_, c)| !c.trusted && eligible(c))
+        .map(|(id, _)| *id);
+    let victim = untrusted.or_else(|| {
+        open.iter()
+            .filter(|(_, c)| eligible(c))
+            .map(|(id, c)| (c.activity.idle_for(now), *id))
+            .filter(|(idle, _)| *idle >= EVICTABLE_AFTER)
+            .max_by_key(|(idle, _)| *idle)
+            .map(|(_, id)| id)
+    })?;
     if let Some(mut c) = open.remove(&victim) {
         if let Some(evict) = c.evict.take() {
             let _ = evict.send(());

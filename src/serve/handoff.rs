@@ -14,7 +14,6 @@ use oci_spec::image::Digest;
 use super::access::{self, Access, Credential};
 use super::names::Names;
 use super::{add_image, conn, router, Inner, LayerChoice, LayerServed, Log, Pool, ServedLayer};
-use crate::compress::reproduce::Reproducer;
 use crate::progress::ProgressHandle;
 use crate::repo::image::StoredImage;
 
@@ -60,17 +59,16 @@ pub(crate) struct Served<ID: FsVerityHashValue> {
 
 impl<ID: FsVerityHashValue> Served<ID> {
     /// Start serving `img` on 127.0.0.1 (a free port), rebuilding at most
-    /// `jobs` layers at once; the original blobs when `reproduced` covers
-    /// every compressed layer (see [`add_image`]).
+    /// `jobs` layers at once, its layers as `choice` says (see [`add_image`]).
     pub async fn start(
         repo: Arc<Repository<ID>>,
         img: &StoredImage<ID>,
-        reproduced: &HashMap<Digest, Reproducer>,
+        choice: LayerChoice<'_>,
         progress: ProgressHandle,
         jobs: usize,
     ) -> Result<Self> {
         let mut blobs = HashMap::new();
-        let added = add_image(&repo, img, LayerChoice::Original(reproduced), &mut blobs)?;
+        let added = add_image(&repo, img, choice, &mut blobs)?;
         let manifest_digest = added.image.digest.clone();
         let prefix = access::random_hex(16)?;
         let inner = Arc::new(Inner {

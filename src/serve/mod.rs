@@ -49,7 +49,7 @@ use oci_spec::image::{Descriptor, DescriptorBuilder, Digest, MediaType};
 use crate::compress::blob_index::IndexedBlob;
 use crate::compress::reproduce::Reproducer;
 use crate::compress::Compression;
-use crate::export::{choose_manifest, ManifestChoice, ManifestHolder};
+use crate::export::{ManifestChoice, ManifestHolder};
 use crate::progress::ProgressHandle;
 use crate::repo::image::{self, StoredImage, StoredLayer};
 use names::Names;
@@ -266,22 +266,6 @@ fn original_blobs<ID>(
             }
         })
         .collect()
-}
-
-/// True when the hand-off serves `img`'s original manifest (every layer's
-/// original blob, as `reproduced` says) and an OCI layout could not hold it:
-/// a Docker schema2 original, kept only by streaming it to skopeo.
-pub(crate) fn serves_original_a_layout_cannot_hold<ID>(
-    img: &StoredImage<ID>,
-    reproduced: &HashMap<Digest, Reproducer>,
-) -> bool {
-    let Some(blobs) = original_blobs(img, reproduced) else {
-        return false;
-    };
-    let layers: Vec<Descriptor> = blobs.into_iter().map(|(d, _)| d).collect();
-    let original = img.manifest.as_ref();
-    choose_manifest(original, &layers, ManifestHolder::Registry) == ManifestChoice::Original
-        && choose_manifest(original, &layers, ManifestHolder::OciLayout) != ManifestChoice::Original
 }
 
 /// A layer descriptor.

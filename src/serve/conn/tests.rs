@@ -31,30 +31,37 @@ fn admit(gate: &Gate, id: u64, client: IpAddr) -> Option<oneshot::Receiver<()>> 
 }
 
 #[test]
-fn full_gate_evicts_the_longest_idle_untrusted_first() {
+fn full_gate_evicts_the_oldest_untrusted_then_the_longest_idle() {
     let gate = test_gate(3, 3);
     let a = addr(1);
     let mut first = admit(&gate, 1, a).unwrap();
     let mut second = admit(&gate, 2, a).unwrap();
     let mut third = admit(&gate, 3, a).unwrap();
     gate.trust(1);
-    assert!(
-        admit(&gate, 4, addr(2)).is_none(),
-        "none idle long enough: refused"
-    );
-    age(&gate, &[]);
-    // Full: 2 is the oldest untrusted.
+    // Full: 2 is the oldest untrusted, however fresh.
     let _fourth = admit(&gate, 4, addr(2)).unwrap();
     assert!(second.try_recv().is_ok(), "evicted");
     assert!(first.try_recv().is_err() && third.try_recv().is_err());
     assert_eq!(gate.len(), 3);
     gate.trust(3);
     gate.trust(4);
-    // All trusted: the idle ones still make room, 4 is busy.
+    assert!(
+        admit(&gate, 5, addr(3)).is_none(),
+        "all trusted and busy: refused"
+    );
+    // All trusted: the idle ones make room, the longest idle first; 4 is busy.
     age(&gate, &[4]);
+    gate.lock()
+        .get(&3)
+        .unwrap()
+        .activity
+        .last
+        .store(10, Ordering::Relaxed);
     assert!(admit(&gate, 5, addr(3)).is_some());
-    assert!(first.try_recv().is_ok() || third.try_recv().is_ok());
-    age(&gate, &[1, 3, 4, 5]);
+    assert!(first.try_recv().is_ok(), "1 was idle longer than 3");
+    assert!(third.try_recv().is_err());
+    age(&gate, &[3, 4, 5]);
+    gate.trust(5);
     assert!(admit(&gate, 6, addr(3)).is_none(), "all busy: refused");
     gate.leave(4);
     assert!(admit(&gate, 6, addr(3)).is_some());
@@ -69,7 +76,10 @@ fn one_address_makes_room_among_its_own() {
     let mut b1 = admit(&gate, 3, b).unwrap();
     gate.trust(1);
     gate.trust(2);
-    assert!(admit(&gate, 4, a).is_none(), "a's are busy: refused");
+    assert!(
+        admit(&gate, 4, a).is_none(),
+        "a's are admitted and busy: refused"
+    );
     age(&gate, &[2]);
     assert!(admit(&gate, 4, a).is_some(), "a's idle 1 made room");
     assert!(a1.try_recv().is_ok());
