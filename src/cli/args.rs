@@ -55,7 +55,10 @@ pub(super) enum Command {
     /// Serve the repository's images as a read-only OCI registry (pulls by podman, skopeo, containerd, composefs-oci).
     #[command(after_help = "Examples:
   cfs-export serve --anonymous
-  cfs-export serve --listen 0.0.0.0:5000 --insecure-http --htpasswd /etc/cfs-export/htpasswd")]
+  cfs-export serve --listen 0.0.0.0:5000 --insecure-http --htpasswd /etc/cfs-export/htpasswd
+  kill -HUP $(pidof cfs-export)    # read the htpasswd file and the repository again
+
+Signals: SIGINT/SIGTERM stop (running responses get 10 s); SIGHUP reloads the users and the images.")]
     Serve(serve::ServeArgs),
     /// Import an OCI layout or archive into the repository (blobs verified first).
     #[command(after_help = "Examples:
