@@ -9,14 +9,15 @@
 //! | era | zlib-ng | zlib-rs with equal output | here |
 //! |---|---|---|---|
 //! | A | 2.0.x, 2.1.x (2.0.7 also differs on tiny inputs) | 0.2.1, 0.3.1 | no |
-//! | B | 2.2.0 – 2.2.4 | 0.4.2 | no |
+//! | B | 2.2.0 – 2.2.4 | 0.4.2 | in the `cfs-zng22` crate, through this writer |
 //! | C | 2.2.5, 2.3.3 | 0.5.5, 0.6.8 | yes |
 //!
 //! Era A's bytes depend on the CPU: on x86 with SSE4.2 its hash is CRC-32C;
 //! built without SIMD, 2.0.7 and 2.1.6 give era C's bytes. zlib-rs before
 //! 0.5 has no safe streaming API (a `DeflateStream` comes only from an
-//! `unsafe fn`), so eras A and B are not reproduced under
-//! `#![forbid(unsafe_code)]`.
+//! `unsafe fn`): era B is driven through [`DeflateCalls`] by the small
+//! `cfs-zng22` crate, the one place that allows unsafe code; era A is not
+//! reproduced.
 //!
 //! Unlike madler zlib, zlib-ng's output depends on how the input is cut into
 //! `deflate()` calls and on the output space each call gets. So this writer
@@ -43,18 +44,64 @@ const COPY_BUF: usize = 8 * 1024;
 /// flate2's `GzEncoder` header: no flags, mtime 0, XFL 0, OS unknown.
 const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
+/// A raw deflate driven call by call, as a C zlib's `deflate()` is.
+pub trait DeflateCalls {
+    /// One call: takes from `input`, writes into `out` (finishing the stream
+    /// when `finish`); returns the bytes taken, the bytes written, and
+    /// whether the stream ended.
+    fn call(
+        &mut self,
+        input: &[u8],
+        out: &mut [u8],
+        finish: bool,
+    ) -> io::Result<(usize, usize, bool)>;
+}
+
+impl DeflateCalls for Deflate {
+    fn call(
+        &mut self,
+        input: &[u8],
+        out: &mut [u8],
+        finish: bool,
+    ) -> io::Result<(usize, usize, bool)> {
+        let (in0, out0) = (self.total_in(), self.total_out());
+        let flush = match finish {
+            true => DeflateFlush::Finish,
+            false => DeflateFlush::NoFlush,
+        };
+        let status = self
+            .compress(input, out, flush)
+            .map_err(|e| io::Error::other(format!("deflate: {}", e.as_str())))?;
+        Ok((
+            (self.total_in() - in0) as usize,
+            (self.total_out() - out0) as usize,
+            status == Status::StreamEnd,
+        ))
+    }
+}
+
 /// zlib-ng level 6 behind flate2's gzip header and trailer, fed the way
 /// ostree-ext's tar-rs `Builder` fed it. Input must be a tar stream for the
-/// bytes to match; anything else is still compressed correctly.
-pub struct ZlibNg6Writer<W: Write> {
-    chunks: TarRsChunks<Flate2Gz<W>>,
+/// bytes to match; anything else is still compressed correctly. The
+/// deflate is zlib-rs 0.6 (era C) unless [`ZlibNg6Writer::with_engine`]
+/// gives another.
+pub struct ZlibNg6Writer<W: Write, D: DeflateCalls = Deflate> {
+    chunks: TarRsChunks<Flate2Gz<W, D>>,
 }
 
 impl<W: Write> ZlibNg6Writer<W> {
     /// A writer into `inner`.
     pub fn new(inner: W) -> Self {
+        Self::with_engine(inner, Deflate::new(6, false, 15))
+    }
+}
+
+impl<W: Write, D: DeflateCalls> ZlibNg6Writer<W, D> {
+    /// A writer into `inner` over `engine`, a raw level-6 deflate (window
+    /// bits 15, memLevel 8).
+    pub fn with_engine(inner: W, engine: D) -> Self {
         ZlibNg6Writer {
-            chunks: TarRsChunks::new(Flate2Gz::new(inner, 6)),
+            chunks: TarRsChunks::new(Flate2Gz::with_engine(inner, engine)),
         }
     }
 
@@ -64,7 +111,7 @@ impl<W: Write> ZlibNg6Writer<W> {
     }
 }
 
-impl<W: Write> Write for ZlibNg6Writer<W> {
+impl<W: Write, D: DeflateCalls> Write for ZlibNg6Writer<W, D> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.chunks.write(buf)
     }
@@ -76,8 +123,8 @@ impl<W: Write> Write for ZlibNg6Writer<W> {
 
 /// zlib-rs driven like flate2's `write::GzEncoder` over a C zlib: each
 /// `write` is the input of `deflate()` calls with a fresh 32 KiB output each.
-pub struct Flate2Gz<W: Write> {
-    deflate: Deflate,
+pub struct Flate2Gz<W: Write, D: DeflateCalls = Deflate> {
+    deflate: D,
     out: Vec<u8>,
     inner: W,
     crc: crc32fast::Hasher,
@@ -88,8 +135,15 @@ pub struct Flate2Gz<W: Write> {
 impl<W: Write> Flate2Gz<W> {
     /// Raw deflate at `level` (window bits 15, memLevel 8), gzip framed.
     pub fn new(inner: W, level: i32) -> Self {
+        Self::with_engine(inner, Deflate::new(level, false, 15))
+    }
+}
+
+impl<W: Write, D: DeflateCalls> Flate2Gz<W, D> {
+    /// `engine`'s raw deflate, gzip framed.
+    pub fn with_engine(inner: W, engine: D) -> Self {
         Flate2Gz {
-            deflate: Deflate::new(level, false, 15),
+            deflate: engine,
             out: vec![0; FLATE2_OUT],
             inner,
             crc: crc32fast::Hasher::new(),
@@ -106,25 +160,20 @@ impl<W: Write> Flate2Gz<W> {
         Ok(())
     }
 
-    /// One `deflate()` call; its output goes to `inner`. Returns input consumed.
-    fn step(&mut self, input: &[u8], flush: DeflateFlush) -> io::Result<(usize, Status)> {
-        let (in0, out0) = (self.deflate.total_in(), self.deflate.total_out());
-        let status = self
-            .deflate
-            .compress(input, &mut self.out, flush)
-            .map_err(|e| io::Error::other(format!("deflate: {}", e.as_str())))?;
-        let produced = (self.deflate.total_out() - out0) as usize;
+    /// One `deflate()` call; its output goes to `inner`. Returns the input
+    /// taken, the output made and whether the stream ended.
+    fn step(&mut self, input: &[u8], finish: bool) -> io::Result<(usize, usize, bool)> {
+        let (taken, produced, end) = self.deflate.call(input, &mut self.out, finish)?;
         self.inner.write_all(&self.out[..produced])?;
-        Ok(((self.deflate.total_in() - in0) as usize, status))
+        Ok((taken, produced, end))
     }
 
     /// Finish the stream (flate2's `try_finish`), write the trailer, return `inner`.
     pub fn finish(mut self) -> io::Result<W> {
         self.header()?;
         loop {
-            let before = self.deflate.total_out();
-            let (_, status) = self.step(&[], DeflateFlush::Finish)?;
-            if status == Status::StreamEnd || self.deflate.total_out() == before {
+            let (_, produced, end) = self.step(&[], true)?;
+            if end || produced == 0 {
                 break;
             }
         }
@@ -135,14 +184,14 @@ impl<W: Write> Flate2Gz<W> {
     }
 }
 
-impl<W: Write> Write for Flate2Gz<W> {
+impl<W: Write, D: DeflateCalls> Write for Flate2Gz<W, D> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.header()?;
         // flate2 consumes what one call takes and `write_all` comes back with
         // the rest: the same sequence of calls as this loop.
         let mut rest = buf;
         while !rest.is_empty() {
-            let (taken, _) = self.step(rest, DeflateFlush::NoFlush)?;
+            let (taken, _, _) = self.step(rest, false)?;
             self.crc.update(&rest[..taken]);
             rest = &rest[taken..];
         }
@@ -304,5 +353,7 @@ fn entry_size(block: &[u8]) -> u64 {
         .fold(0u64, |n, &b| (n << 3) | u64::from(b - b'0'))
 }
 
+#[cfg(test)]
+mod fixture;
 #[cfg(test)]
 mod tests;

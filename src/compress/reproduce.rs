@@ -55,6 +55,10 @@ pub enum Reproducer {
     /// feeds it (rpm-ostree / bootc base images built on Fedora ≥ 40 with
     /// zlib-ng-compat): zlib-rs, whose output equals zlib-ng 2.3.3's C build.
     ZlibNg6,
+    /// zlib-ng 2.2.0 – 2.2.4 level 6, fed the same way (Fedora 41 and
+    /// CentOS Stream / RHEL 10 bootc base images, zlib-ng-compat 2.2.3):
+    /// zlib-rs 0.4.2 (`cfs-zng22`), whose output equals zlib-ng 2.2.4's C build.
+    ZlibNg6Era22,
 }
 
 /// Candidates when nothing hints otherwise, most common first.
@@ -64,7 +68,7 @@ pub enum Reproducer {
 /// 1.15.0–1.15.9 and 1.14.3 (containers/image before 5.23), 1.10.2–1.11.12
 /// (umoci ≥ 0.5 vendors 1.11.3), 1.12.3–1.13.6. The other eras the
 /// `cfs-encoders` crate reproduces are not searched by default.
-const DEFAULT_ORDER: [Reproducer; 14] = [
+const DEFAULT_ORDER: [Reproducer; 15] = [
     Reproducer::Pgzip(Version::V1_15_10),
     Reproducer::Pgzip(Version::V1_18_2),
     Reproducer::GoGzip(GoLevel::Default),
@@ -72,6 +76,7 @@ const DEFAULT_ORDER: [Reproducer; 14] = [
     Reproducer::Pgzip256(Version::V1_15_10),
     Reproducer::Zlib6,
     Reproducer::ZlibNg6,
+    Reproducer::ZlibNg6Era22,
     Reproducer::Pgzip(Version::V1_15_0),
     Reproducer::Pgzip(Version::V1_14_3),
     Reproducer::Pgzip(Version::V1_10_2),
@@ -90,7 +95,7 @@ const PGZIP_256_IDS: [(Version, &str); 3] = [
 
 /// Cache entry meaning "no candidate matched"; the suffix changes whenever
 /// the candidate set does, so a newer cfs-export searches again.
-const MISS: &str = "none-4";
+const MISS: &str = "none-5";
 
 impl Reproducer {
     /// A stable name, for the cache and `--json`.
@@ -104,6 +109,7 @@ impl Reproducer {
             Reproducer::GoGzip(level) => level.id(),
             Reproducer::Zlib6 => "zlib6",
             Reproducer::ZlibNg6 => "zlibng6-2.3",
+            Reproducer::ZlibNg6Era22 => "zlibng6-2.2",
         }
     }
 
@@ -128,6 +134,7 @@ impl Reproducer {
                 flate2::Compression::new(6),
             )),
             Reproducer::ZlibNg6 => ReproWriter::ZlibNg(ZlibNg6Writer::new(inner)),
+            Reproducer::ZlibNg6Era22 => ReproWriter::ZlibNg22(cfs_zng22::writer(inner)?),
         })
     }
 }
@@ -141,6 +148,7 @@ impl fmt::Display for Reproducer {
             Reproducer::GoGzip(level) => write!(f, "Go compress/gzip level {}", level.number()),
             Reproducer::Zlib6 => write!(f, "zlib level 6"),
             Reproducer::ZlibNg6 => write!(f, "zlib-ng 2.3 level 6"),
+            Reproducer::ZlibNg6Era22 => write!(f, "zlib-ng 2.2 level 6"),
         }
     }
 }
@@ -161,6 +169,8 @@ pub enum ReproWriter<W: Write> {
     Zlib(flate2::write::GzEncoder<W>),
     /// zlib-ng 2.3 level 6 (zlib-rs), fed like tar-rs feeds flate2.
     ZlibNg(ZlibNg6Writer<W>),
+    /// zlib-ng 2.2.0–2.2.4 level 6 (zlib-rs 0.4.2), fed the same way.
+    ZlibNg22(ZlibNg6Writer<W, cfs_zng22::Deflate22>),
 }
 
 impl<W: Write> ReproWriter<W> {
@@ -171,6 +181,7 @@ impl<W: Write> ReproWriter<W> {
             ReproWriter::Go(w) => w.finish(),
             ReproWriter::Zlib(w) => w.finish(),
             ReproWriter::ZlibNg(w) => w.finish(),
+            ReproWriter::ZlibNg22(w) => w.finish(),
         }
     }
 }
@@ -182,6 +193,7 @@ impl<W: Write> Write for ReproWriter<W> {
             ReproWriter::Go(w) => w.write(buf),
             ReproWriter::Zlib(w) => w.write(buf),
             ReproWriter::ZlibNg(w) => w.write(buf),
+            ReproWriter::ZlibNg22(w) => w.write(buf),
         }
     }
 
@@ -191,6 +203,7 @@ impl<W: Write> Write for ReproWriter<W> {
             ReproWriter::Go(w) => w.flush(),
             ReproWriter::Zlib(w) => w.flush(),
             ReproWriter::ZlibNg(w) => w.flush(),
+            ReproWriter::ZlibNg22(w) => w.flush(),
         }
     }
 }
@@ -221,8 +234,13 @@ fn candidates(created_by: &str) -> Vec<Reproducer> {
         .iter()
         .any(|t| created_by.contains(t))
     {
-        // The build host's libz: zlib-ng on Fedora ≥ 40, madler zlib elsewhere.
-        &[Reproducer::ZlibNg6, Reproducer::Zlib6]
+        // The build host's libz: zlib-ng on Fedora ≥ 40 (2.2 on Fedora 41
+        // and EL10, 2.3 from Fedora 43), madler zlib elsewhere.
+        &[
+            Reproducer::ZlibNg6Era22,
+            Reproducer::ZlibNg6,
+            Reproducer::Zlib6,
+        ]
     } else {
         &[]
     };

@@ -14,8 +14,12 @@ fn hints_reorder_candidates() {
         Reproducer::GoGzip(GoLevel::BestSpeed)
     );
     assert_eq!(
-        candidates("rpm-ostree compose")[..2],
-        [Reproducer::ZlibNg6, Reproducer::Zlib6]
+        candidates("rpm-ostree compose")[..3],
+        [
+            Reproducer::ZlibNg6Era22,
+            Reproducer::ZlibNg6,
+            Reproducer::Zlib6
+        ]
     );
     assert_eq!(
         candidates("umoci repack")[0],
