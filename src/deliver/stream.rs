@@ -23,10 +23,8 @@ use crate::deliver::transfer::{
     write_source_policy, TransferOptions, AUTH_FILE, DEST_AUTH_FILE, POLICY_FILE,
 };
 use crate::deliver::transport::ImageLocation;
-use crate::export::{
-    self, BlobBytes, ExportOptions, ExportReport, ImageReport, LayerReport, LayerStatus,
-};
-use crate::repo::image::{self, StoredImage};
+use crate::export::{self, ExportOptions, ExportReport};
+use crate::repo::image::StoredImage;
 use crate::serve::{LayerChoice, Served, ServedLayer};
 use crate::{create_private_dirs, UsageError};
 use anyhow::{bail, Context, Result};
@@ -453,112 +451,11 @@ async fn copy_streaming<ID: FsVerityHashValue>(
     copied.with_context(|| format!("Copying to {destination}"))?;
 
     let manifest = (manifest_digest, original_manifest);
-    let mut report = streamed_report(img, &descriptors, &log, destination, manifest);
+    let mut report = report::streamed_report(img, &descriptors, &log, destination, manifest);
     report.transfer_seconds = Some(started.elapsed().as_secs_f64());
     Ok(report)
 }
 
-/// The report of a streamed copy: a layer skopeo did not ask for was already
-/// in the storage.
-fn streamed_report<ID>(
-    img: &StoredImage<ID>,
-    served: &[ServedLayer],
-    log: &std::collections::HashMap<String, crate::serve::LayerServed>,
-    destination: &str,
-    (manifest_digest, original_manifest): (String, bool),
-) -> ExportReport {
-    let layers: Vec<LayerReport> = img
-        .layers
-        .iter()
-        .zip(served)
-        .map(|(l, d)| {
-            let logged = log.get(d.digest().as_ref());
-            let compression = d.compression;
-            LayerReport {
-                diff_id: l.diff_id.to_string(),
-                blob_digest: d.digest().to_string(),
-                media_type: d.descriptor.media_type().to_string(),
-                compression,
-                size: d.tar_size,
-                blob_size: d.size(),
-                status: match logged {
-                    Some(_) => LayerStatus::Written,
-                    None => LayerStatus::Skipped,
-                },
-                seconds: logged.map_or(0.0, |s| s.seconds),
-                blob: BlobBytes::of(l, d.digest(), compression),
-            }
-        })
-        .collect();
-    let export_seconds = layers.iter().map(|l| l.seconds).sum();
-    ExportReport {
-        destination: destination.to_string(),
-        images: vec![ImageReport {
-            image: img.name(),
-            tag: None,
-            manifest_digest,
-            config_digest: img.config_digest().to_string(),
-            original_manifest,
-            // The hand-off serves any manifest kind: nothing to say.
-            manifest_not_kept: None,
-            platform: image::platform_of(&img.config),
-            deployment: img.deployment.clone(),
-            layers,
-        }],
-        export_seconds,
-        transfer_seconds: None,
-        streamed: true,
-    }
-}
-
+mod report;
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn targets_by_destination() {
-        let transfer = TransferOptions::default();
-        for (dest, preserve, writes_into) in [
-            ("docker://h:5000/x:1", true, None),
-            ("dir:/a/b", true, Some("/a")),
-            ("dir:rel", true, Some(".")),
-            ("docker-archive:/c/d.tar:x:1", false, Some("/c")),
-            ("docker-daemon:x:1", false, None),
-        ] {
-            let target = Target::new(&ImageLocation::parse(dest).unwrap(), &transfer).unwrap();
-            assert_eq!(target.skopeo_dest, dest);
-            assert_eq!(target.preserve_digests, preserve, "{dest}");
-            assert_eq!(target.writes_into.as_deref(), writes_into.map(Path::new));
-            assert!(target.storage.is_none());
-            assert_eq!(target.tmp_base, runtime_dir(), "{dest}");
-        }
-        let tmpdir = TransferOptions {
-            tmpdir: Some("/t".into()),
-            ..TransferOptions::default()
-        };
-        let target = Target::new(&ImageLocation::parse("docker://h/x").unwrap(), &tmpdir).unwrap();
-        assert_eq!(target.tmp_base, Path::new("/t"));
-    }
-
-    #[test]
-    fn stale_dirs_of_dead_runs_only() {
-        let t = tempfile::tempdir().unwrap();
-        let dead_empty = t.path().join("cfs-export-999999999-a");
-        let dead_full = t.path().join("cfs-export-999999998-b");
-        let alive = t
-            .path()
-            .join(format!("cfs-export-{}-c", std::process::id()));
-        let other = t.path().join("cfs-export-notapid");
-        for d in [&dead_empty, &dead_full, &alive, &other] {
-            std::fs::create_dir(d).unwrap();
-        }
-        std::fs::write(dead_full.join("blob"), b"x").unwrap();
-        for ours in OWN_FILES {
-            std::fs::write(dead_empty.join(ours), b"{}").unwrap();
-            std::fs::write(alive.join(ours), b"{}").unwrap();
-        }
-        remove_stale_dirs(t.path());
-        assert!(!dead_empty.exists());
-        assert!(dead_full.exists() && alive.exists() && other.exists());
-    }
-}
+mod tests;

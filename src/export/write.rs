@@ -133,6 +133,41 @@ pub(crate) fn image_parts<ID>(
     tag_override: Option<&str>,
     opts: &ExportOptions,
 ) -> Result<ImageParts> {
+    let (layer_descs, layer_reports) = layer_parts(img, outcomes, opts)?;
+    let (manifest, choice) = build_manifest(img, &layer_descs, ManifestHolder::OciLayout)?;
+    let manifest_digest = crate::digest::sha256(&manifest);
+    let tag = tag_override
+        .map(str::to_string)
+        .or_else(|| img.entry.tags.first().cloned());
+    let desc = index_descriptor(img, &manifest_digest, manifest.len(), tag.as_deref())?;
+    let report = ImageReport {
+        image: img.name(),
+        tag,
+        manifest_digest: manifest_digest.to_string(),
+        config_digest: img.config_digest().to_string(),
+        original_manifest: choice == ManifestChoice::Original,
+        manifest_not_kept: match choice {
+            ManifestChoice::New(why) => why,
+            ManifestChoice::Original => None,
+        },
+        platform: image::platform_of(&img.config),
+        deployment: img.deployment.clone(),
+        layers: layer_reports,
+    };
+    Ok(ImageParts {
+        manifest,
+        manifest_digest,
+        desc,
+        report,
+    })
+}
+
+/// Each layer's descriptor and report, from the blob written for it.
+fn layer_parts<ID>(
+    img: &StoredImage<ID>,
+    outcomes: &HashMap<LayerKey, BlobOutcome>,
+    opts: &ExportOptions,
+) -> Result<(Vec<Descriptor>, Vec<LayerReport>)> {
     let mut layer_descs = Vec::new();
     let mut layer_reports = Vec::new();
     for l in &img.layers {
@@ -162,32 +197,7 @@ pub(crate) fn image_parts<ID>(
         });
         layer_descs.push(desc);
     }
-    let (manifest, choice) = build_manifest(img, &layer_descs, ManifestHolder::OciLayout)?;
-    let manifest_digest = crate::digest::sha256(&manifest);
-    let tag = tag_override
-        .map(str::to_string)
-        .or_else(|| img.entry.tags.first().cloned());
-    let desc = index_descriptor(img, &manifest_digest, manifest.len(), tag.as_deref())?;
-    let report = ImageReport {
-        image: img.name(),
-        tag,
-        manifest_digest: manifest_digest.to_string(),
-        config_digest: img.config_digest().to_string(),
-        original_manifest: choice == ManifestChoice::Original,
-        manifest_not_kept: match choice {
-            ManifestChoice::New(why) => why,
-            ManifestChoice::Original => None,
-        },
-        platform: image::platform_of(&img.config),
-        deployment: img.deployment.clone(),
-        layers: layer_reports,
-    };
-    Ok(ImageParts {
-        manifest,
-        manifest_digest,
-        desc,
-        report,
-    })
+    Ok((layer_descs, layer_reports))
 }
 
 /// Write one image's config (original bytes) and manifest.
