@@ -156,6 +156,27 @@ class Registry:
         self.proc.wait()
 
 
+# Each repeat gets a fresh registry: a registry that already holds the blobs
+# (or a blob-info cache that knows them) would let skopeo skip the upload;
+# its files are removed after the run.
+def registry_runs(cmd, prep=None):
+    runs = []
+    for i in range(REPEATS):
+        if prep:
+            prep(i)
+        name = f"{len(runs)}-{cmd[:8].strip()}-{i}".replace("/", "_").replace(" ", "_")
+        reg = Registry(name)
+        try:
+            sh("sync")
+            t = time.monotonic()
+            sh(cmd.format(i=i, port=reg.port))
+            runs.append(time.monotonic() - t)
+        finally:
+            reg.stop()
+        fresh(f"{WORK}/registry{name}", f"{WORK}/registry{name}.yml")
+    return statistics.median(runs), max(runs) - min(runs)
+
+
 if on("core"):
     # 1. copy-to-storage (streamed, the default) vs the reference algorithm (+ the same skopeo copy).
     C2S = f"{X} --json copy-to-storage bench --storage-driver {DRIVER} --storage-root {WORK}/{{d}}{{{{i}}}}/root --storage-runroot {WORK}/{{d}}{{{{i}}}}/run"
@@ -272,24 +293,6 @@ if on("core"):
     fresh(f"{WORK}/arch")
 
     # 7. push to a loopback registry: zstd by us vs skopeo compressing an uncompressed layout.
-    # Each repeat gets a fresh registry: a registry that already holds the blobs
-    # (or a blob-info cache that knows them) would let skopeo skip the upload.
-    def registry_runs(cmd, prep=None):
-        runs = []
-        for i in range(REPEATS):
-            if prep:
-                prep(i)
-            reg = Registry(f"{len(runs)}-{cmd[:8].strip()}-{i}".replace("/", "_").replace(" ", "_"))
-            try:
-                sh("sync")
-                t = time.monotonic()
-                sh(cmd.format(i=i, port=reg.port))
-                runs.append(time.monotonic() - t)
-            finally:
-                reg.stop()
-        return statistics.median(runs), max(runs) - min(runs)
-
-
     push = registry_runs(f"{X} export bench --compression zstd --dest-tls-verify false --to docker://127.0.0.1:{{port}}/app:1")
     base = registry_runs(f"{X} export bench --compression none --to oci:{WORK}/pb{{i}} && skopeo copy -q --dest-tls-verify=false oci:{WORK}/pb{{i}}:bench docker://127.0.0.1:{{port}}/app:1",
                          prep=lambda i: fresh(f"{WORK}/pb{i}"))
@@ -361,31 +364,15 @@ if on("original"):
 
     # Push (issue 27): every skopeo destination is streamed from the loopback
     # hand-off, compressing while skopeo uploads; each run to a fresh registry.
-    def push_runs(name, cmd, prep=None):
-        runs = []
-        for i in range(REPEATS):
-            if prep:
-                prep(i)
-            reg = Registry(f"push-{name}-{i}")
-            try:
-                sh("sync")
-                t = time.monotonic()
-                sh(cmd.format(i=i, port=reg.port))
-                runs.append(time.monotonic() - t)
-            finally:
-                reg.stop()
-            fresh(f"{WORK}/registrypush-{name}-{i}", f"{WORK}/registrypush-{name}-{i}.yml")
-        return statistics.median(runs), max(runs) - min(runs)
-
     DEST = "--dest-tls-verify false --to docker://127.0.0.1:{port}/app:1"
-    skopeo_push = push_runs("skopeo", f"skopeo copy -q --dest-compress --dest-compress-format gzip --dest-tls-verify=false "
+    skopeo_push = registry_runs(f"skopeo copy -q --dest-compress --dest-compress-format gzip --dest-tls-verify=false "
                             f"oci:{WORK}/plain:bench docker://127.0.0.1:{{port}}/app:1")
-    orig_push = push_runs("orig", f"XDG_CACHE_HOME={WORK}/cache0 TMPDIR={WORK}/pushtmp {XP} export bench {DEST}",
+    orig_push = registry_runs(f"XDG_CACHE_HOME={WORK}/cache0 TMPDIR={WORK}/pushtmp {XP} export bench {DEST}",
                           prep=lambda i: fresh(f"{WORK}/pushtmp") or os.makedirs(f"{WORK}/pushtmp"))
     r = skopeo_push[0] / orig_push[0]
     row("push original (encoder remembered): skopeo --dest-compress / ours", fmt(orig_push), fmt(skopeo_push), f"{r:.1f}x",
         ">=3x", r >= 3, "streamed from the loopback hand-off, original manifest digest")
-    gz_push = push_runs("gz", f"XDG_CACHE_HOME={WORK}/pushcache{{i}} {XP} export bench --compression gzip {DEST}",
+    gz_push = registry_runs(f"XDG_CACHE_HOME={WORK}/pushcache{{i}} {XP} export bench --compression gzip {DEST}",
                         prep=lambda i: fresh(f"{WORK}/pushcache{i}"))
     r = skopeo_push[0] / gz_push[0]
     row("first push --compression gzip: skopeo --dest-compress / ours", fmt(gz_push), fmt(skopeo_push), f"{r:.1f}x",

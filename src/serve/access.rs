@@ -315,20 +315,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub(crate) fn unauthorized() -> Response {
     let body =
         r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required","detail":null}]}"#;
-    let mut r = (StatusCode::UNAUTHORIZED, Body::from(body)).into_response();
-    let h = r.headers_mut();
-    h.insert(
+    let mut r = refusal(StatusCode::UNAUTHORIZED, body);
+    r.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Basic realm=\"cfs-export\""),
-    );
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    h.insert(
-        "Docker-Distribution-API-Version",
-        HeaderValue::from_static("registry/2.0"),
     );
     r
 }
@@ -337,10 +327,17 @@ pub(crate) fn unauthorized() -> Response {
 /// (whole seconds, rounded up), and the connection closed.
 pub(crate) fn too_many(wait: Duration) -> Response {
     let body = r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"too many failed logins: retry later","detail":null}]}"#;
-    let mut r = (StatusCode::TOO_MANY_REQUESTS, Body::from(body)).into_response();
+    let mut r = refusal(StatusCode::TOO_MANY_REQUESTS, body);
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    r
+}
+
+/// A refusal with its JSON `body`, the connection closed after it.
+fn refusal(status: StatusCode, body: &'static str) -> Response {
+    let mut r = (status, Body::from(body)).into_response();
     let h = r.headers_mut();
-    h.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -110,7 +110,16 @@ fn query_value(query: Option<&str>, key: &str) -> Option<String> {
     })
 }
 
+/// A query value's percent-encoding decoded (`+` is a space, a stray `%`
+/// stays), as text.
 fn percent_decode(s: &str) -> String {
+    String::from_utf8_lossy(&percent_bytes(s, true).unwrap_or_default()).into_owned()
+}
+
+/// The bytes `s` percent-encodes. In a query (`query`) `+` is a space and a
+/// `%` without two hex digits stays as it is; in a path it makes the whole
+/// invalid (`None`).
+fn percent_bytes(s: &str, query: bool) -> Option<Vec<u8>> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -124,7 +133,8 @@ fn percent_decode(s: &str) -> String {
                 out.push(b);
                 i += 3;
             }
-            (b'+', _) => {
+            (b'%', None) if !query => return None,
+            (b'+', _) if query => {
                 out.push(b' ');
                 i += 1;
             }
@@ -134,7 +144,7 @@ fn percent_decode(s: &str) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Some(out)
 }
 
 fn with_headers(mut r: Response, len: u64, digest: &str, media_type: &str) -> Response {
@@ -209,27 +219,7 @@ async fn request<ID: FsVerityHashValue>(
 
 /// A path's percent-encoding decoded; `None` when it is not UTF-8.
 fn decode_path(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b'%', None) => return None,
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
+    String::from_utf8(percent_bytes(s, false)?).ok()
 }
 
 /// In-memory bytes as a response body (none for HEAD).

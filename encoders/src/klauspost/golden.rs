@@ -587,25 +587,3 @@ fn reproduces_a_umoci_layer() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
-
-/// Single-thread throughput per version over 48 MiB of generated input:
-/// `cargo test -p cfs-encoders --release -- --ignored --nocapture speed`.
-#[test]
-#[ignore]
-fn speed() {
-    let mut data = Vec::new();
-    for (i, kind) in KINDS.into_iter().enumerate() {
-        data.extend(generate(kind, 12 << 20, i as u64));
-    }
-    for version in Version::ALL {
-        let start = std::time::Instant::now();
-        let out = ours(&data, version, BLOCK_SIZE, 1, 1 << 20);
-        let secs = start.elapsed().as_secs_f64();
-        eprintln!(
-            "{:>28}: {:.0} MB/s, ratio {:.3}",
-            version.describe(),
-            data.len() as f64 / secs / 1e6,
-            out.len() as f64 / data.len() as f64
-        );
-    }
-}

@@ -72,3 +72,13 @@ fn digests_and_queries() {
     assert_eq!(query_value(q, "x"), None);
     assert_eq!(percent_encode("a/b c"), "a%2Fb%20c");
 }
+
+#[test]
+fn paths_and_queries_decode_alike_but_for_plus_and_stray_percent() {
+    assert_eq!(decode_path("demo/os%2Fx+y").as_deref(), Some("demo/os/x+y"));
+    assert_eq!(percent_decode("demo/os%2Fx+y"), "demo/os/x y");
+    for bad in ["%ff", "a%zz", "a%2"] {
+        assert_eq!(decode_path(bad), None, "{bad}");
+    }
+    assert_eq!(percent_decode("a%zz"), "a%zz");
+}
