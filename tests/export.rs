@@ -545,3 +545,66 @@ fn sha512_repository_round_trips() {
         serde_json::from_str(&cfs_ok(&repo, &["--json", "verify", "--all"])).unwrap();
     assert_eq!(report["findings"], serde_json::json!([]));
 }
+
+/// Run python3 `code` with `input` on stdin; its stdout.
+fn python(code: &str, input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("python3")
+        .args(["-c", code])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feed = input.to_vec();
+    let feeder = std::thread::spawn(move || stdin.write_all(&feed));
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap().unwrap();
+    assert!(out.status.success(), "python3 failed");
+    out.stdout
+}
+
+/// Layers deflated by Debian's zlib at level 6 under other tools' gzip
+/// headers: zlib's own framing (Python's `gzip.compress`, OS 03) and Java's
+/// `GZIPOutputStream` before JDK 16 (jib, OS 00: zlib's raw body in Java's
+/// header). The search hashes the one zlib-6 body under each header, and
+/// the export keeps the manifest digest.
+#[test]
+fn zlib_bodies_under_other_headers_keep_the_manifest_digest() {
+    let t = tmp();
+    let repo = t.path().join("repo");
+    let text: Vec<u8> = (0..60_000u32)
+        .flat_map(|i| format!("{} etc/{}.conf\n", i % 4099, i % 29).into_bytes())
+        .collect();
+    let layers = vec![
+        (TarBuilder::new().file("a", &text).finish(false), Kind::Gzip),
+        (
+            TarBuilder::new().file("b", &text[7..]).finish(false),
+            Kind::Gzip,
+        ),
+    ];
+    let zlib_framing =
+        "import gzip,sys; sys.stdout.buffer.write(gzip.compress(sys.stdin.buffer.read(), 6, mtime=0))";
+    let java_old = "import sys,zlib,struct; d=sys.stdin.buffer.read(); c=zlib.compressobj(6, zlib.DEFLATED, -15); \
+        sys.stdout.buffer.write(bytes([0x1f,0x8b,8,0,0,0,0,0,0,0]) + c.compress(d) + c.flush() + struct.pack('<II', zlib.crc32(d), len(d) & 0xffffffff))";
+    let f = write_layout_with(
+        &t.path().join("src"),
+        "jib",
+        "amd64",
+        &layers,
+        &|i, _, tar| python([zlib_framing, java_old][i], tar),
+    );
+    import(&repo, &f);
+    let out = t.path().join("out");
+    let report = export_json(&repo, &["jib", "--to", &format!("oci:{}", out.display())]);
+    let (digest, _) = manifest_for(&out, "jib");
+    assert_eq!(digest, f.manifest_digest, "{report}");
+    let layers = report["images"][0]["layers"].as_array().unwrap();
+    let encoders: Vec<String> = layers
+        .iter()
+        .map(|l| format!("{} {}", l["blob"], l["compression"]))
+        .collect();
+    assert!(encoders[0].contains("zlib6-os03"), "{encoders:?}");
+    assert!(encoders[1].contains("zlib6-os00"), "{encoders:?}");
+}

@@ -20,20 +20,23 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::Result;
-use cfs_encoders::gostd::{GoLevel, GzipWriter};
-use cfs_encoders::klauspost::{PgzipWriter, Version, UMOCI_BLOCK_SIZE};
-use cfs_encoders::zlibng::ZlibNg6Writer;
+use cfs_encoders::gostd::GoLevel;
+use cfs_encoders::gzip_header::{BodyTee, GzipHeader};
+use cfs_encoders::klauspost::Version;
 use composefs::fsverity::FsVerityHashValue;
 use composefs::repository::Repository;
 use oci_spec::image::{Descriptor, Digest, MediaType};
-use sha2::{Digest as _, Sha256};
+use sha2::Digest as _;
 
 use super::fanout;
 use crate::lock;
 use crate::progress::Progress;
 use crate::repo::image::{StoredImage, StoredLayer};
 use crate::repo::layer;
+use bounded::{is_over, BoundedHasher};
 use cache::Cache;
+pub use frame::Frame;
+pub use writer::ReproWriter;
 
 /// An encoder whose output we reproduce bit for bit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,6 +54,10 @@ pub enum Reproducer {
     /// rpm-ostree on hosts with madler zlib): libz-sys's bundled zlib 1.3.2, whose
     /// level-6 output equals zlib 1.2.13's; never the host's libz.
     Zlib6,
+    /// The same zlib level-6 body under another tool's gzip header: jib
+    /// on JDK ≤ 15, zlib's own gzip framing. Searched beside [`Reproducer::Zlib6`]
+    /// at no extra compression.
+    Zlib6Framed(Frame),
     /// zlib-ng 2.2.5 – 2.3 level 6 in flate2's gzip framing, fed as ostree-ext's tar-rs
     /// feeds it (rpm-ostree / bootc base images built on Fedora ≥ 40 with
     /// zlib-ng-compat): zlib-rs, whose output equals zlib-ng 2.3.3's C build.
@@ -68,13 +75,15 @@ pub enum Reproducer {
 /// 1.15.0–1.15.9 and 1.14.3 (containers/image before 5.23), 1.10.2–1.11.12
 /// (umoci ≥ 0.5 vendors 1.11.3), 1.12.3–1.13.6. The other eras the
 /// `cfs-encoders` crate reproduces are not searched by default.
-const DEFAULT_ORDER: [Reproducer; 15] = [
+const DEFAULT_ORDER: [Reproducer; 17] = [
     Reproducer::Pgzip(Version::V1_15_10),
     Reproducer::Pgzip(Version::V1_18_2),
     Reproducer::GoGzip(GoLevel::Default),
     Reproducer::GoGzip(GoLevel::BestSpeed),
     Reproducer::Pgzip256(Version::V1_15_10),
     Reproducer::Zlib6,
+    Reproducer::Zlib6Framed(Frame::JavaOld),
+    Reproducer::Zlib6Framed(Frame::Zlib),
     Reproducer::ZlibNg6,
     Reproducer::ZlibNg6Era22,
     Reproducer::Pgzip(Version::V1_15_0),
@@ -95,7 +104,7 @@ const PGZIP_256_IDS: [(Version, &str); 3] = [
 
 /// Cache entry meaning "no candidate matched"; the suffix changes whenever
 /// the candidate set does, so a newer cfs-export searches again.
-const MISS: &str = "none-5";
+const MISS: &str = "none-6";
 
 impl Reproducer {
     /// A stable name, for the cache and `--json`.
@@ -108,6 +117,8 @@ impl Reproducer {
                 .map_or("pgzip-256k", |(_, id)| id),
             Reproducer::GoGzip(level) => level.id(),
             Reproducer::Zlib6 => "zlib6",
+            Reproducer::Zlib6Framed(Frame::JavaOld) => "zlib6-os00",
+            Reproducer::Zlib6Framed(Frame::Zlib) => "zlib6-os03",
             Reproducer::ZlibNg6 => "zlibng6-2.3",
             Reproducer::ZlibNg6Era22 => "zlibng6-2.2",
         }
@@ -118,24 +129,21 @@ impl Reproducer {
         DEFAULT_ORDER.into_iter().find(|r| r.id() == s)
     }
 
-    /// An encoder writing into `inner`, on `workers` threads where the format allows.
-    pub fn writer<W: Write>(self, inner: W, workers: usize) -> io::Result<ReproWriter<W>> {
-        Ok(match self {
-            Reproducer::Pgzip(v) => ReproWriter::Pgzip(PgzipWriter::new(inner, v, workers)?),
-            Reproducer::Pgzip256(v) => ReproWriter::Pgzip(PgzipWriter::with_block_size(
-                inner,
-                v,
-                UMOCI_BLOCK_SIZE,
-                workers,
-            )?),
-            Reproducer::GoGzip(level) => ReproWriter::Go(GzipWriter::with_level(inner, level)),
-            Reproducer::Zlib6 => ReproWriter::Zlib(flate2::write::GzEncoder::new(
-                inner,
-                flate2::Compression::new(6),
-            )),
-            Reproducer::ZlibNg6 => ReproWriter::ZlibNg(ZlibNg6Writer::new(inner)),
-            Reproducer::ZlibNg6Era22 => ReproWriter::ZlibNg22(cfs_zng22::writer(inner)?),
-        })
+    /// The encoder of this one's deflate body (itself but for header variants).
+    fn body(self) -> Reproducer {
+        match self {
+            Reproducer::Zlib6Framed(_) => Reproducer::Zlib6,
+            r => r,
+        }
+    }
+
+    /// The header of a body searched under several headers at once.
+    fn variant_header(self) -> Option<GzipHeader> {
+        match self {
+            Reproducer::Zlib6 => Some(GzipHeader::UNKNOWN_OS),
+            Reproducer::Zlib6Framed(frame) => Some(frame.header()),
+            _ => None,
+        }
     }
 }
 
@@ -147,6 +155,10 @@ impl fmt::Display for Reproducer {
             Reproducer::GoGzip(GoLevel::Default) => write!(f, "Go compress/gzip"),
             Reproducer::GoGzip(level) => write!(f, "Go compress/gzip level {}", level.number()),
             Reproducer::Zlib6 => write!(f, "zlib level 6"),
+            Reproducer::Zlib6Framed(Frame::JavaOld) => {
+                write!(f, "zlib level 6, Java GZIPOutputStream header (JDK ≤ 15)")
+            }
+            Reproducer::Zlib6Framed(Frame::Zlib) => write!(f, "zlib level 6, zlib's gzip header"),
             Reproducer::ZlibNg6 => write!(f, "zlib-ng 2.3 level 6"),
             Reproducer::ZlibNg6Era22 => write!(f, "zlib-ng 2.2 level 6"),
         }
@@ -156,55 +168,6 @@ impl fmt::Display for Reproducer {
 impl serde::Serialize for Reproducer {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.id())
-    }
-}
-
-/// A streaming encoder for one [`Reproducer`].
-pub enum ReproWriter<W: Write> {
-    /// klauspost pgzip.
-    Pgzip(PgzipWriter<W>),
-    /// Go compress/gzip.
-    Go(GzipWriter<W>),
-    /// zlib 6 (madler zlib bundled by libz-sys, through flate2).
-    Zlib(flate2::write::GzEncoder<W>),
-    /// zlib-ng 2.3 level 6 (zlib-rs), fed like tar-rs feeds flate2.
-    ZlibNg(ZlibNg6Writer<W>),
-    /// zlib-ng 2.2.0–2.2.4 level 6 (zlib-rs 0.4.2), fed the same way.
-    ZlibNg22(ZlibNg6Writer<W, cfs_zng22::Deflate22>),
-}
-
-impl<W: Write> ReproWriter<W> {
-    /// Write the trailer and return the inner writer.
-    pub fn finish(self) -> io::Result<W> {
-        match self {
-            ReproWriter::Pgzip(w) => w.finish(),
-            ReproWriter::Go(w) => w.finish(),
-            ReproWriter::Zlib(w) => w.finish(),
-            ReproWriter::ZlibNg(w) => w.finish(),
-            ReproWriter::ZlibNg22(w) => w.finish(),
-        }
-    }
-}
-
-impl<W: Write> Write for ReproWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            ReproWriter::Pgzip(w) => w.write(buf),
-            ReproWriter::Go(w) => w.write(buf),
-            ReproWriter::Zlib(w) => w.write(buf),
-            ReproWriter::ZlibNg(w) => w.write(buf),
-            ReproWriter::ZlibNg22(w) => w.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            ReproWriter::Pgzip(w) => w.flush(),
-            ReproWriter::Go(w) => w.flush(),
-            ReproWriter::Zlib(w) => w.flush(),
-            ReproWriter::ZlibNg(w) => w.flush(),
-            ReproWriter::ZlibNg22(w) => w.flush(),
-        }
     }
 }
 
@@ -225,6 +188,9 @@ fn candidates(created_by: &str) -> Vec<Reproducer> {
         &[Reproducer::GoGzip(GoLevel::Default)]
     } else if ggcr.iter().any(|t| created_by.contains(t)) {
         &[Reproducer::GoGzip(GoLevel::BestSpeed)]
+    } else if created_by.contains("jib-") {
+        // JDK ≥ 16 writes flate2's header, older ones OS 00.
+        &[Reproducer::Zlib6, Reproducer::Zlib6Framed(Frame::JavaOld)]
     } else if created_by.contains("umoci") {
         &[
             Reproducer::Pgzip256(Version::V1_15_10),
@@ -281,13 +247,62 @@ pub fn find<ID: FsVerityHashValue, W: Write>(
     let Some((&first, rest)) = order.split_first() else {
         return Ok(None);
     };
-    if let Some(written) = matches(repo, img, layer, original, first, workers, sink()?)? {
-        cache.put(&layer.diff_id, original.digest(), Some(first));
-        return Ok(Some((first, Some(written))));
+    // The first candidate's header variants ride along with it.
+    let (siblings, rest): (Vec<Reproducer>, Vec<Reproducer>) =
+        rest.iter().partition(|r| same_body(first, **r));
+    let alone = matches(
+        repo,
+        img,
+        layer,
+        original,
+        first,
+        &siblings,
+        workers,
+        sink()?,
+    )?;
+    let found = match alone {
+        Some((r, written)) => Some((r, written)),
+        None => search_together(repo, img, layer, original, &rest, progress)?.map(|r| (r, None)),
+    };
+    cache.put(
+        &layer.diff_id,
+        original.digest(),
+        found.as_ref().map(|f| f.0),
+    );
+    Ok(found)
+}
+
+/// Whether `b` is a header variant of `a`'s body (hashed beside it).
+fn same_body(a: Reproducer, b: Reproducer) -> bool {
+    a.body() == b.body() && a.variant_header().is_some() && b.variant_header().is_some()
+}
+
+/// `candidates` grouped by deflate body, first appearance first: each
+/// group is one compression, hashed under each member's header.
+fn by_body(candidates: &[Reproducer]) -> Vec<Vec<Reproducer>> {
+    let mut groups: Vec<Vec<Reproducer>> = Vec::new();
+    for &c in candidates {
+        match groups.iter_mut().find(|g| same_body(g[0], c)) {
+            Some(g) => g.push(c),
+            None => groups.push(vec![c]),
+        }
     }
-    let found = search_together(repo, img, layer, original, rest, progress)?;
-    cache.put(&layer.diff_id, original.digest(), found);
-    Ok(found.map(|r| (r, None)))
+    groups
+}
+
+/// Which of `members` (one body under their headers) `tee` saw written.
+fn variant_found<W: Write>(
+    tee: BodyTee<BoundedHasher<W>>,
+    members: &[Reproducer],
+    original: &Descriptor,
+) -> io::Result<(Option<Reproducer>, BoundedHasher<W>)> {
+    let (sink, digests) = tee.finish()?;
+    let want = original.digest().digest();
+    let found = digests
+        .iter()
+        .position(|d| d.size == original.size() && hex::encode(d.sha256) == want)
+        .and_then(|i| members.get(i).copied());
+    Ok((found, sink))
 }
 
 /// The first of `candidates` whose output is `original`'s bytes, all of
@@ -301,25 +316,25 @@ fn search_together<ID: FsVerityHashValue>(
     candidates: &[Reproducer],
     progress: &dyn Progress,
 ) -> Result<Option<Reproducer>> {
-    let consumers = candidates
+    let groups = by_body(candidates);
+    let consumers = groups
         .iter()
-        .map(|&candidate| -> fanout::Consumer<'_, Option<Reproducer>> {
+        .map(|members| -> fanout::Consumer<'_, Option<Reproducer>> {
             Box::new(move |chunks: &fanout::Chunks| {
-                let sink = BoundedHasher::new(original.size(), io::sink());
+                let headers = headers_of(members);
+                let sink = BodyTee::new(BoundedHasher::new(original.size(), io::sink()), &headers);
                 // One thread each: the candidates run beside each other.
-                let mut encoder = candidate.writer(sink, 1).ok()?;
+                let mut encoder = members[0].body().writer(sink, 1).ok()?;
                 for chunk in chunks.iter() {
                     // Past the recorded size (or failed): not this one.
                     encoder.write_all(&chunk).ok()?;
                 }
-                let sink = encoder.finish().ok()?;
-                let digest = format!("sha256:{}", hex::encode(sink.hasher.finalize()));
-                let same = sink.written == original.size() && digest == original.digest().as_ref();
-                same.then_some(candidate)
+                let tee = encoder.finish().ok()?;
+                variant_found(tee, members, original).ok()?.0
             })
         })
         .collect();
-    let alive = AtomicUsize::new(candidates.len());
+    let alive = AtomicUsize::new(groups.len());
     let started = Instant::now();
     let done = AtomicBool::new(false);
     let found = std::thread::scope(|scope| {
@@ -334,7 +349,7 @@ fn search_together<ID: FsVerityHashValue>(
                         img.layers.len(),
                         img.name(),
                         alive.load(Ordering::SeqCst),
-                        candidates.len()
+                        groups.len()
                     ));
                 }
             }
@@ -414,18 +429,35 @@ fn history_text<ID>(img: &StoredImage<ID>) -> String {
         .to_lowercase()
 }
 
-/// Does `candidate` turn the layer into exactly `original`'s bytes? Then
-/// `out`, which got them all.
+/// The gzip headers `members` are hashed under (none for an encoder
+/// without header variants: its own output is hashed as written).
+fn headers_of(members: &[Reproducer]) -> Vec<GzipHeader> {
+    members.iter().filter_map(|m| m.variant_header()).collect()
+}
+
+/// Does `candidate`, or one of its header variants `siblings`, turn the
+/// layer into exactly `original`'s bytes? Then which, and `out` when it
+/// got them all (the candidate itself matched).
+#[allow(clippy::too_many_arguments)]
 fn matches<ID: FsVerityHashValue, W: Write>(
     repo: &Repository<ID>,
     img: &StoredImage<ID>,
     layer: &StoredLayer<ID>,
     original: &Descriptor,
     candidate: Reproducer,
+    siblings: &[Reproducer],
     workers: usize,
     out: W,
-) -> Result<Option<W>> {
-    let sink = BoundedHasher::new(original.size(), out);
+) -> Result<Option<Found<W>>> {
+    let members: Vec<Reproducer> = [candidate]
+        .into_iter()
+        .chain(siblings.iter().copied())
+        .collect();
+    let headers = match siblings.is_empty() {
+        true => Vec::new(),
+        false => headers_of(&members),
+    };
+    let sink = BodyTee::new(BoundedHasher::new(original.size(), out), &headers);
     let encoder = candidate.writer(sink, workers)?;
     let (encoder, _) = match layer::rebuild(repo, &img.name(), layer, encoder) {
         Ok(done) => done,
@@ -433,63 +465,23 @@ fn matches<ID: FsVerityHashValue, W: Write>(
         Err(e) if is_over(&e) => return Ok(None),
         Err(e) => return Err(e),
     };
-    let sink = match encoder.finish() {
-        Ok(sink) => sink,
+    let tee = match encoder.finish() {
+        Ok(tee) => tee,
         Err(e) if e.kind() == io::ErrorKind::FileTooLarge => return Ok(None),
         Err(e) => return Err(e.into()),
     };
+    let (variant, sink) = variant_found(tee, &members, original)?;
     let digest = format!("sha256:{}", hex::encode(sink.hasher.finalize()));
-    let same = sink.written == original.size() && digest == original.digest().to_string();
-    Ok(same.then_some(sink.out))
-}
-
-/// The sink refused more bytes (a write error's source chain holds its io::Error).
-fn is_over(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<io::Error>()
-            .is_some_and(|e| e.kind() == io::ErrorKind::FileTooLarge)
-    })
-}
-
-/// Hashes what is written on its way to `out`, and fails once more than
-/// `limit` bytes arrive.
-struct BoundedHasher<W> {
-    hasher: Sha256,
-    written: u64,
-    limit: u64,
-    out: W,
-}
-
-impl<W> BoundedHasher<W> {
-    fn new(limit: u64, out: W) -> Self {
-        BoundedHasher {
-            hasher: Sha256::new(),
-            written: 0,
-            limit,
-            out,
-        }
+    if sink.written == original.size() && digest == original.digest().to_string() {
+        return Ok(Some((candidate, Some(sink.out))));
     }
+    // A sibling's header: its blob is still to be written.
+    Ok(variant.filter(|v| *v != candidate).map(|v| (v, None)))
 }
 
-impl<W: Write> Write for BoundedHasher<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.written + buf.len() as u64 > self.limit {
-            return Err(io::Error::new(
-                io::ErrorKind::FileTooLarge,
-                "output passed the original blob's size",
-            ));
-        }
-        let n = self.out.write(buf)?;
-        self.written += n as u64;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
-    }
-}
-
+mod bounded;
 mod cache;
+mod frame;
 #[cfg(test)]
 mod tests;
+mod writer;

@@ -1,8 +1,8 @@
 //! One of the encoders `--compression original` reproduces, on its own, for
 //! `make bench`'s baseline of a miss (one full compression per candidate).
 //!
-//! Usage: encode ENCODER WORKERS < INPUT > OUTPUT, ENCODER one of
-//! pgzip-1.15.10, pgzip-1.18.2, gostd, zlib6.
+//! Usage: encode ENCODER WORKERS < INPUT > OUTPUT, ENCODER an id of
+//! `Reproducer::from_id` (pgzip-1.15.10, gostd-1, zlib6-os00, …).
 
 use std::io::{self, BufWriter};
 

@@ -25,7 +25,18 @@ fn hints_reorder_candidates() {
         candidates("umoci repack")[0],
         Reproducer::Pgzip256(Version::V1_15_10)
     );
-    for hint in ["", "buildkit", "ostree", "kaniko", "umoci"] {
+    assert_eq!(
+        candidates("jib-maven-plugin:3.4.0")[..2],
+        [Reproducer::Zlib6, Reproducer::Zlib6Framed(Frame::JavaOld)]
+    );
+    for hint in [
+        "",
+        "buildkit",
+        "ostree",
+        "kaniko",
+        "umoci",
+        "jib-gradle-plugin",
+    ] {
         let mut all = candidates(hint);
         all.sort_by_key(|r| r.id());
         let mut want = DEFAULT_ORDER.to_vec();
@@ -131,4 +142,78 @@ fn zlib6_reproduces_the_shared_vectors() {
         w.write_all(&input).unwrap();
         assert!(w.finish().unwrap() == want, "{name}");
     }
+}
+
+/// zlib 6 and its header variants are one body: one group, one compression.
+#[test]
+fn header_variants_share_one_group() {
+    let groups = by_body(&DEFAULT_ORDER);
+    assert_eq!(groups.len(), DEFAULT_ORDER.len() - 2);
+    let zlib = groups.iter().find(|g| g[0] == Reproducer::Zlib6).unwrap();
+    assert_eq!(
+        zlib[..],
+        [
+            Reproducer::Zlib6,
+            Reproducer::Zlib6Framed(Frame::JavaOld),
+            Reproducer::Zlib6Framed(Frame::Zlib)
+        ]
+    );
+    assert!(groups.iter().filter(|g| g.len() > 1).count() == 1);
+}
+
+/// Python's `gzip.compress(…, 6, mtime=0)` is zlib's own gzip framing over
+/// Debian's zlib (OS 03): the zlib-6 group, hashing one body under each
+/// header, names `zlib6-os03`, and that encoder alone writes the same bytes.
+#[test]
+fn zlib_framing_is_found_among_the_variants_and_written_alike() {
+    let input: Vec<u8> = (0..400_000u32)
+        .flat_map(|i| format!("{} usr/lib/{}\n", i % 977, i % 13).into_bytes())
+        .take(400_000)
+        .collect();
+    let python =
+        "import gzip,sys; sys.stdout.buffer.write(gzip.compress(sys.stdin.buffer.read(), 6, mtime=0))";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", python])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feed = input.clone();
+    let feeder = std::thread::spawn(move || stdin.write_all(&feed));
+    let real = child.wait_with_output().unwrap().stdout;
+    feeder.join().unwrap().unwrap();
+    assert_eq!(real[9], 3, "zlib's gzip header says Unix");
+    let original = Descriptor::new(
+        MediaType::ImageLayerGzip,
+        real.len() as u64,
+        crate::digest::sha256(&real),
+    );
+    let group = by_body(&DEFAULT_ORDER)
+        .into_iter()
+        .find(|g| g[0] == Reproducer::Zlib6)
+        .unwrap();
+    let sink = BodyTee::new(
+        BoundedHasher::new(original.size(), io::sink()),
+        &headers_of(&group),
+    );
+    let mut w = Reproducer::Zlib6.writer(sink, 1).unwrap();
+    for piece in input.chunks(65_537) {
+        w.write_all(piece).unwrap();
+    }
+    let (found, _) = variant_found(w.finish().unwrap(), &group, &original).unwrap();
+    assert_eq!(found, Some(Reproducer::Zlib6Framed(Frame::Zlib)));
+    let mut alone = Reproducer::Zlib6Framed(Frame::Zlib)
+        .writer(Vec::new(), 1)
+        .unwrap();
+    alone.write_all(&input).unwrap();
+    assert!(alone.finish().unwrap() == real);
+    // Java ≤ 15: the same body, OS 00.
+    let mut java = Reproducer::Zlib6Framed(Frame::JavaOld)
+        .writer(Vec::new(), 1)
+        .unwrap();
+    java.write_all(&input).unwrap();
+    let java = java.finish().unwrap();
+    assert_eq!(java[..10], [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0]);
+    assert!(java[10..] == real[10..]);
 }
