@@ -290,19 +290,44 @@ fn by_body(candidates: &[Reproducer]) -> Vec<Vec<Reproducer>> {
     groups
 }
 
-/// Which of `members` (one body under their headers) `tee` saw written.
-fn variant_found<W: Write>(
+/// Which of `members` (one body under their headers) `tee` saw written:
+/// the first member when its output as written is `original`, else the
+/// member whose header variant is; and the sink.
+fn found_in<W: Write>(
     tee: BodyTee<BoundedHasher<W>>,
     members: &[Reproducer],
     original: &Descriptor,
 ) -> io::Result<(Option<Reproducer>, BoundedHasher<W>)> {
     let (sink, digests) = tee.finish()?;
     let want = original.digest().digest();
+    if sink.written == original.size() && hex::encode(sink.hasher.clone().finalize()) == want {
+        return Ok((members.first().copied(), sink));
+    }
     let found = digests
         .iter()
         .position(|d| d.size == original.size() && hex::encode(d.sha256) == want)
         .and_then(|i| members.get(i).copied());
     Ok((found, sink))
+}
+
+/// Which of `members`, one deflate body under their headers, turns the
+/// stream of `chunks` into `original`'s bytes: one compression (on this
+/// thread), hashed as written and under every member's header. `None` as
+/// soon as the output passes the recorded size.
+fn group_matches(
+    members: &[Reproducer],
+    chunks: impl Iterator<Item = std::sync::Arc<[u8]>>,
+    original: &Descriptor,
+) -> Option<Reproducer> {
+    let headers = headers_of(members);
+    let sink = BodyTee::new(BoundedHasher::new(original.size(), io::sink()), &headers);
+    let mut encoder = members.first()?.writer(sink, 1).ok()?;
+    for chunk in chunks {
+        // Past the recorded size (or failed): not this one.
+        encoder.write_all(&chunk).ok()?;
+    }
+    let tee = encoder.finish().ok()?;
+    found_in(tee, members, original).ok()?.0
 }
 
 /// The first of `candidates` whose output is `original`'s bytes, all of
@@ -320,18 +345,7 @@ fn search_together<ID: FsVerityHashValue>(
     let consumers = groups
         .iter()
         .map(|members| -> fanout::Consumer<'_, Option<Reproducer>> {
-            Box::new(move |chunks: &fanout::Chunks| {
-                let headers = headers_of(members);
-                let sink = BodyTee::new(BoundedHasher::new(original.size(), io::sink()), &headers);
-                // One thread each: the candidates run beside each other.
-                let mut encoder = members[0].body().writer(sink, 1).ok()?;
-                for chunk in chunks.iter() {
-                    // Past the recorded size (or failed): not this one.
-                    encoder.write_all(&chunk).ok()?;
-                }
-                let tee = encoder.finish().ok()?;
-                variant_found(tee, members, original).ok()?.0
-            })
+            Box::new(move |chunks: &fanout::Chunks| group_matches(members, chunks.iter(), original))
         })
         .collect();
     let alive = AtomicUsize::new(groups.len());
@@ -470,13 +484,12 @@ fn matches<ID: FsVerityHashValue, W: Write>(
         Err(e) if e.kind() == io::ErrorKind::FileTooLarge => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let (variant, sink) = variant_found(tee, &members, original)?;
-    let digest = format!("sha256:{}", hex::encode(sink.hasher.finalize()));
-    if sink.written == original.size() && digest == original.digest().to_string() {
-        return Ok(Some((candidate, Some(sink.out))));
-    }
-    // A sibling's header: its blob is still to be written.
-    Ok(variant.filter(|v| *v != candidate).map(|v| (v, None)))
+    Ok(match found_in(tee, &members, original)? {
+        (Some(r), sink) if r == candidate => Some((r, Some(sink.out))),
+        // A sibling's header: its blob is still to be written.
+        (Some(r), _) => Some((r, None)),
+        (None, _) => None,
+    })
 }
 
 mod bounded;

@@ -201,7 +201,7 @@ fn zlib_framing_is_found_among_the_variants_and_written_alike() {
     for piece in input.chunks(65_537) {
         w.write_all(piece).unwrap();
     }
-    let (found, _) = variant_found(w.finish().unwrap(), &group, &original).unwrap();
+    let (found, _) = found_in(w.finish().unwrap(), &group, &original).unwrap();
     assert_eq!(found, Some(Reproducer::Zlib6Framed(Frame::Zlib)));
     let mut alone = Reproducer::Zlib6Framed(Frame::Zlib)
         .writer(Vec::new(), 1)
@@ -216,4 +216,52 @@ fn zlib_framing_is_found_among_the_variants_and_written_alike() {
     let java = java.finish().unwrap();
     assert_eq!(java[..10], [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0]);
     assert!(java[10..] == real[10..]);
+}
+
+/// The fan-out's unit of work finds an encoder without header variants by
+/// its output as written, a variant by its header, and refuses the rest
+/// (the regression where only header variants could match).
+#[test]
+fn a_group_finds_its_own_output_and_its_variants() {
+    let input: Vec<u8> = (0..300_000u32)
+        .flat_map(|i| format!("{} var/lib/{}\n", i % 1733, i % 11).into_bytes())
+        .collect();
+    let chunks = || {
+        input
+            .chunks(fanout::CHUNK)
+            .map(std::sync::Arc::<[u8]>::from)
+            .collect::<Vec<_>>()
+            .into_iter()
+    };
+    let blob = |r: Reproducer| {
+        let mut w = r.writer(Vec::new(), 1).unwrap();
+        w.write_all(&input).unwrap();
+        let b = w.finish().unwrap();
+        Descriptor::new(
+            MediaType::ImageLayerGzip,
+            b.len() as u64,
+            crate::digest::sha256(&b),
+        )
+    };
+    let groups = by_body(&DEFAULT_ORDER);
+    for made_by in [
+        Reproducer::GoGzip(GoLevel::BestSpeed),
+        Reproducer::Pgzip(Version::V1_15_10),
+        Reproducer::Zlib6,
+        Reproducer::Zlib6Framed(Frame::JavaOld),
+    ] {
+        let original = blob(made_by);
+        let found: Vec<Reproducer> = groups
+            .iter()
+            .filter_map(|g| group_matches(g, chunks(), &original))
+            .collect();
+        assert_eq!(found, [made_by], "made by {made_by}");
+    }
+    // A group led by a variant still writes its own header first.
+    let java_first = [Reproducer::Zlib6Framed(Frame::JavaOld), Reproducer::Zlib6];
+    let original = blob(Reproducer::Zlib6);
+    assert_eq!(
+        group_matches(&java_first, chunks(), &original),
+        Some(Reproducer::Zlib6)
+    );
 }
