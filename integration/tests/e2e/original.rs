@@ -40,7 +40,7 @@ fn tars() -> Vec<Vec<u8>> {
 }
 
 /// Go's compress/gzip (DefaultCompression) over stdin, as BuildKit writes layers.
-fn go_gzip(dir: &Path, data: &[u8], level: u8) -> Result<Vec<u8>> {
+pub(crate) fn go_gzip(dir: &Path, data: &[u8], level: u8) -> Result<Vec<u8>> {
     let src = dir.join("gogzip.go");
     // As go-containerregistry writes a layer (level 1) and BuildKit (default):
     // io.Copy into gzip.NewWriterLevel, then Close.
@@ -88,7 +88,7 @@ fn zlib6(dir: &Path, data: &[u8]) -> Result<Vec<u8>> {
 }
 
 /// An OCI layout at `dir` with `config` and these (media type, blob) layers; its manifest digest.
-fn layout(dir: &Path, config: &[u8], layers: &[(&str, Vec<u8>)]) -> Result<String> {
+pub(crate) fn layout(dir: &Path, config: &[u8], layers: &[(&str, Vec<u8>)]) -> Result<String> {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs)?;
     let put = |b: &[u8]| -> Result<String> {
@@ -125,7 +125,7 @@ fn layout(dir: &Path, config: &[u8], layers: &[(&str, Vec<u8>)]) -> Result<Strin
 }
 
 /// The manifest digest `index.json` in `dir` names first.
-fn index_manifest(index: &str) -> Result<String> {
+pub(crate) fn index_manifest(index: &str) -> Result<String> {
     let v: serde_json::Value = serde_json::from_str(index)?;
     Ok(v["manifests"][0]["digest"]
         .as_str()
