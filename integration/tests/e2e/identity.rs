@@ -10,13 +10,12 @@
 //! 2.3.3 as on Fedora ≥ 43; `integration/zlibng-layer`, built here). Every
 //! digest checked is computed here from the bytes the tools wrote.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
 use integration::fixture::{self, sha256, TarBuilder};
-use integration::{cfs_with, run, Registry, Storage};
+use integration::{cfs_with, run, run_with_stdin, Registry, Storage};
 
 use crate::original::{go_gzip, index_manifest, layout};
 
@@ -175,23 +174,7 @@ fn zlibng_writer((manifest_dir, bin): (&str, &str)) -> Result<PathBuf> {
 
 /// ostree-ext's layer of `tar`'s contents on the zlib-ng `writer` names.
 fn zlibng(_dir: &Path, tar: &[u8], writer: (&str, &str)) -> Result<Vec<u8>> {
-    let mut child = Command::new(zlibng_writer(writer)?)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let mut stdin = child.stdin.take().context("stdin")?;
-    let input = tar.to_vec();
-    let feeder = std::thread::spawn(move || stdin.write_all(&input));
-    let out = child.wait_with_output()?;
-    feeder.join().map_err(|_| anyhow::anyhow!("feeder"))??;
-    ensure!(
-        out.status.success(),
-        "{}: {}",
-        writer.1,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(out.stdout)
+    Ok(run_with_stdin(&mut Command::new(zlibng_writer(writer)?), tar)?.stdout)
 }
 
 /// A config naming these layers' diff_ids, one history entry each.
