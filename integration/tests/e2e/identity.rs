@@ -45,12 +45,12 @@ const ENCODERS: &[Encoder] = &[
     Encoder {
         created_by: "ostree-ext encapsulate (zlib-ng 2.2.3)",
         candidate: "zlibng6-2.2",
-        make: |dir, tar| zlibng(dir, tar, ZLIBNG_22),
+        make: |_, tar| zlibng(tar, &ZLIBNG_22),
     },
     Encoder {
         created_by: "ostree-ext encapsulate (zlib-ng 2.3.3)",
         candidate: "zlibng6-2.3",
-        make: |dir, tar| zlibng(dir, tar, ZLIBNG_23),
+        make: |_, tar| zlibng(tar, &ZLIBNG_23),
     },
 ];
 
@@ -137,44 +137,58 @@ fn umoci_layer(dir: &Path, tar: &[u8]) -> Result<Vec<u8>> {
     ))
 }
 
-/// `integration/zlibng-layer` at zlib-ng 2.2.3 (libz-sys 1.1.21).
-const ZLIBNG_22: (&str, &str) = ("zlibng-layer", "zlibng22-layer");
-/// The same main.rs at zlib-ng 2.3.3 (libz-sys 1.1.25).
-const ZLIBNG_23: (&str, &str) = ("zlibng-layer/zlibng-2.3", "zlibng23-layer");
+/// A build of `integration/zlibng-layer`: its manifest dir, its binary, and
+/// the zlib-ng release (compat mode) it links.
+struct ZlibNg {
+    manifest_dir: &'static str,
+    bin: &'static str,
+    version: &'static str,
+}
 
-/// Build the ostree-ext-like layer writer (manifest dir, binary name) with
-/// zlib-ng's C sources (cmake; crates from the registry) under the target
-/// dir, kept for the next run; its path, checked to run on zlib-ng.
-fn zlibng_writer((manifest_dir, bin): (&str, &str)) -> Result<PathBuf> {
+/// zlib-ng 2.2.3 (libz-sys 1.1.21), as Fedora 41 and CentOS Stream 10 ship it.
+const ZLIBNG_22: ZlibNg = ZlibNg {
+    manifest_dir: "zlibng-layer",
+    bin: "zlibng22-layer",
+    version: "2.2.3",
+};
+/// The same main.rs on zlib-ng 2.3.3 (libz-sys 1.1.25), as Fedora ≥ 43.
+const ZLIBNG_23: ZlibNg = ZlibNg {
+    manifest_dir: "zlibng-layer/zlibng-2.3",
+    bin: "zlibng23-layer",
+    version: "2.3.3",
+};
+
+/// Build the ostree-ext-like layer writer `w` from zlib-ng's C sources
+/// (cmake; crates from the registry) under the target dir, kept for the
+/// next run; its path, checked to run on that zlib-ng release.
+fn zlibng_writer(w: &ZlibNg) -> Result<PathBuf> {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| here.join("../target"), PathBuf::from)
         .join("zlibng-layer");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     run(Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "--quiet",
-            "--manifest-path",
-        ])
-        .arg(here.join(manifest_dir).join("Cargo.toml"))
+        .args(["build", "--release", "--locked", "--quiet"])
+        .arg("--manifest-path")
+        .arg(here.join(w.manifest_dir).join("Cargo.toml"))
         .arg("--target-dir")
         .arg(&target))?;
-    let path = target.join("release").join(bin);
+    let path = target.join("release").join(w.bin);
+    // zlibVersion() of zlib-ng's compat build, and the release of its zlib.h.
     let version = run(Command::new(&path).arg("--version"))?.stdout;
+    let want = format!("1.3.1.zlib-ng {}", w.version);
     ensure!(
-        String::from_utf8_lossy(&version).trim() == "1.3.1.zlib-ng",
-        "{bin} links zlib {:?}, not zlib-ng's compat build",
+        String::from_utf8_lossy(&version).trim() == want,
+        "{} says it links {:?}, not {want:?}",
+        w.bin,
         String::from_utf8_lossy(&version)
     );
     Ok(path)
 }
 
-/// ostree-ext's layer of `tar`'s contents on the zlib-ng `writer` names.
-fn zlibng(_dir: &Path, tar: &[u8], writer: (&str, &str)) -> Result<Vec<u8>> {
-    Ok(run_with_stdin(&mut Command::new(zlibng_writer(writer)?), tar)?.stdout)
+/// ostree-ext's layer of `tar`'s contents, written on zlib-ng `w`.
+fn zlibng(tar: &[u8], w: &ZlibNg) -> Result<Vec<u8>> {
+    Ok(run_with_stdin(&mut Command::new(zlibng_writer(w)?), tar)?.stdout)
 }
 
 /// A config naming these layers' diff_ids, one history entry each.

@@ -10,7 +10,8 @@
 //!
 //! Usage: `zlibngNN-layer < TAR > LAYER.gz` re-writes each entry of TAR
 //! (types, modes, owners, mtimes, paths, link targets, contents);
-//! `zlibngNN-layer --version` prints the linked zlib's `zlibVersion()`.
+//! `zlibngNN-layer --version` prints the linked zlib's `zlibVersion()` and
+//! the zlib-ng release of the zlib.h it was built with.
 
 use std::ffi::CStr;
 use std::io::{self, BufReader, Read, Write};
@@ -18,7 +19,7 @@ use std::io::{self, BufReader, Read, Write};
 fn version() -> String {
     // SAFETY: zlibVersion() returns a pointer to a static NUL-terminated string.
     let v = unsafe { CStr::from_ptr(libz_sys::zlibVersion()) };
-    v.to_string_lossy().into_owned()
+    format!("{} {}", v.to_string_lossy(), env!("ZLIBNG_VERSION"))
 }
 
 fn main() -> io::Result<()> {
