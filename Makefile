@@ -4,10 +4,11 @@
 CARGO ?= cargo
 PREFIX ?= /usr/local
 
-# Build deps (composefs/ocidir link OpenSSL) and the real tools the tests drive.
+# Build deps (composefs/ocidir link OpenSSL) and the real tools the tests drive
+# (cmake builds the zlib-ng C library of the e2e test identity's layer writer).
 DEBIAN_PACKAGES := gcc pkg-config libssl-dev zlib1g-dev \
 	skopeo podman buildah runc uidmap fuse-overlayfs umoci docker-registry \
-	apache2-utils openssl curl containerd busybox-static pigz zstd time man-db tmux util-linux procps python3-minimal python3 golang-go \
+	apache2-utils openssl curl containerd cmake busybox-static pigz zstd time man-db tmux util-linux procps python3-minimal python3 golang-go \
 	golang-github-klauspost-pgzip-dev golang-github-klauspost-compress-dev \
 	debootstrap
 

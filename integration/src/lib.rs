@@ -33,6 +33,35 @@ pub fn run(cmd: &mut Command) -> Result<Output> {
     Ok(out)
 }
 
+/// [`run`] with `input` on the command's stdin (fed from a thread, so a
+/// command writing as it reads cannot stall on a full pipe).
+pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Result<Output> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let input = input.to_vec();
+    let feeder = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output()?;
+    feeder
+        .join()
+        .map_err(|_| anyhow::anyhow!("feeding {cmd:?}"))?
+        .with_context(|| format!("writing to {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}):\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out)
+}
+
 /// A fake `skopeo` (Python, stdlib only) at `dir/name`, for `SKOPEO=`: a
 /// preamble finds the served source (`host`, `prefix`) and the credential
 /// (`auth`, `authfile`) cfs-export passes; `body` does the rest.

@@ -13,6 +13,8 @@ use std::path::Path;
 mod docker_schema2;
 #[path = "e2e/host.rs"]
 mod host;
+#[path = "e2e/identity.rs"]
+mod identity;
 #[path = "e2e/original.rs"]
 mod original;
 #[path = "e2e/push.rs"]
@@ -159,6 +161,20 @@ fn main() {
                 "openssl",
             ],
             original::original_compressed_bytes_keep_the_manifest_digest,
+        ),
+        trial(
+            "identity_real_encoders_keep_the_manifest_digest",
+            &[
+                "skopeo",
+                "podman",
+                "go",
+                "umoci",
+                "cmake",
+                "docker-registry",
+                "htpasswd",
+                "openssl",
+            ],
+            identity::real_encoders_keep_the_manifest_digest,
         ),
         trial(
             "docker_schema2_original_kept_where_it_fits",

@@ -3,13 +3,12 @@
 //! (pgzip), a Go stdlib program (compress/gzip), Python's zlib at level 6,
 //! and one uncompressed.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
 use integration::fixture::{self, sha256, Kind, TarBuilder};
-use integration::{cfs_with, run, Registry, Storage};
+use integration::{cfs_with, run, run_with_stdin, Registry, Storage};
 
 /// Layer-like tars: text that compresses, noise that does not, several MiB
 /// so pgzip's 1 MiB blocks are crossed.
@@ -40,7 +39,7 @@ fn tars() -> Vec<Vec<u8>> {
 }
 
 /// Go's compress/gzip (DefaultCompression) over stdin, as BuildKit writes layers.
-fn go_gzip(dir: &Path, data: &[u8], level: u8) -> Result<Vec<u8>> {
+pub(crate) fn go_gzip(dir: &Path, data: &[u8], level: u8) -> Result<Vec<u8>> {
     let src = dir.join("gogzip.go");
     // As go-containerregistry writes a layer (level 1) and BuildKit (default):
     // io.Copy into gzip.NewWriterLevel, then Close.
@@ -49,27 +48,15 @@ fn go_gzip(dir: &Path, data: &[u8], level: u8) -> Result<Vec<u8>> {
         "package main\nimport (\"compress/gzip\"; \"io\"; \"os\"; \"strconv\")\n\
          func main() { l, _ := strconv.Atoi(os.Args[1]); w, err := gzip.NewWriterLevel(os.Stdout, l); if err != nil { panic(err) }; if _, err := io.Copy(w, os.Stdin); err != nil { panic(err) }; if err := w.Close(); err != nil { panic(err) } }\n",
     )?;
-    let mut child = Command::new("go")
-        .arg("run")
-        .arg(&src)
-        .arg(level.to_string())
-        .env("GO111MODULE", "off")
-        .env("GOCACHE", dir.join("gocache"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running go")?;
-    let mut stdin = child.stdin.take().context("stdin")?;
-    let input = data.to_vec();
-    let feeder = std::thread::spawn(move || stdin.write_all(&input));
-    let out = child.wait_with_output()?;
-    feeder.join().map_err(|_| anyhow::anyhow!("feeder"))??;
-    ensure!(
-        out.status.success(),
-        "go: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_with_stdin(
+        Command::new("go")
+            .arg("run")
+            .arg(&src)
+            .arg(level.to_string())
+            .env("GO111MODULE", "off")
+            .env("GOCACHE", dir.join("gocache")),
+        data,
+    )?;
     Ok(out.stdout)
 }
 
@@ -88,7 +75,7 @@ fn zlib6(dir: &Path, data: &[u8]) -> Result<Vec<u8>> {
 }
 
 /// An OCI layout at `dir` with `config` and these (media type, blob) layers; its manifest digest.
-fn layout(dir: &Path, config: &[u8], layers: &[(&str, Vec<u8>)]) -> Result<String> {
+pub(crate) fn layout(dir: &Path, config: &[u8], layers: &[(&str, Vec<u8>)]) -> Result<String> {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs)?;
     let put = |b: &[u8]| -> Result<String> {
@@ -125,7 +112,7 @@ fn layout(dir: &Path, config: &[u8], layers: &[(&str, Vec<u8>)]) -> Result<Strin
 }
 
 /// The manifest digest `index.json` in `dir` names first.
-fn index_manifest(index: &str) -> Result<String> {
+pub(crate) fn index_manifest(index: &str) -> Result<String> {
     let v: serde_json::Value = serde_json::from_str(index)?;
     Ok(v["manifests"][0]["digest"]
         .as_str()
