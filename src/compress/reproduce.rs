@@ -36,6 +36,7 @@ use crate::repo::layer;
 use bounded::{is_over, BoundedHasher};
 use cache::Cache;
 pub use frame::Frame;
+use order::Order;
 pub use writer::ReproWriter;
 
 /// An encoder whose output we reproduce bit for bit.
@@ -171,50 +172,6 @@ impl serde::Serialize for Reproducer {
     }
 }
 
-/// The candidates for a layer, most likely first: what built the image
-/// (its history's `created_by`, its config's author) moves that tool's
-/// encoder to the front.
-fn candidates(created_by: &str) -> Vec<Reproducer> {
-    let ggcr = [
-        "ko-build",
-        "google/ko",
-        "kaniko",
-        "crane",
-        "buildpacks",
-        "paketo",
-        "go-containerregistry",
-    ];
-    let hinted: &[Reproducer] = if created_by.contains("buildkit") || created_by.contains("moby") {
-        &[Reproducer::GoGzip(GoLevel::Default)]
-    } else if ggcr.iter().any(|t| created_by.contains(t)) {
-        &[Reproducer::GoGzip(GoLevel::BestSpeed)]
-    } else if created_by.contains("jib-") {
-        // JDK ≥ 16 writes flate2's header, older ones OS 00.
-        &[Reproducer::Zlib6, Reproducer::Zlib6Framed(Frame::JavaOld)]
-    } else if created_by.contains("umoci") {
-        &[
-            Reproducer::Pgzip256(Version::V1_15_10),
-            Reproducer::Pgzip(Version::V1_10_2),
-        ]
-    } else if ["ostree", "chunkah", "ocidir"]
-        .iter()
-        .any(|t| created_by.contains(t))
-    {
-        // The build host's libz: zlib-ng on Fedora ≥ 40 (2.2 on Fedora 41
-        // and EL10, 2.3 from Fedora 43), madler zlib elsewhere.
-        &[
-            Reproducer::ZlibNg6Era22,
-            Reproducer::ZlibNg6,
-            Reproducer::Zlib6,
-        ]
-    } else {
-        &[]
-    };
-    let mut order = hinted.to_vec();
-    order.extend(DEFAULT_ORDER.iter().filter(|r| !hinted.contains(r)));
-    order
-}
-
 /// A match: the encoder, and the blob it wrote when it was found by a
 /// search rather than remembered (or found in the one-pass search, which
 /// writes nothing: the caller compresses with the encoder found).
@@ -243,13 +200,15 @@ pub fn find<ID: FsVerityHashValue, W: Write>(
     if let Some(known) = cache.get(&layer.diff_id, original.digest()) {
         return Ok(known.map(|r| (r, None)));
     }
-    let order = candidates(&history_text(img));
-    let Some((&first, rest)) = order.split_first() else {
+    let order = Order::for_image(img);
+    let Some(first) = order.all().next() else {
         return Ok(None);
     };
     // The first candidate's header variants ride along with it.
-    let (siblings, rest): (Vec<Reproducer>, Vec<Reproducer>) =
-        rest.iter().partition(|r| same_body(first, **r));
+    let siblings: Vec<Reproducer> = order
+        .all()
+        .filter(|r| *r != first && same_body(first, *r))
+        .collect();
     let alone = matches(
         repo,
         img,
@@ -260,10 +219,20 @@ pub fn find<ID: FsVerityHashValue, W: Write>(
         workers,
         sink()?,
     )?;
-    let found = match alone {
-        Some((r, written)) => Some((r, written)),
-        None => search_together(repo, img, layer, original, &rest, progress)?.map(|r| (r, None)),
-    };
+    let mut found = alone;
+    // Then the other hinted candidates together, then the rest together:
+    // a hinted hit does not wait for the slowest encoder of all.
+    for stage in [&order.hinted, &order.rest] {
+        let todo: Vec<Reproducer> = stage
+            .iter()
+            .copied()
+            .filter(|r| *r != first && !siblings.contains(r))
+            .collect();
+        if found.is_some() || todo.is_empty() {
+            continue;
+        }
+        found = search_together(repo, img, layer, original, &todo, progress)?.map(|r| (r, None));
+    }
     cache.put(
         &layer.diff_id,
         original.digest(),
@@ -430,19 +399,6 @@ fn is_gzip_type(t: &MediaType) -> bool {
     }
 }
 
-/// Every `created_by` and `comment` of the image's history and its
-/// config's author, lowercased, for hints.
-fn history_text<ID>(img: &StoredImage<ID>) -> String {
-    let history = img.config.history().iter().flatten();
-    history
-        .flat_map(|h| [h.created_by().as_deref(), h.comment().as_deref()])
-        .chain([img.config.author().as_deref()])
-        .flatten()
-        .collect::<Vec<_>>()
-        .join("\n")
-        .to_lowercase()
-}
-
 /// The gzip headers `members` are hashed under (none for an encoder
 /// without header variants: its own output is hashed as written).
 fn headers_of(members: &[Reproducer]) -> Vec<GzipHeader> {
@@ -495,6 +451,7 @@ fn matches<ID: FsVerityHashValue, W: Write>(
 mod bounded;
 mod cache;
 mod frame;
+mod order;
 #[cfg(test)]
 mod tests;
 mod writer;

@@ -2,6 +2,10 @@
 
 use super::*;
 
+fn candidates(text: &str) -> Vec<Reproducer> {
+    Order::from_evidence(text, None).all().collect()
+}
+
 #[test]
 fn hints_reorder_candidates() {
     assert_eq!(candidates("")[0], Reproducer::Pgzip(Version::V1_15_10));
