@@ -18,6 +18,10 @@ CORES = os.cpu_count() or 1
 # Every candidate of the original-bytes search (src/compress/reproduce.rs DEFAULT_ORDER).
 CANDIDATES = ["pgzip-1.15.10", "pgzip-1.18.2", "gostd", "gostd-1", "pgzip-1.15.10-b256k", "zlib6", "zlib6-os00", "zlib6-os03", "zlibng6-2.3", "zlibng6-2.2",
               "pgzip-1.15.0", "pgzip-1.14.3", "pgzip-1.10.2", "pgzip-1.12.3", "pgzip-1.10.2-b256k", "pgzip-1.9.8-b256k", "gostd-9"]
+# The newer encoders' hits, each with the history its tool writes: (id, created_by, OS version label).
+HITS = [("gostd-1", "crane append", None), ("pgzip-1.15.10-b256k", "umoci insert", None),
+        ("zlib6", "jib-maven-plugin:3.4", None), ("zlibng6-2.2", "ostree export of commit", "stream10.20251101.0"),
+        ("zlibng6-2.3", "ostree export of commit", "43.20251101.0")]
 WORK = tempfile.mkdtemp(prefix="cfs-bench-", dir=os.environ.get("BENCH_DIR", "/var/tmp"))
 
 
@@ -348,6 +352,27 @@ if on("original"):
     row("miss: search / one compression per candidate", f"{search[0]:.2f}s", fmt(bound), f"{r:.2f}", "<=0.8",
         r <= 0.8 and recompressed, f"search = miss export - remembered miss export (one rebuild feeds every candidate); baseline: the {len(CANDIDATES)} encoders, each alone over every layer")
     fresh(*[f"{WORK}/{d}{i}" for d in ["rp", "rr", "miss", "mg"] for i in range(REPEATS)])
+    rss_miss = peak_rss_kib(f"env XDG_CACHE_HOME={WORK}/rssmiss {X} export bench --to oci:{WORK}/rssmiss-out")
+    fresh(f"{WORK}/rssmiss", f"{WORK}/rssmiss-out")
+    row("peak RSS, miss search", f"{rss_miss / 1024:.0f} MiB", "-", "-", "<150MiB", rss_miss < 150 * 1024,
+        f"all {len(CANDIDATES)} candidates over every layer, --jobs {CORES}")
+    # A hit of each newer encoder: layers it made, the config history its tool
+    # writes (the hint that puts it first); first export (search + write) vs
+    # the encoder alone over every layer.
+    for enc, created_by, version in HITS:
+        d = f"{WORK}/hit-{enc}"
+        want = sh(f"python3 {ROOT}/bench/encoded_image.py {WORK}/plain bench {d} {enc} '{created_by}' {version or ''}").strip()
+        XH = f"{BIN} --repo {WORK}/hitrepo -q"
+        sh(f"{XH} import oci:{d}:bench")
+        reports = []
+        hit = timed(f"XDG_CACHE_HOME={WORK}/hcache{{i}} {XH} --json export bench --to oci:{WORK}/ho{{i}}", outputs=reports,
+                    prep=lambda i: fresh(f"{WORK}/ho{i}", f"{WORK}/hcache{i}"))
+        kept = all(json.loads(r)["images"][0]["manifest_digest"] == want for r in reports)
+        alone = timed(f"ls {' '.join(plain_tars)} | xargs -P {CORES} -I@ sh -c '{ENC} {enc} {CORES} < @ > /dev/null'")
+        r = hit[0] / alone[0]
+        row(f"hit {enc}: first export / encoder alone", fmt(hit), fmt(alone), f"{r:.2f}", "<=1.3", r <= 1.3 and kept,
+            f"hint '{created_by}'{' ' + version if version else ''}; manifest digest kept: {kept}")
+        fresh(d, f"{WORK}/hitrepo", *[f"{WORK}/{p}{i}" for p in ["ho", "hcache"] for i in range(REPEATS)])
     rss_orig = peak_rss_kib(f"env XDG_CACHE_HOME={WORK}/rsscache {XP} export bench --to oci:{WORK}/rssorig")
     fresh(f"{WORK}/rssorig")
     row("peak RSS, original gzip first export", f"{rss_orig / 1024:.0f} MiB", "-", "-", "<100MiB", rss_orig < 100 * 1024,
