@@ -5,6 +5,7 @@
 //! Every encoder is a streaming [`std::io::Write`] with a `finish` that writes
 //! the trailer and returns the inner writer; output depends only on the input.
 
+pub mod gnugzip;
 pub mod gostd;
 pub mod gzip_header;
 pub mod klauspost;

@@ -1,0 +1,213 @@
+//! Tests against the real `gzip -n` binary.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use super::*;
+
+/// Runs `gzip -n -c` on `data`; None (with a message) if gzip is absent
+/// outside CI.
+fn gnu_gzip(data: &[u8]) -> Option<Vec<u8>> {
+    let child = Command::new("gzip")
+        .args(["-n", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "gzip is required under CI: {e}"
+            );
+            eprintln!("skipping: no gzip binary ({e})");
+            return None;
+        }
+    };
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = data.to_vec();
+    let feeder = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().expect("gzip output");
+    feeder.join().expect("feeder").expect("write to gzip");
+    assert!(out.status.success());
+    Some(out.stdout)
+}
+
+fn ours(data: &[u8], p: Params) -> Vec<u8> {
+    let mut w = GnuGzipWriter::with_params(Vec::new(), p, HEADER);
+    w.write_all(data).expect("write");
+    w.finish().expect("finish")
+}
+
+/// A deterministic xorshift generator.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn words(n: usize, seed: u64) -> Vec<u8> {
+    const W: [&str; 16] = [
+        "the ",
+        "layer ",
+        "digest ",
+        "container ",
+        "image ",
+        "of ",
+        "and ",
+        "gzip ",
+        "zlib ",
+        "manifest ",
+        "blob ",
+        "tar\n",
+        "deflate ",
+        "window ",
+        "hash ",
+        "match ",
+    ];
+    let mut r = Rng(seed);
+    let mut v = Vec::with_capacity(n + 16);
+    while v.len() < n {
+        let x = r.next();
+        v.extend_from_slice(W[(x % 16) as usize].as_bytes());
+        if x >> 60 == 0 {
+            v.extend_from_slice(format!("{} ", x >> 40).as_bytes());
+        }
+    }
+    v.truncate(n);
+    v
+}
+
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut r = Rng(seed);
+    (0..n).map(|_| r.next() as u8).collect()
+}
+
+fn logs(n: usize, seed: u64) -> Vec<u8> {
+    let mut r = Rng(seed);
+    let mut v = Vec::with_capacity(n + 128);
+    let mut t = 1_700_000_000u64;
+    while v.len() < n {
+        t += r.next() % 5;
+        let lvl = ["INFO", "WARN", "DEBUG", "ERROR"][(r.next() % 4) as usize];
+        let line = format!(
+            "{t} host-{} {lvl} request id={:x} path=/api/v1/items/{} status={}\n",
+            r.next() % 8,
+            r.next() >> 20,
+            r.next() % 1000,
+            [200, 404, 500][(r.next() % 3) as usize]
+        );
+        v.extend_from_slice(line.as_bytes());
+    }
+    v.truncate(n);
+    v
+}
+
+fn runs(n: usize, seed: u64) -> Vec<u8> {
+    let mut r = Rng(seed);
+    let mut v = Vec::with_capacity(n + 4096);
+    while v.len() < n {
+        let x = r.next();
+        let len = (x % 3000) as usize;
+        let b = if x >> 62 == 0 { (x >> 8) as u8 } else { 0 };
+        v.extend(std::iter::repeat_n(b, len));
+        v.extend_from_slice(&noise((x >> 20) as usize % 40, x));
+    }
+    v.truncate(n);
+    v
+}
+
+/// Compares our output with gzip's; returns true on a match.
+fn same(name: &str, data: &[u8]) -> bool {
+    let Some(want) = gnu_gzip(data) else {
+        return true;
+    };
+    let got = ours(data, GNU_LEVEL_6);
+    let ok = got == want;
+    eprintln!(
+        "{name} ({} bytes): {}",
+        data.len(),
+        if ok { "match" } else { "DIFFER" }
+    );
+    ok
+}
+
+#[test]
+fn gnugzip_generated_inputs() {
+    let mut cases: Vec<(String, Vec<u8>)> = vec![
+        ("empty".into(), Vec::new()),
+        ("one byte".into(), b"a".to_vec()),
+        ("two bytes".into(), b"ab".to_vec()),
+        ("zeros 1M".into(), vec![0; 1 << 20]),
+    ];
+    for (i, n) in [
+        100,
+        5000,
+        32767,
+        32768,
+        32769,
+        65274,
+        65536,
+        65537,
+        100_000,
+        300_000,
+        3 << 20,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let s = i as u64 + 1;
+        cases.push((format!("words {n}"), words(n, s)));
+        cases.push((format!("logs {n}"), logs(n, s)));
+        cases.push((format!("noise {n}"), noise(n, s)));
+        cases.push((format!("runs {n}"), runs(n, s)));
+    }
+    let total = cases.len();
+    let bad: Vec<&str> = cases
+        .iter()
+        .filter(|(name, data)| !same(name, data))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    eprintln!("{}/{total} match", total - bad.len());
+    assert!(bad.is_empty(), "differ: {bad:?}");
+}
+
+/// The raw deflate body of madler zlib (flate2's C backend) at `level`.
+fn zlib_raw(data: &[u8], level: u32) -> Vec<u8> {
+    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::new(level));
+    e.write_all(data).expect("write");
+    e.finish().expect("finish")
+}
+
+#[test]
+fn gnugzip_zlib_params_equal_zlib() {
+    let mut bad = Vec::new();
+    let mut total = 0;
+    for level in [1u8, 6, 9] {
+        for (i, n) in [0, 1, 2, 3, 100, 32768, 65537, 200_000, 1 << 20]
+            .into_iter()
+            .enumerate()
+        {
+            let s = i as u64 + 7;
+            for (kind, data) in [
+                ("words", words(n, s)),
+                ("logs", logs(n, s)),
+                ("noise", noise(n, s)),
+                ("runs", runs(n, s)),
+            ] {
+                total += 1;
+                let got = ours(&data, Params::zlib(level, 8));
+                let want = zlib_raw(&data, u32::from(level));
+                if got[10..got.len() - 8] != want[..] {
+                    bad.push(format!("level {level} {kind} {n}"));
+                }
+            }
+        }
+    }
+    eprintln!("{}/{total} equal zlib", total - bad.len());
+    assert!(bad.is_empty(), "differ: {bad:?}");
+}
