@@ -211,3 +211,61 @@ fn gnugzip_zlib_params_equal_zlib() {
     eprintln!("{}/{total} equal zlib", total - bad.len());
     assert!(bad.is_empty(), "differ: {bad:?}");
 }
+
+/// Inputs whose gzip output each of GNU gzip's parameters changes: block
+/// edges, runs (the early flush), and ends in the last 261 window bytes.
+fn probe_inputs() -> Vec<(String, Vec<u8>)> {
+    let mut v = Vec::new();
+    for (i, n) in [65400usize, 65500, 98100, 98250, 200_000, 1 << 20]
+        .into_iter()
+        .enumerate()
+    {
+        let s = 100 + i as u64;
+        v.push((format!("words {n}"), words(n, s)));
+        v.push((format!("logs {n}"), logs(n, s)));
+        v.push((format!("runs {n}"), runs(n, s)));
+    }
+    v
+}
+
+#[test]
+fn gnugzip_each_parameter_matters() {
+    let inputs = probe_inputs();
+    let Some(want) = inputs
+        .iter()
+        .map(|(_, d)| gnu_gzip(d))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return;
+    };
+    let count = |p: Params| {
+        inputs
+            .iter()
+            .zip(&want)
+            .filter(|((_, d), w)| ours(d, p) == **w)
+            .count()
+    };
+    let total = inputs.len();
+    assert_eq!(count(GNU_LEVEL_6), total, "GNU parameters");
+    let mut variants: Vec<(&str, Params)> = Vec::new();
+    let mut p = GNU_LEVEL_6;
+    p.hash_bits = 16;
+    variants.push(("hash_bits 16", p));
+    let mut p = GNU_LEVEL_6;
+    p.block.lit_bufsize = 0x4000;
+    variants.push(("lit_bufsize 0x4000", p));
+    let mut p = GNU_LEVEL_6;
+    p.block.truncate_mask = None;
+    variants.push(("no early flush", p));
+    let mut p = GNU_LEVEL_6;
+    p.block.truncate_mask = Some(0x1fff);
+    variants.push(("early flush mask 0x1fff", p));
+    let mut p = GNU_LEVEL_6;
+    p.zlib_tail = true;
+    variants.push(("zlib's end of input", p));
+    for (name, p) in variants {
+        let n = count(p);
+        eprintln!("{name}: {n}/{total} match");
+        assert!(n < total, "{name} should change some output");
+    }
+}
