@@ -143,8 +143,8 @@ impl Blocks {
     fn truncate(&self, in_len: i64) -> bool {
         let last_lit = self.syms.len() as u64;
         let mut out_len = last_lit * 8;
-        for dcode in 0..D_CODES {
-            out_len += u64::from(self.d.freq[dcode]) * (5 + u64::from(EXTRA_DBITS[dcode]));
+        for (&f, &x) in self.d.freq[..D_CODES].iter().zip(&EXTRA_DBITS) {
+            out_len += u64::from(f) * (5 + u64::from(x));
         }
         out_len >>= 3;
         (self.matches as u64) < last_lit / 2 && (out_len as i64) < in_len / 2

@@ -110,26 +110,26 @@ impl Tables {
             static_d: [(0, 0); D_CODES],
         };
         let mut length = 0usize;
-        for code in 0..LENGTH_CODES - 1 {
+        for (code, &eb) in EXTRA_LBITS[..LENGTH_CODES - 1].iter().enumerate() {
             t.base_length[code] = length as u16;
-            for _ in 0..(1 << EXTRA_LBITS[code]) {
+            for _ in 0..(1 << eb) {
                 t.length_code[length] = code as u8;
                 length += 1;
             }
         }
         t.length_code[255] = (LENGTH_CODES - 1) as u8;
         let mut dist = 0usize;
-        for code in 0..16 {
+        for (code, &eb) in EXTRA_DBITS[..16].iter().enumerate() {
             t.base_dist[code] = dist as u16;
-            for _ in 0..(1 << EXTRA_DBITS[code]) {
+            for _ in 0..(1 << eb) {
                 t.dist_code[dist] = code as u8;
                 dist += 1;
             }
         }
         dist >>= 7;
-        for code in 16..D_CODES {
+        for (code, &eb) in EXTRA_DBITS.iter().enumerate().skip(16) {
             t.base_dist[code] = (dist << 7) as u16;
-            for _ in 0..(1 << (EXTRA_DBITS[code] - 7)) {
+            for _ in 0..(1 << (eb - 7)) {
                 t.dist_code[256 + dist] = code as u8;
                 dist += 1;
             }
