@@ -46,6 +46,50 @@ pub const GNU_LEVEL_6: Params = Params {
     },
 };
 
+/// A compression level of GNU gzip this module reproduces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GnuLevel {
+    /// `gzip -1` (`--fast`): zlib's `deflate_fast`, XFL 4.
+    Fastest,
+    /// `gzip -6`, the default.
+    Default,
+    /// `gzip -9` (`--best`): XFL 2.
+    Best,
+}
+
+impl GnuLevel {
+    /// The level number gzip takes.
+    pub fn number(self) -> u8 {
+        match self {
+            GnuLevel::Fastest => 1,
+            GnuLevel::Default => 6,
+            GnuLevel::Best => 9,
+        }
+    }
+
+    /// The deflate parameters: [`GNU_LEVEL_6`] with this level's table row.
+    pub fn params(self) -> Params {
+        let level = self.number();
+        let (good, lazy, nice, chain) = lz::config(level);
+        let mut p = GNU_LEVEL_6;
+        (p.good, p.lazy, p.nice, p.chain) = (good, lazy, nice, chain);
+        p.fast = level <= 3;
+        p.block.level = level;
+        p
+    }
+
+    /// The 10-byte `gzip -n` header at this level.
+    pub fn header(self) -> [u8; 10] {
+        let mut h = HEADER;
+        h[8] = match self {
+            GnuLevel::Fastest => 4,
+            GnuLevel::Default => 0,
+            GnuLevel::Best => 2,
+        };
+        h
+    }
+}
+
 /// Output buffered before it is handed to the inner writer.
 const DRAIN_AT: usize = 1 << 16;
 
@@ -66,6 +110,11 @@ impl<W: Write> GnuGzipWriter<W> {
     /// Starts a member at level 6, as `gzip -n` does.
     pub fn new(inner: W) -> Self {
         Self::with_params(inner, GNU_LEVEL_6, HEADER)
+    }
+
+    /// Starts a member at `level`, as `gzip -n -LEVEL` does.
+    pub fn with_level(inner: W, level: GnuLevel) -> Self {
+        Self::with_params(inner, level.params(), level.header())
     }
 
     /// Starts a member with any deflate parameters and header.

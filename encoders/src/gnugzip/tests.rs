@@ -8,8 +8,13 @@ use super::*;
 /// Runs `gzip -n -c` on `data`; None (with a message) if gzip is absent
 /// outside CI.
 fn gnu_gzip(data: &[u8]) -> Option<Vec<u8>> {
+    gnu_gzip_level(data, GnuLevel::Default)
+}
+
+/// Runs `gzip -n -c -LEVEL` on `data`, as [`gnu_gzip`].
+fn gnu_gzip_level(data: &[u8], level: GnuLevel) -> Option<Vec<u8>> {
     let child = Command::new("gzip")
-        .args(["-n", "-c"])
+        .args(["-n", "-c", &format!("-{}", level.number())])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn();
@@ -339,5 +344,33 @@ fn gnugzip_system_tars() {
             bad.push(root);
         }
     }
+    assert!(bad.is_empty(), "differ: {bad:?}");
+}
+
+#[test]
+fn gnugzip_levels_1_and_9() {
+    let mut cases = probe_inputs();
+    for (i, n) in [0usize, 1, 100, 32769, 65537, 300_000]
+        .into_iter()
+        .enumerate()
+    {
+        cases.push((format!("words {n}"), words(n, 200 + i as u64)));
+        cases.push((format!("noise {n}"), noise(n, 200 + i as u64)));
+    }
+    cases.push(("zeros 1M".into(), vec![0; 1 << 20]));
+    let mut bad = Vec::new();
+    for level in [GnuLevel::Fastest, GnuLevel::Best] {
+        for (name, data) in &cases {
+            let Some(want) = gnu_gzip_level(data, level) else {
+                return;
+            };
+            let mut w = GnuGzipWriter::with_level(Vec::new(), level);
+            w.write_all(data).expect("write");
+            if w.finish().expect("finish") != want {
+                bad.push(format!("level {} {name}", level.number()));
+            }
+        }
+    }
+    eprintln!("{}/{} match", 2 * cases.len() - bad.len(), 2 * cases.len());
     assert!(bad.is_empty(), "differ: {bad:?}");
 }
