@@ -3,12 +3,12 @@
 //! hashing sink and prints the sizes, MB/s and the output sha256, to compare
 //! with `gzip -n -c FILE | sha256sum`.
 //!
-//! usage: gnugzip_speed FILE...
+//! usage: gnugzip_speed [-1|-6|-9] FILE...
 
 use std::io::{self, Read, Write};
 use std::time::Instant;
 
-use cfs_encoders::gnugzip::GnuGzipWriter;
+use cfs_encoders::gnugzip::{GnuGzipWriter, GnuLevel};
 use sha2::{Digest, Sha256};
 
 /// A sink that only hashes and counts what it is given.
@@ -30,12 +30,12 @@ impl Write for HashSink {
 }
 
 /// Compresses everything `src` yields; returns (input bytes, sink).
-fn compress(mut src: impl Read) -> io::Result<(u64, HashSink)> {
+fn compress(level: GnuLevel, mut src: impl Read) -> io::Result<(u64, HashSink)> {
     let sink = HashSink {
         hash: Sha256::new(),
         len: 0,
     };
-    let mut w = GnuGzipWriter::new(sink);
+    let mut w = GnuGzipWriter::with_level(sink, level);
     let mut buf = vec![0u8; 32 << 10];
     let mut total = 0u64;
     loop {
@@ -50,17 +50,25 @@ fn compress(mut src: impl Read) -> io::Result<(u64, HashSink)> {
 }
 
 fn main() -> io::Result<()> {
-    let files: Vec<String> = std::env::args().skip(1).collect();
+    let mut files: Vec<String> = std::env::args().skip(1).collect();
+    let level = match files.first().map(String::as_str) {
+        Some("-1") => GnuLevel::Fastest,
+        Some("-9") => GnuLevel::Best,
+        _ => GnuLevel::Default,
+    };
+    if files.first().is_some_and(|f| ["-1", "-6", "-9"].contains(&f.as_str())) {
+        files.remove(0);
+    }
     if files.is_empty() {
-        eprintln!("usage: gnugzip_speed FILE...");
+        eprintln!("usage: gnugzip_speed [-1|-6|-9] FILE...");
         std::process::exit(2);
     }
     for f in files {
         let start = Instant::now();
         let (n, sink) = if f == "-" {
-            compress(io::stdin().lock())?
+            compress(level, io::stdin().lock())?
         } else {
-            compress(std::fs::File::open(&f)?)?
+            compress(level, std::fs::File::open(&f)?)?
         };
         let secs = start.elapsed().as_secs_f64();
         println!(
