@@ -56,7 +56,10 @@ fn main() -> io::Result<()> {
         Some("-9") => GnuLevel::Best,
         _ => GnuLevel::Default,
     };
-    if files.first().is_some_and(|f| ["-1", "-6", "-9"].contains(&f.as_str())) {
+    if files
+        .first()
+        .is_some_and(|f| ["-1", "-6", "-9"].contains(&f.as_str()))
+    {
         files.remove(0);
     }
     if files.is_empty() {

@@ -1,11 +1,11 @@
 //! Block output: a port of zlib 1.3.2 `trees.c` (`_tr_flush_block`,
-//! `_tr_stored_block`, `send_all_trees`, `send_tree`, `compress_block`,
+//! `_tr_stored_block`, `send_all_trees`, `compress_block`,
 //! `_tr_tally` with the old `TRUNCATE_BLOCK` heuristic, `init_block`), zlib
 //! license, Copyright (C) 1995-2024 Jean-loup Gailly and Mark Adler.
 
+use super::bltree::{build_bl_tree, send_tree};
 use super::trees::{
-    build_bl_tree, for_each_run, Heap, Kind, Run, Tables, Tree, BL_ORDER, D_CODES, END_BLOCK,
-    EXTRA_DBITS, EXTRA_LBITS, LITERALS, REPZ_11_138, REPZ_3_10, REP_3_6,
+    Heap, Kind, Tables, Tree, BL_ORDER, D_CODES, END_BLOCK, EXTRA_DBITS, EXTRA_LBITS, LITERALS,
 };
 
 /// LSB-first bit writer into a byte vector.
@@ -249,31 +249,4 @@ impl Blocks {
         let (c, n) = lcode(END_BLOCK);
         w.send(c, n);
     }
-}
-
-/// Sends `lens[..=max_code]` in compressed form with the bit length tree.
-fn send_tree(w: &mut BitWriter, bl: &Tree, lens: &[u16], max_code: usize) {
-    let code = |w: &mut BitWriter, n: usize| w.send(u32::from(bl.code[n]), u32::from(bl.len[n]));
-    for_each_run(lens, max_code, |run| match run {
-        Run::Single(len, count) => {
-            for _ in 0..count {
-                code(w, len);
-            }
-        }
-        Run::Rep(len, count, new) => {
-            if new {
-                code(w, len);
-            }
-            code(w, REP_3_6);
-            w.send(count as u32 - 3, 2);
-        }
-        Run::Zeros(count) if count <= 10 => {
-            code(w, REPZ_3_10);
-            w.send(count as u32 - 3, 3);
-        }
-        Run::Zeros(count) => {
-            code(w, REPZ_11_138);
-            w.send(count as u32 - 11, 7);
-        }
-    });
 }

@@ -12,6 +12,7 @@
 //! See [`GNU_LEVEL_6`] for them.
 
 mod block;
+mod bltree;
 mod lz;
 #[cfg(test)]
 mod tests;
