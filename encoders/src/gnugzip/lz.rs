@@ -33,9 +33,19 @@ pub struct Params {
     pub chain: usize,
     /// Use `deflate_fast` (zlib levels 1 to 3) instead of `deflate_slow`.
     pub fast: bool,
-    /// zlib's end-of-input care: clamp `nice` to the lookahead, insert no
-    /// string that runs past the input, zero no window bytes at the end.
-    pub zlib_tail: bool,
+    /// zlib: stop searching once a match reaches the end of the input
+    /// (`nice` clamped to the lookahead). gzip searches on, comparing the
+    /// stale window bytes after the end, and may pick an older match.
+    pub clamp_nice: bool,
+    /// zlib: keep sliding the window while the input's last bytes are
+    /// compressed. gzip stops sliding at the end of input and so finds no
+    /// match for strings starting in the window's last 261 bytes.
+    pub slide_at_end: bool,
+    /// gzip: zero the two window bytes after the end of the input.
+    pub zero_after_end: bool,
+    /// zlib: insert no string that runs past the end of the input (no effect
+    /// on the output: only the last two positions differ).
+    pub insert_guard: bool,
     /// Symbol buffer size, early-flush mask and level.
     pub(crate) block: BlockParams,
 }
@@ -52,7 +62,10 @@ impl Params {
             nice,
             chain,
             fast: level <= 3,
-            zlib_tail: true,
+            clamp_nice: true,
+            slide_at_end: true,
+            zero_after_end: false,
+            insert_guard: true,
             block: BlockParams {
                 lit_bufsize: 1 << (mem_level + 6),
                 truncate_mask: None,
@@ -151,8 +164,7 @@ impl Deflater {
         }
         self.eof = true;
         let end = self.strstart + self.lookahead;
-        if !self.p.zlib_tail {
-            // the bytes after the input read as zeros
+        if self.p.zero_after_end {
             self.window[end..end + MIN_MATCH - 1].fill(0);
         }
         self.run();
@@ -189,8 +201,7 @@ impl Deflater {
                     }
                     return;
                 }
-                if self.p.zlib_tail {
-                    // zlib keeps calling fill_window, so keeps sliding
+                if self.p.slide_at_end {
                     self.slide_if_needed();
                 }
             }
@@ -242,7 +253,7 @@ impl Deflater {
     /// Inserts the string at `strstart`, as the configured end rule allows.
     #[inline(always)]
     fn insert_current(&mut self) -> usize {
-        if !self.p.zlib_tail || self.lookahead >= MIN_MATCH {
+        if !self.p.insert_guard || self.lookahead >= MIN_MATCH {
             self.insert(self.strstart)
         } else {
             0
@@ -275,7 +286,7 @@ impl Deflater {
             self.lookahead -= plen - 1;
             for _ in 0..plen - 2 {
                 self.strstart += 1;
-                if !self.p.zlib_tail || self.strstart <= max_insert {
+                if !self.p.insert_guard || self.strstart <= max_insert {
                     self.insert(self.strstart);
                 }
             }
@@ -313,7 +324,7 @@ impl Deflater {
                 .blocks
                 .tally_dist(s - self.match_start, len, self.in_len());
             self.lookahead -= len;
-            if len <= self.p.lazy && (!self.p.zlib_tail || self.lookahead >= MIN_MATCH) {
+            if len <= self.p.lazy && (!self.p.insert_guard || self.lookahead >= MIN_MATCH) {
                 for _ in 0..len - 1 {
                     self.strstart += 1;
                     self.insert(self.strstart);
@@ -347,7 +358,7 @@ impl Deflater {
         if self.prev_length >= self.p.good {
             chain >>= 2;
         }
-        if self.p.zlib_tail && nice > self.lookahead {
+        if self.p.clamp_nice && nice > self.lookahead {
             nice = self.lookahead;
         }
         let w = &self.window[..];

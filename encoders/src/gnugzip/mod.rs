@@ -39,7 +39,10 @@ pub const GNU_LEVEL_6: Params = Params {
     nice: 128,
     chain: 128,
     fast: false,
-    zlib_tail: false,
+    clamp_nice: false,
+    slide_at_end: false,
+    zero_after_end: true,
+    insert_guard: false,
     block: BlockParams {
         lit_bufsize: 0x8000,
         truncate_mask: Some(0xfff),

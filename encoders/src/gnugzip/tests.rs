@@ -230,6 +230,38 @@ fn probe_inputs() -> Vec<(String, Vec<u8>)> {
         v.push((format!("logs {n}"), logs(n, s)));
         v.push((format!("runs {n}"), runs(n, s)));
     }
+    v.extend(tail_inputs());
+    v
+}
+
+/// Inputs ending with a 40-byte string `S` seen twice before: once followed
+/// by bytes equal to what the window holds after the end of the input with
+/// its first two bytes zeroed, once followed by that without the zeroing.
+/// Searching past the lookahead picks the first; zlib's clamp of `nice`
+/// picks the most recent copy. In a first window (`slid` false) the bytes
+/// after the end are zeros.
+fn tail_inputs() -> Vec<(String, Vec<u8>)> {
+    let mut v = Vec::new();
+    for (slid, n) in [(false, 5000usize), (true, 80_000), (true, 100_000)] {
+        let mut d = noise(n, n as u64);
+        let s = noise(40, 1);
+        let mut t = noise(20, 2);
+        if !slid {
+            t.fill(1);
+        }
+        let at = n.saturating_sub(32768);
+        if slid {
+            d[at..at + 20].copy_from_slice(&t);
+        }
+        let mut zeroed = if slid { t.clone() } else { vec![0; 20] };
+        zeroed[..2].fill(0);
+        for (p, after) in [(n - 3000, &zeroed), (n - 1500, &t)] {
+            d[p..p + 40].copy_from_slice(&s);
+            d[p + 40..p + 60].copy_from_slice(after);
+        }
+        d[n - 40..].copy_from_slice(&s);
+        v.push((format!("tail {n}"), d));
+    }
     v
 }
 
@@ -266,8 +298,14 @@ fn gnugzip_each_parameter_matters() {
     p.block.truncate_mask = Some(0x1fff);
     variants.push(("early flush mask 0x1fff", p));
     let mut p = GNU_LEVEL_6;
-    p.zlib_tail = true;
-    variants.push(("zlib's end of input", p));
+    p.clamp_nice = true;
+    variants.push(("zlib's nice clamp", p));
+    let mut p = GNU_LEVEL_6;
+    p.slide_at_end = true;
+    variants.push(("zlib's slide at the end", p));
+    let mut p = GNU_LEVEL_6;
+    p.zero_after_end = false;
+    variants.push(("no zeroing after the end", p));
     for (name, p) in variants {
         let n = count(p);
         eprintln!("{name}: {n}/{total} match");
