@@ -11,9 +11,11 @@ fn gnu_gzip(data: &[u8]) -> Option<Vec<u8>> {
     gnu_gzip_level(data, GnuLevel::Default)
 }
 
-/// Runs `gzip -n -c -LEVEL` on `data`, as [`gnu_gzip`].
+/// Runs `gzip -n -c -LEVEL` on `data`, as [`gnu_gzip`]. `CFS_GNU_GZIP`
+/// names another gzip to compare with (default: `gzip` on the PATH).
 fn gnu_gzip_level(data: &[u8], level: GnuLevel) -> Option<Vec<u8>> {
-    let child = Command::new("gzip")
+    let gzip = std::env::var("CFS_GNU_GZIP").unwrap_or_else(|_| "gzip".into());
+    let child = Command::new(gzip)
         .args(["-n", "-c", &format!("-{}", level.number())])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
