@@ -414,3 +414,47 @@ fn gnugzip_levels_1_and_9() {
     eprintln!("{}/{} match", 2 * cases.len() - bad.len(), 2 * cases.len());
     assert!(bad.is_empty(), "differ: {bad:?}");
 }
+
+#[test]
+fn gnugzip_mixed_inputs() {
+    let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut bad = Vec::new();
+    let total = 60;
+    for case in 0..total {
+        let mut data = Vec::new();
+        let target = (r.next() % 400_000) as usize;
+        while data.len() < target {
+            let n = (r.next() % 70_000) as usize;
+            let s = r.next();
+            match s % 5 {
+                0 => data.extend(words(n, s)),
+                1 => data.extend(logs(n, s)),
+                2 => data.extend(noise(n, s)),
+                3 => data.extend(runs(n, s)),
+                _ => {
+                    // a copy of earlier input, at distances around the window
+                    let from = data.len().saturating_sub((s >> 8) as usize % 40_000);
+                    let end = (from + n).min(data.len());
+                    data.extend_from_within(from..end);
+                    data.push(s as u8);
+                }
+            }
+        }
+        let levels = [GnuLevel::Default, GnuLevel::Fastest, GnuLevel::Best];
+        let level = levels[case % 3];
+        let Some(want) = gnu_gzip_level(&data, level) else {
+            return;
+        };
+        let mut w = GnuGzipWriter::with_level(Vec::new(), level);
+        w.write_all(&data).expect("write");
+        if w.finish().expect("finish") != want {
+            bad.push(format!(
+                "case {case} level {} ({} bytes)",
+                level.number(),
+                data.len()
+            ));
+        }
+    }
+    eprintln!("{}/{total} match", total - bad.len());
+    assert!(bad.is_empty(), "differ: {bad:?}");
+}
