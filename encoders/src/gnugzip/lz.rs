@@ -105,7 +105,7 @@ pub(crate) struct Deflater {
     hash_mask: usize,
     window: Vec<u8>,
     head: Vec<u16>,
-    prev: Vec<u16>,
+    prev: Box<[u16; WSIZE]>,
     ins_h: usize,
     strstart: usize,
     block_start: i64,
@@ -130,7 +130,7 @@ impl Deflater {
             hash_mask: (1 << p.hash_bits) - 1,
             window: vec![0; WINDOW_SIZE + 8],
             head: vec![0; 1 << p.hash_bits],
-            prev: vec![0; WSIZE],
+            prev: Box::new([0; WSIZE]),
             ins_h: 0,
             strstart: 0,
             block_start: 0,
@@ -362,7 +362,7 @@ impl Deflater {
             nice = self.lookahead;
         }
         let w = &self.window[..];
-        let prev = &self.prev[..];
+        let prev: &[u16; WSIZE] = &self.prev;
         let scan_start = u16::from_le_bytes([w[scan], w[scan + 1]]);
         let mut scan_end = u16::from_le_bytes([w[scan + best_len - 1], w[scan + best_len]]);
         loop {
