@@ -129,8 +129,8 @@ const DRAIN_AT: usize = 1 << 16;
 /// A streaming writer of one gzip member as GNU `gzip -n` (level 6) writes it.
 ///
 /// Memory is bounded: about 450 KiB (64 KiB window, 128 KiB of hash head
-/// and chain tables, 128 KiB symbol buffer, the pending output). After an error from the inner writer
-/// every later call fails.
+/// and chain tables, 128 KiB symbol buffer, the pending output). After an
+/// error from the inner writer every later call fails.
 pub struct GnuGzipWriter<W: Write> {
     inner: W,
     d: Box<lz::Deflater>,
