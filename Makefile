@@ -6,7 +6,7 @@ PREFIX ?= /usr/local
 
 # Build deps (composefs/ocidir link OpenSSL) and the real tools the tests drive
 # (cmake builds the zlib-ng C library of the e2e test identity's layer writer).
-DEBIAN_PACKAGES := gcc pkg-config libssl-dev zlib1g-dev \
+DEBIAN_PACKAGES := gcc pkg-config libssl-dev zlib1g-dev gzip \
 	skopeo podman buildah runc uidmap fuse-overlayfs umoci docker-registry \
 	apache2-utils openssl curl containerd cmake busybox-static pigz zstd time man-db tmux util-linux procps python3-minimal python3 golang-go \
 	golang-github-klauspost-pgzip-dev golang-github-klauspost-compress-dev \

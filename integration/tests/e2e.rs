@@ -170,6 +170,7 @@ fn main() {
                 "go",
                 "umoci",
                 "cmake",
+                "gzip",
                 "docker-registry",
                 "htpasswd",
                 "openssl",

@@ -63,6 +63,9 @@ pub enum Reproducer {
     /// feeds it (rpm-ostree / bootc base images built on Fedora ≥ 40 with
     /// zlib-ng-compat): zlib-rs, whose output equals zlib-ng 2.3.3's C build.
     ZlibNg6,
+    /// GNU `gzip -n` at its default level 6 (shell pipelines, rules_docker):
+    /// its own deflate, not zlib's; gzip 1.12 and 1.13 write the same bytes.
+    GnuGzip6,
     /// zlib-ng 2.2.0 – 2.2.4 level 6, fed the same way (Fedora 41 and
     /// CentOS Stream / RHEL 10 bootc base images, zlib-ng-compat 2.2.3):
     /// zlib-rs 0.4.2 (`cfs-zng22`), whose output equals zlib-ng 2.2.4's C build.
@@ -76,7 +79,7 @@ pub enum Reproducer {
 /// 1.15.0–1.15.9 and 1.14.3 (containers/image before 5.23), 1.10.2–1.11.12
 /// (umoci ≥ 0.5 vendors 1.11.3), 1.12.3–1.13.6. The other eras the
 /// `cfs-encoders` crate reproduces are not searched by default.
-const DEFAULT_ORDER: [Reproducer; 17] = [
+const DEFAULT_ORDER: [Reproducer; 18] = [
     Reproducer::Pgzip(Version::V1_15_10),
     Reproducer::Pgzip(Version::V1_18_2),
     Reproducer::GoGzip(GoLevel::Default),
@@ -87,6 +90,7 @@ const DEFAULT_ORDER: [Reproducer; 17] = [
     Reproducer::Zlib6Framed(Frame::Zlib),
     Reproducer::ZlibNg6,
     Reproducer::ZlibNg6Era22,
+    Reproducer::GnuGzip6,
     Reproducer::Pgzip(Version::V1_15_0),
     Reproducer::Pgzip(Version::V1_14_3),
     Reproducer::Pgzip(Version::V1_10_2),
@@ -122,6 +126,7 @@ impl Reproducer {
             Reproducer::Zlib6Framed(Frame::Zlib) => "zlib6-os03",
             Reproducer::ZlibNg6 => "zlibng6-2.3",
             Reproducer::ZlibNg6Era22 => "zlibng6-2.2",
+            Reproducer::GnuGzip6 => "gnugzip6",
         }
     }
 
@@ -162,6 +167,7 @@ impl fmt::Display for Reproducer {
             Reproducer::Zlib6Framed(Frame::Zlib) => write!(f, "zlib level 6, zlib's gzip header"),
             Reproducer::ZlibNg6 => write!(f, "zlib-ng 2.3 level 6"),
             Reproducer::ZlibNg6Era22 => write!(f, "zlib-ng 2.2 level 6"),
+            Reproducer::GnuGzip6 => write!(f, "GNU gzip -n"),
         }
     }
 }

@@ -7,7 +7,8 @@
 //! layers, Debian's umoci 0.4.7 (pgzip, 256 KiB blocks; its own image too,
 //! manifest as umoci wrote it), and ostree-ext's tar-rs → flate2 `GzEncoder`
 //! linked to the zlib-ng C library (2.2.3 as on Fedora 41 / CentOS Stream 10,
-//! 2.3.3 as on Fedora ≥ 43; `integration/zlibng-layer`, built here). Every
+//! 2.3.3 as on Fedora ≥ 43; `integration/zlibng-layer`, built here), and
+//! GNU `gzip -n` (Debian's gzip) as shell pipelines write layers. Every
 //! digest checked is computed here from the bytes the tools wrote.
 
 use std::path::{Path, PathBuf};
@@ -51,6 +52,11 @@ const ENCODERS: &[Encoder] = &[
         created_by: "ostree-ext encapsulate (zlib-ng 2.3.3)",
         candidate: "zlibng6-2.3",
         make: |_, tar| zlibng(tar, &ZLIBNG_23),
+    },
+    Encoder {
+        created_by: "/bin/sh -c tar -c . | gzip -n",
+        candidate: "gnugzip6",
+        make: |_, tar| Ok(run_with_stdin(Command::new("gzip").args(["-n", "-c"]), tar)?.stdout),
     },
 ];
 

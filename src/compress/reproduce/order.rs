@@ -71,6 +71,11 @@ fn hinted(text: &str, os_version: Option<&str>) -> Vec<Reproducer> {
     } else if text.contains("jib-") {
         // JDK ≥ 16 writes flate2's header, older ones OS 00.
         vec![Reproducer::Zlib6, Reproducer::Zlib6Framed(Frame::JavaOld)]
+    } else if ["bazel", "rules_docker", "gzip -n"]
+        .iter()
+        .any(|t| text.contains(t))
+    {
+        vec![Reproducer::GnuGzip6]
     } else if text.contains("umoci") {
         vec![
             Reproducer::Pgzip256(Version::V1_15_10),

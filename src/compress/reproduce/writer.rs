@@ -2,6 +2,7 @@
 
 use std::io::{self, Write};
 
+use cfs_encoders::gnugzip::GnuGzipWriter;
 use cfs_encoders::gostd::GzipWriter;
 use cfs_encoders::klauspost::{PgzipWriter, UMOCI_BLOCK_SIZE};
 use cfs_encoders::zlibng::ZlibNg6Writer;
@@ -34,6 +35,7 @@ impl Reproducer {
             }
             Reproducer::ZlibNg6 => ReproWriter::ZlibNg(ZlibNg6Writer::new(inner)),
             Reproducer::ZlibNg6Era22 => ReproWriter::ZlibNg22(cfs_zng22::writer(inner)?),
+            Reproducer::GnuGzip6 => ReproWriter::Gnu(GnuGzipWriter::new(inner)),
         })
     }
 }
@@ -52,6 +54,8 @@ pub enum ReproWriter<W: Write> {
     ZlibNg(ZlibNg6Writer<W>),
     /// zlib-ng 2.2.0–2.2.4 level 6 (zlib-rs 0.4.2), fed the same way.
     ZlibNg22(ZlibNg6Writer<W, cfs_zng22::Deflate22>),
+    /// GNU gzip -n level 6.
+    Gnu(GnuGzipWriter<W>),
 }
 
 impl<W: Write> ReproWriter<W> {
@@ -64,6 +68,7 @@ impl<W: Write> ReproWriter<W> {
             ReproWriter::ZlibFramed(w) => Ok(w.finish()?.into_inner()),
             ReproWriter::ZlibNg(w) => w.finish(),
             ReproWriter::ZlibNg22(w) => w.finish(),
+            ReproWriter::Gnu(w) => w.finish(),
         }
     }
 }
@@ -77,6 +82,7 @@ impl<W: Write> Write for ReproWriter<W> {
             ReproWriter::ZlibFramed(w) => w.write(buf),
             ReproWriter::ZlibNg(w) => w.write(buf),
             ReproWriter::ZlibNg22(w) => w.write(buf),
+            ReproWriter::Gnu(w) => w.write(buf),
         }
     }
 
@@ -88,6 +94,7 @@ impl<W: Write> Write for ReproWriter<W> {
             ReproWriter::ZlibFramed(w) => w.flush(),
             ReproWriter::ZlibNg(w) => w.flush(),
             ReproWriter::ZlibNg22(w) => w.flush(),
+            ReproWriter::Gnu(w) => w.flush(),
         }
     }
 }
