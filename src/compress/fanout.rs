@@ -3,9 +3,12 @@
 //! layer's tar once for every candidate encoder still alive.
 //!
 //! The producer's bytes are cut into [`CHUNK`]-sized shared chunks; each
-//! consumer reads them from a channel [`DEPTH`] chunks deep, so memory is
-//! at most `consumers × DEPTH × CHUNK` whatever the stream's size, and the
-//! producer goes at the pace of the slowest consumer still reading. A
+//! consumer reads them from a channel [`DEPTH`] chunks deep. Every consumer
+//! gets the same chunks (shared, not copied) and the producer waits for the
+//! slowest, so at most `DEPTH + consumers` chunks are alive whatever the
+//! stream's size (8 MiB and a chunk per consumer), and the faster
+//! consumers may run that far ahead: the cores stay busy while the slowest
+//! encoders catch up. A
 //! consumer that has seen enough (its encoder's output passed the recorded
 //! size) returns early and drops its channel; it is not fed again. When no
 //! consumer is left the producer's writes fail with [`NoneLeft`], so a
@@ -28,7 +31,7 @@ use anyhow::Result;
 /// Bytes per shared chunk.
 pub(crate) const CHUNK: usize = 256 * 1024;
 /// Chunks in flight per consumer.
-pub(crate) const DEPTH: usize = 4;
+pub(crate) const DEPTH: usize = 32;
 
 /// Chunks a consumer compresses in one turn at most (4 MiB).
 pub(crate) const TURN: usize = 16;
@@ -240,7 +243,7 @@ mod tests {
 
     #[test]
     fn consumers_that_return_early_are_fed_no_more_and_the_last_stops_the_producer() {
-        let input = data(40 * CHUNK);
+        let input = data((2 * DEPTH + 40) * CHUNK);
         let produced = AtomicUsize::new(0);
         let produce = |w: &mut dyn Write| {
             for piece in input.chunks(CHUNK / 2) {
