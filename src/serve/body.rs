@@ -304,6 +304,8 @@ fn encoder_for<W: Write>(
 pub(super) struct Workers {
     jobs: usize,
     running: AtomicUsize,
+    /// Every response gets all `jobs` (one client, few responses).
+    each: bool,
 }
 
 impl Workers {
@@ -312,6 +314,17 @@ impl Workers {
         Workers {
             jobs: jobs.max(1),
             running: AtomicUsize::new(0),
+            each: false,
+        }
+    }
+
+    /// `jobs` threads for every response: the hand-off's one client reads
+    /// a few blobs at once, and a large one that started second must not
+    /// compress on one thread after the others are done.
+    pub fn each(jobs: usize) -> Self {
+        Workers {
+            each: true,
+            ..Workers::new(jobs)
         }
     }
 
@@ -319,7 +332,10 @@ impl Workers {
     fn share(&self) -> Share<'_> {
         let before = self.running.fetch_add(1, Ordering::SeqCst);
         Share {
-            threads: self.jobs.div_ceil(before + 1),
+            threads: match self.each {
+                true => self.jobs,
+                false => self.jobs.div_ceil(before + 1),
+            },
             running: &self.running,
         }
     }

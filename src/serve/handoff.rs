@@ -30,7 +30,7 @@ fn hand_off_pool(jobs: usize) -> Pool {
         rebuilds: Arc::new(tokio::sync::Semaphore::new(jobs.max(1))),
         // One client: its own slots are all of them.
         clients: super::body::Clients::new(jobs.max(1)),
-        workers: super::body::Workers::new(jobs),
+        workers: super::body::Workers::each(jobs),
         // skopeo may pause a blob while it commits another.
         stall: STALL,
         restarts: Mutex::default(),

@@ -106,6 +106,9 @@ fn later_responses_get_fewer_threads() {
     drop((first, second, third));
     assert_eq!(w.share().threads, 4, "all ended: a new one gets them all");
     assert_eq!(Workers::new(0).share().threads, 1);
+    let each = Workers::each(4);
+    let held = (each.share(), each.share());
+    assert_eq!((held.0.threads, held.1.threads), (4, 4), "the hand-off's");
 }
 
 #[test]
