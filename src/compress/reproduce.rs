@@ -187,9 +187,11 @@ pub type Found<W> = (Reproducer, Option<W>);
 /// manifest, if any. Only gzip layers are tried; the answer is cached.
 /// The most likely candidate runs alone, writing into a fresh `sink()`, so
 /// that when it matches it has written the whole blob (which a destination
-/// may keep: no second pass, and a hit costs one compression). The others
-/// then run together on one rebuild of the tar (`fanout`),
-/// hashing only; `progress` hears how many are left.
+/// may keep: no second pass, and a hit costs one compression); its header
+/// variants are hashed beside it. The others then run together on one
+/// rebuild of the tar each stage (`fanout`), hashing only: first the other
+/// candidates the image's evidence names, then the rest; `progress` hears
+/// how many are left.
 pub fn find<ID: FsVerityHashValue, W: Write>(
     repo: &Repository<ID>,
     img: &StoredImage<ID>,
