@@ -42,8 +42,8 @@ enum HuffEstimate {
 /// klauspost `huffmanBitWriter`.
 pub(super) struct BitWriter {
     pub bw: Bits,
-    /// Tier 2 (compress ≥ 1.18.2) always counts an end-of-block symbol when
-    /// indexing tokens and trims the header's code counts on non-final blocks.
+    /// compress ≥ 1.18.2 always counts an end-of-block symbol when indexing
+    /// tokens (1.18.1 trims the header's code counts on non-final blocks too).
     always_eob: bool,
     /// compress < 1.18.1: a block that may be continued declares every code.
     declare_all: bool,
