@@ -17,13 +17,12 @@
 //! Copyright (c) 2009 The Go Authors).
 //!
 //! klauspost/compress changed its level-5 output many times. Measured with
-//! pgzip v1.2.5 over every tag that touched the encoder (Go 1.19, see
-//! `encoders/testdata/pgzip/README.md`), the generations are 1.9.0–1.9.7,
-//! 1.9.8–1.10.0, 1.10.1, 1.10.2–1.11.12, 1.11.13–1.12.1, 1.12.2,
-//! 1.12.3–1.13.6, 1.14.0–1.14.2, 1.14.3–1.14.4, 1.15.0–1.15.9,
-//! 1.15.10–1.18.0, 1.18.1, and 1.18.2 and later: one [`Version`] each
-//! (1.18.x built with Go 1.23). Each variant's doc says how it differs from
-//! the next.
+//! pgzip v1.2.5 over every tag that touched the encoder (Go 1.19; 1.18.x
+//! and 1.19.x with Go 1.23 and 1.24; see `encoders/testdata/pgzip/README.md`),
+//! the generations are 1.9.0–1.9.7, 1.9.8–1.10.0, 1.10.1, 1.10.2–1.11.12,
+//! 1.11.13–1.12.1, 1.12.2, 1.12.3–1.13.6, 1.14.0–1.14.2, 1.14.3–1.14.4,
+//! 1.15.0–1.15.9, 1.15.10–1.18.0, 1.18.1, and 1.18.2 and later: one
+//! [`Version`] each. Each variant's doc says how it differs from the next.
 //!
 //! Block sizes: pgzip ≥ 1.2.2 defaults to 1 MiB ([`BLOCK_SIZE`]), pgzip ≤
 //! 1.2.1 to 256 KiB, and umoci 0.4.x sets 256 KiB ([`UMOCI_BLOCK_SIZE`]);
