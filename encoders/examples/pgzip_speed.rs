@@ -2,12 +2,12 @@
 //! [`PgzipWriter`] into a hashing sink and prints MB/s and the output sha256,
 //! so a speed change can be checked not to change a byte.
 //!
-//! usage: pgzip_speed FILE [WORKERS] [VERSION-ID] [REPEAT]
+//! usage: pgzip_speed FILE [WORKERS] [VERSION-ID] [REPEAT] [BLOCK-SIZE]
 
 use std::io::{self, Write};
 use std::time::Instant;
 
-use cfs_encoders::klauspost::{PgzipWriter, Version};
+use cfs_encoders::klauspost::{PgzipWriter, Version, BLOCK_SIZE};
 use sha2::{Digest, Sha256};
 
 /// A sink that only hashes and counts what it is given.
@@ -31,7 +31,7 @@ impl Write for HashSink {
 fn main() -> io::Result<()> {
     let mut args = std::env::args().skip(1);
     let Some(path) = args.next() else {
-        eprintln!("usage: pgzip_speed FILE [WORKERS] [VERSION-ID] [REPEAT]");
+        eprintln!("usage: pgzip_speed FILE [WORKERS] [VERSION-ID] [REPEAT] [BLOCK-SIZE]");
         std::process::exit(2);
     };
     let workers: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
@@ -40,6 +40,10 @@ fn main() -> io::Result<()> {
         .and_then(|s| Version::from_id(&s))
         .unwrap_or(Version::V1_15_10);
     let repeat: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let block: usize = args
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(BLOCK_SIZE);
     let data = std::fs::read(&path)?;
     for _ in 0..repeat.max(1) {
         let sink = HashSink {
@@ -47,7 +51,7 @@ fn main() -> io::Result<()> {
             len: 0,
         };
         let start = Instant::now();
-        let mut w = PgzipWriter::new(sink, version, workers)?;
+        let mut w = PgzipWriter::with_block_size(sink, version, block, workers)?;
         // 128 KiB writes, like a tar stream copied through a buffer.
         for chunk in data.chunks(128 << 10) {
             w.write_all(chunk)?;

@@ -42,9 +42,11 @@ enum HuffEstimate {
 /// klauspost `huffmanBitWriter`.
 pub(super) struct BitWriter {
     pub bw: Bits,
-    /// Tier 2 (compress ≥ 1.18.2) always counts an end-of-block symbol when
-    /// indexing tokens and trims the header's code counts on non-final blocks.
+    /// compress ≥ 1.18.2 always counts an end-of-block symbol when indexing
+    /// tokens (1.18.1 trims the header's code counts on non-final blocks too).
     always_eob: bool,
+    /// compress < 1.18.1: a block that may be continued declares every code.
+    declare_all: bool,
     /// Below this many tokens the fixed code is considered (250 from
     /// klauspost 1.14.3, always before).
     max_predefined_tokens: usize,
@@ -90,6 +92,7 @@ impl BitWriter {
                 nbits: 0,
             },
             always_eob: version >= Version::V1_18_2,
+            declare_all: version < Version::V1_18_1,
             max_predefined_tokens: if version >= Version::V1_14_3 {
                 250
             } else {
@@ -371,7 +374,7 @@ impl BitWriter {
                 self.literal_freq[END_BLOCK_MARKER as usize] = 1;
             }
         } else if filled_or_eob {
-            // compress < 1.18.2: a block that may be continued declares every code.
+            // compress < 1.18.1: a block that may be continued declares every code.
             return (LITERAL_COUNT, OFFSET_CODE_COUNT);
         }
         let mut num_literals = self.literal_freq.len();
@@ -433,8 +436,9 @@ impl BitWriter {
         if self.last_header > 0 && !self.can_reuse(tokens) {
             self.write_eob_owed();
         }
+        // 1.18.1 passes `fillReuse && !sync` (always false): trimmed counts, no EOB.
         let (num_literals, num_offsets) =
-            self.index_tokens(tokens, if self.always_eob { true } else { !sync });
+            self.index_tokens(tokens, self.always_eob || (self.declare_all && !sync));
         let ssize = (input.len() as i32 + 5) * 8;
         let storable = input.len() <= MAX_STORE_BLOCK_SIZE;
         let mut extra_bits = 0;

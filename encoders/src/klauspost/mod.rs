@@ -17,13 +17,12 @@
 //! Copyright (c) 2009 The Go Authors).
 //!
 //! klauspost/compress changed its level-5 output many times. Measured with
-//! pgzip v1.2.5 over every tag that touched the encoder (Go 1.19, see
-//! `encoders/testdata/pgzip/README.md`), the generations are 1.9.0–1.9.7,
-//! 1.9.8–1.10.0, 1.10.1, 1.10.2–1.11.12, 1.11.13–1.12.1, 1.12.2,
-//! 1.12.3–1.13.6, 1.14.0–1.14.2, 1.14.3–1.14.4, 1.15.0–1.15.9,
-//! 1.15.10–1.18.0, 1.18.1, and 1.18.2 and later: one [`Version`] each, but
-//! 1.18.1, which is not reproduced. Each variant's doc says how it differs
-//! from the next.
+//! pgzip v1.2.5 over every tag that touched the encoder (Go 1.19; 1.18.x
+//! and 1.19.x with Go 1.23 and 1.24; see `encoders/testdata/pgzip/README.md`),
+//! the generations are 1.9.0–1.9.7, 1.9.8–1.10.0, 1.10.1, 1.10.2–1.11.12,
+//! 1.11.13–1.12.1, 1.12.2, 1.12.3–1.13.6, 1.14.0–1.14.2, 1.14.3–1.14.4,
+//! 1.15.0–1.15.9, 1.15.10–1.18.0, 1.18.1, and 1.18.2 and later: one
+//! [`Version`] each. Each variant's doc says how it differs from the next.
 //!
 //! Block sizes: pgzip ≥ 1.2.2 defaults to 1 MiB ([`BLOCK_SIZE`]), pgzip ≤
 //! 1.2.1 to 256 KiB, and umoci 0.4.x sets 256 KiB ([`UMOCI_BLOCK_SIZE`]);
@@ -88,15 +87,21 @@ pub enum Version {
     /// 1.15.0 to 1.15.9 (containers/image before v5.23): no leading mismatch
     /// allowed when extending a short match.
     V1_15_0,
-    /// 1.15.10 to 1.18.0
+    /// 1.15.10 to 1.18.0: as [`Version::V1_18_1`], but a block that may be
+    /// continued declares every code in its header (286 literal/length and
+    /// 30 offset codes, unused ones with length 0).
     V1_15_10,
-    /// 1.18.2 and newer
+    /// 1.18.1 (retracted): as [`Version::V1_18_2`], but a block that may be
+    /// continued has no end-of-block symbol in its histogram when its header
+    /// is trimmed and when reusing the previous table is costed.
+    V1_18_1,
+    /// 1.18.2 and newer (measured up to 1.19.1).
     V1_18_2,
 }
 
 impl Version {
     /// Every version, oldest first.
-    pub const ALL: [Version; 12] = [
+    pub const ALL: [Version; 13] = [
         Version::V1_9_0,
         Version::V1_9_8,
         Version::V1_10_1,
@@ -108,6 +113,7 @@ impl Version {
         Version::V1_14_3,
         Version::V1_15_0,
         Version::V1_15_10,
+        Version::V1_18_1,
         Version::V1_18_2,
     ];
 
@@ -125,6 +131,7 @@ impl Version {
             Version::V1_14_3 => "klauspost 1.14.3–1.14.4",
             Version::V1_15_0 => "klauspost 1.15.0–1.15.9",
             Version::V1_15_10 => "klauspost 1.15.10–1.18.0",
+            Version::V1_18_1 => "klauspost 1.18.1",
             Version::V1_18_2 => "klauspost 1.18.2 and newer",
         }
     }
@@ -143,6 +150,7 @@ impl Version {
             Version::V1_14_3 => "pgzip-1.14.3",
             Version::V1_15_0 => "pgzip-1.15.0",
             Version::V1_15_10 => "pgzip-1.15.10",
+            Version::V1_18_1 => "pgzip-1.18.1",
             Version::V1_18_2 => "pgzip-1.18.2",
         }
     }

@@ -3,7 +3,9 @@
 # TAG and pgzip v1.2.5, offline (Go modules, GOFLAGS=-mod=mod GOPROXY=off).
 # Needs bare clones of github.com/klauspost/compress and github.com/klauspost/pgzip
 # in $COMPRESS_GIT and $PGZIP_GIT. Go 1.19 builds tags up to v1.17.x; later tags
-# need a newer Go.
+# need a newer Go (v1.18.x: Go >= 1.22, e.g. bookworm-backports golang-1.23-go,
+# with PATH=/usr/lib/go-1.23/bin:$PATH GOTOOLCHAIN=local). The compress module
+# keeps the tag's own go directive when it is newer than 1.19 (range over int).
 set -e
 t=$1
 work=${2:-/tmp/kgo}
@@ -20,7 +22,9 @@ mkdir -p "$d/compress" "$work/bin"
 # Only what flate needs (the repository's large test blobs are not needed).
 git --git-dir="$COMPRESS_GIT" archive "$t" $(git --git-dir="$COMPRESS_GIT" ls-tree --name-only "$t" -- flate internal/le compressible.go) |
 	tar -x -C "$d/compress" --exclude='*/testdata/*' --exclude='*_test.go'
-printf 'module github.com/klauspost/compress\n\ngo 1.19\n' >"$d/compress/go.mod"
+lang=$(git --git-dir="$COMPRESS_GIT" show "$t:go.mod" 2>/dev/null | sed -n 's/^go \([0-9.]*\)$/\1/p')
+case $lang in 1.2[0-9]*) ;; *) lang=1.19 ;; esac
+printf 'module github.com/klauspost/compress\n\ngo %s\n' "$lang" >"$d/compress/go.mod"
 cp "$here/enc.go" "$d/"
 cat >"$d/go.mod" <<EOM
 module enc
