@@ -76,6 +76,13 @@ fn hinted(text: &str, os_version: Option<&str>) -> Vec<Reproducer> {
         .any(|t| text.contains(t))
     {
         vec![Reproducer::GnuGzip6]
+    } else if text.contains("apko") {
+        // Chainguard's apko: compress 1.18.2+ now, 1.18.1 for a while, 1.15.10–1.18.0 before.
+        vec![
+            Reproducer::Pgzip(Version::V1_18_2),
+            Reproducer::Pgzip(Version::V1_18_1),
+            Reproducer::Pgzip(Version::V1_15_10),
+        ]
     } else if text.contains("umoci") {
         vec![
             Reproducer::Pgzip256(Version::V1_15_10),

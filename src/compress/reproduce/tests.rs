@@ -33,6 +33,14 @@ fn hints_reorder_candidates() {
         candidates("jib-maven-plugin:3.4.0")[..2],
         [Reproducer::Zlib6, Reproducer::Zlib6Framed(Frame::JavaOld)]
     );
+    assert_eq!(
+        candidates("apko")[..2],
+        [
+            Reproducer::Pgzip(Version::V1_18_2),
+            Reproducer::Pgzip(Version::V1_18_1)
+        ]
+    );
+    assert_eq!(candidates("bazel build //app")[0], Reproducer::GnuGzip6);
     for hint in [
         "",
         "buildkit",
@@ -40,6 +48,8 @@ fn hints_reorder_candidates() {
         "kaniko",
         "umoci",
         "jib-gradle-plugin",
+        "apko",
+        "bazel",
     ] {
         let mut all = candidates(hint);
         all.sort_by_key(|r| r.id());
