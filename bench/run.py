@@ -16,7 +16,7 @@ REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 SECTIONS = os.environ.get("BENCH_SECTIONS", "core,original,serve").split(",")
 CORES = os.cpu_count() or 1
 # Every candidate of the original-bytes search (src/compress/reproduce.rs DEFAULT_ORDER).
-CANDIDATES = ["pgzip-1.15.10", "pgzip-1.18.2", "gostd", "gostd-1", "pgzip-1.15.10-b256k", "zlib6", "zlib6-os00", "zlib6-os03", "zlibng6-2.3", "zlibng6-2.2", "gnugzip6", "pgzip-1.18.1",
+CANDIDATES = ["pgzip-1.15.10", "pgzip-1.18.2", "gostd", "gostd-1", "pgzip-1.15.10-b256k", "zlib6", "zlib6-os00", "zlib6-os03", "zlibng6-2.3", "zlibng6-2.2", "gnugzip6",
               "pgzip-1.15.0", "pgzip-1.14.3", "pgzip-1.10.2", "pgzip-1.12.3", "pgzip-1.10.2-b256k", "pgzip-1.9.8-b256k", "gostd-9"]
 # The newer encoders' hits, each with the history its tool writes: (id, created_by, OS version label).
 HITS = [("gostd-1", "crane append", None), ("pgzip-1.15.10-b256k", "umoci insert", None),

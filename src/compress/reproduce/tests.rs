@@ -54,6 +54,9 @@ fn hints_reorder_candidates() {
         let mut all = candidates(hint);
         all.sort_by_key(|r| r.id());
         let mut want = DEFAULT_ORDER.to_vec();
+        if hint == "apko" {
+            want.extend(HINTED_ONLY);
+        }
         want.sort_by_key(|r| r.id());
         assert_eq!(all, want, "every candidate once");
     }
@@ -61,7 +64,7 @@ fn hints_reorder_candidates() {
 
 #[test]
 fn ids_round_trip() {
-    for r in DEFAULT_ORDER {
+    for r in DEFAULT_ORDER.into_iter().chain(HINTED_ONLY) {
         assert_eq!(Reproducer::from_id(r.id()), Some(r));
     }
     assert_eq!(Reproducer::from_id(MISS), None);
