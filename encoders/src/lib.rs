@@ -10,4 +10,5 @@ pub mod gnugzip;
 pub mod gostd;
 pub mod gzip_header;
 pub mod klauspost;
+mod member;
 pub mod zlibng;

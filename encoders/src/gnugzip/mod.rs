@@ -52,6 +52,8 @@ mod trees;
 use std::io::{self, Write};
 
 use block::BlockParams;
+
+use crate::member::Member;
 pub use lz::Params;
 
 /// The 10-byte header of `gzip -n` at level 6: no name, mtime 0, XFL 0, OS 3.
@@ -132,11 +134,8 @@ const DRAIN_AT: usize = 1 << 16;
 /// and chain tables, 128 KiB symbol buffer, the pending output). After an
 /// error from the inner writer every later call fails.
 pub struct GnuGzipWriter<W: Write> {
-    inner: W,
+    member: Member<W>,
     d: Box<lz::Deflater>,
-    crc: crc32fast::Hasher,
-    size: u32,
-    failed: bool,
 }
 
 impl<W: Write> GnuGzipWriter<W> {
@@ -155,66 +154,36 @@ impl<W: Write> GnuGzipWriter<W> {
         let mut d = Box::new(lz::Deflater::new(p));
         d.blocks.w.out.extend_from_slice(&header);
         GnuGzipWriter {
-            inner,
+            member: Member::new(inner),
             d,
-            crc: crc32fast::Hasher::new(),
-            size: 0,
-            failed: false,
         }
     }
 
     /// Compresses what is left, writes CRC-32 and ISIZE, returns the inner
     /// writer.
     pub fn finish(mut self) -> io::Result<W> {
-        self.check()?;
+        self.member.check()?;
         self.d.finish();
-        let crc = std::mem::take(&mut self.crc).finalize();
-        let out = &mut self.d.blocks.w.out;
-        out.extend_from_slice(&crc.to_le_bytes());
-        out.extend_from_slice(&self.size.to_le_bytes());
-        self.drain()?;
-        Ok(self.inner)
-    }
-
-    fn check(&self) -> io::Result<()> {
-        if self.failed {
-            return Err(io::Error::other(
-                "gzip writer unusable after an earlier write error",
-            ));
-        }
-        Ok(())
-    }
-
-    fn drain(&mut self) -> io::Result<()> {
-        let out = &mut self.d.blocks.w.out;
-        if let Err(e) = self.inner.write_all(out) {
-            self.failed = true;
-            return Err(e);
-        }
-        out.clear();
-        Ok(())
+        self.member.finish(&mut self.d.blocks.w.out)
     }
 }
 
 impl<W: Write> Write for GnuGzipWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.check()?;
-        self.crc.update(buf);
-        self.size = self.size.wrapping_add(buf.len() as u32);
+        self.member.check()?;
+        self.member.saw(buf);
         let mut rest = buf;
         while !rest.is_empty() {
             let n = self.d.write(rest);
             rest = &rest[n..];
             if self.d.blocks.w.out.len() >= DRAIN_AT {
-                self.drain()?;
+                self.member.drain(&mut self.d.blocks.w.out)?;
             }
         }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.check()?;
-        self.drain()?;
-        self.inner.flush()
+        self.member.flush(&mut self.d.blocks.w.out)
     }
 }

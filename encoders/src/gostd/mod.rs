@@ -48,6 +48,8 @@ mod tests;
 use std::io::{self, Write};
 
 use bitwriter::BitWriter;
+
+use crate::member::Member;
 use deflate::Compressor;
 use fast::FastCompressor;
 
@@ -148,11 +150,8 @@ const INPUT_CHUNK: usize = 1 << 16;
 /// After an error from the inner writer every later call fails, as Go's
 /// writers do.
 pub struct GzipWriter<W: Write> {
-    inner: W,
+    member: Member<W>,
     engine: Engine,
-    crc: crc32fast::Hasher,
-    size: u32,
-    failed: bool,
 }
 
 impl<W: Write> GzipWriter<W> {
@@ -171,68 +170,33 @@ impl<W: Write> GzipWriter<W> {
         };
         engine.bits().out.extend_from_slice(&level.header());
         GzipWriter {
-            inner,
+            member: Member::new(inner),
             engine,
-            crc: crc32fast::Hasher::new(),
-            size: 0,
-            failed: false,
         }
     }
 
     /// Compress what is left, write the trailer, return the inner writer.
     pub fn finish(mut self) -> io::Result<W> {
-        self.check()?;
+        self.member.check()?;
         self.engine.close();
-        let crc = std::mem::take(&mut self.crc).finalize();
-        let out = &mut self.engine.bits().out;
-        out.extend_from_slice(&crc.to_le_bytes());
-        out.extend_from_slice(&self.size.to_le_bytes());
-        self.drain()?;
-        Ok(self.inner)
-    }
-
-    fn check(&self) -> io::Result<()> {
-        if self.failed {
-            return Err(io::Error::other(
-                "gzip writer unusable after an earlier write error",
-            ));
-        }
-        Ok(())
-    }
-
-    /// Hands the finished compressed bytes to `inner`.
-    fn drain(&mut self) -> io::Result<()> {
-        let out = &mut self.engine.bits().out;
-        if out.is_empty() {
-            return Ok(());
-        }
-        if let Err(e) = self.inner.write_all(out) {
-            self.failed = true;
-            return Err(e);
-        }
-        out.clear();
-        Ok(())
+        self.member.finish(&mut self.engine.bits().out)
     }
 }
 
 impl<W: Write> Write for GzipWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.check()?;
+        self.member.check()?;
         for chunk in buf.chunks(INPUT_CHUNK) {
             self.engine.write(chunk);
-            self.drain()?;
+            self.member.drain(&mut self.engine.bits().out)?;
         }
-        self.crc.update(buf);
-        // ISIZE is the length modulo 2^32 (RFC 1952).
-        self.size = self.size.wrapping_add(buf.len() as u32);
+        self.member.saw(buf);
         Ok(buf.len())
     }
 
     /// Passes on what is already compressed; unlike Go's `Flush` this never
     /// emits a sync block, which would change the output.
     fn flush(&mut self) -> io::Result<()> {
-        self.check()?;
-        self.drain()?;
-        self.inner.flush()
+        self.member.flush(&mut self.engine.bits().out)
     }
 }
