@@ -6,47 +6,20 @@
 //!
 //! usage: gostd_speed LEVEL-ID FILE... (LEVEL-ID: gostd, gostd-1, gostd-9)
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::time::Instant;
 
 use cfs_encoders::gostd::{GoLevel, GzipWriter};
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 
-/// A sink that only hashes and counts what it is given.
-struct HashSink {
-    hash: Sha256,
-    len: u64,
-}
+mod common;
 
-impl Write for HashSink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.hash.update(buf);
-        self.len += buf.len() as u64;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+use common::{feed, HashSink};
 
 /// Compresses everything `src` yields; returns (input bytes, sink).
-fn compress(level: GoLevel, mut src: impl Read) -> io::Result<(u64, HashSink)> {
-    let sink = HashSink {
-        hash: Sha256::new(),
-        len: 0,
-    };
-    let mut w = GzipWriter::with_level(sink, level);
-    let mut buf = vec![0u8; 32 << 10];
-    let mut total = 0u64;
-    loop {
-        let n = src.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        w.write_all(&buf[..n])?;
-    }
+fn compress(level: GoLevel, src: impl Read) -> io::Result<(u64, HashSink)> {
+    let mut w = GzipWriter::with_level(HashSink::new(), level);
+    let total = feed(src, &mut w, 32 << 10)?;
     Ok((total, w.finish()?))
 }
 

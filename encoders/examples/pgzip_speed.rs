@@ -4,29 +4,15 @@
 //!
 //! usage: pgzip_speed FILE [WORKERS] [VERSION-ID] [REPEAT] [BLOCK-SIZE]
 
-use std::io::{self, Write};
+use std::io;
 use std::time::Instant;
 
 use cfs_encoders::klauspost::{PgzipWriter, Version, BLOCK_SIZE};
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 
-/// A sink that only hashes and counts what it is given.
-struct HashSink {
-    hash: Sha256,
-    len: u64,
-}
+mod common;
 
-impl Write for HashSink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.hash.update(buf);
-        self.len += buf.len() as u64;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+use common::{feed, HashSink};
 
 fn main() -> io::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -46,16 +32,9 @@ fn main() -> io::Result<()> {
         .unwrap_or(BLOCK_SIZE);
     let data = std::fs::read(&path)?;
     for _ in 0..repeat.max(1) {
-        let sink = HashSink {
-            hash: Sha256::new(),
-            len: 0,
-        };
         let start = Instant::now();
-        let mut w = PgzipWriter::with_block_size(sink, version, block, workers)?;
-        // 128 KiB writes, like a tar stream copied through a buffer.
-        for chunk in data.chunks(128 << 10) {
-            w.write_all(chunk)?;
-        }
+        let mut w = PgzipWriter::with_block_size(HashSink::new(), version, block, workers)?;
+        feed(data.as_slice(), &mut w, 128 << 10)?;
         let sink = w.finish()?;
         let secs = start.elapsed().as_secs_f64();
         println!(
