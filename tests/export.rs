@@ -546,25 +546,6 @@ fn sha512_repository_round_trips() {
     assert_eq!(report["findings"], serde_json::json!([]));
 }
 
-/// Run python3 `code` with `input` on stdin; its stdout.
-fn python(code: &str, input: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("python3")
-        .args(["-c", code])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let feed = input.to_vec();
-    let feeder = std::thread::spawn(move || stdin.write_all(&feed));
-    let out = child.wait_with_output().unwrap();
-    feeder.join().unwrap().unwrap();
-    assert!(out.status.success(), "python3 failed");
-    out.stdout
-}
-
 /// Layers deflated by Debian's zlib at level 6 under other tools' gzip
 /// headers: zlib's own framing (Python's `gzip.compress`, OS 03) and Java's
 /// `GZIPOutputStream` before JDK 16 (jib, OS 00: zlib's raw body in Java's

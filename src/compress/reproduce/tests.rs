@@ -118,25 +118,14 @@ sys.stdout.buffer.write(c.compress(d) + c.flush())
 "#;
     for len in [0, 1, 258, 32767, 32768, 32769, 65536, 98304, 300_000] {
         let input = &data[..len.min(data.len())];
-        let mut child = std::process::Command::new("python3")
-            .args(["-c", python])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let feed = input.to_vec();
-        let feeder = std::thread::spawn(move || stdin.write_all(&feed));
-        let out = child.wait_with_output().unwrap();
-        feeder.join().unwrap().unwrap();
-        assert!(out.status.success(), "python3 zlib failed");
+        let raw = fixtures::python(python, input);
         let mut w = Reproducer::Zlib6.writer(Vec::new(), 1).unwrap();
         // Written in uneven pieces: madler zlib's output does not depend on them.
         for piece in input.chunks(5000) {
             w.write_all(piece).unwrap();
         }
         let gz = w.finish().unwrap();
-        assert!(gz[10..gz.len() - 8] == out.stdout[..], "{len} bytes");
+        assert!(gz[10..gz.len() - 8] == raw[..], "{len} bytes");
     }
 }
 
@@ -189,17 +178,7 @@ fn zlib_framing_is_found_among_the_variants_and_written_alike() {
         .collect();
     let python =
         "import gzip,sys; sys.stdout.buffer.write(gzip.compress(sys.stdin.buffer.read(), 6, mtime=0))";
-    let mut child = std::process::Command::new("python3")
-        .args(["-c", python])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let feed = input.clone();
-    let feeder = std::thread::spawn(move || stdin.write_all(&feed));
-    let real = child.wait_with_output().unwrap().stdout;
-    feeder.join().unwrap().unwrap();
+    let real = fixtures::python(python, &input);
     assert_eq!(real[9], 3, "zlib's gzip header says Unix");
     let original = Descriptor::new(
         MediaType::ImageLayerGzip,
