@@ -278,7 +278,9 @@ fn by_body(candidates: &[Reproducer]) -> Vec<Vec<Reproducer>> {
 
 /// Which of `members` (one body under their headers) `tee` saw written:
 /// the first member when its output as written is `original`, else the
-/// member whose header variant is; and the sink.
+/// member whose header variant is (`tee` hashed the body under the headers
+/// of `members[1..]`: the first's own output is hashed as written); and the
+/// sink.
 fn found_in<W: Write>(
     tee: BodyTee<BoundedHasher<W>>,
     members: &[Reproducer],
@@ -292,7 +294,7 @@ fn found_in<W: Write>(
     let found = digests
         .iter()
         .position(|d| d.size == original.size() && hex::encode(d.sha256) == want)
-        .and_then(|i| members.get(i).copied());
+        .and_then(|i| members.get(i + 1).copied());
     Ok((found, sink))
 }
 
@@ -305,7 +307,7 @@ fn group_matches(
     chunks: impl Iterator<Item = std::sync::Arc<[u8]>>,
     original: &Descriptor,
 ) -> Option<Reproducer> {
-    let headers = headers_of(members);
+    let headers = headers_of(members.get(1..).unwrap_or_default());
     let sink = BodyTee::new(BoundedHasher::new(original.size(), io::sink()), &headers);
     let mut encoder = members.first()?.writer(sink, 1).ok()?;
     for chunk in chunks {
@@ -416,8 +418,8 @@ fn is_gzip_type(t: &MediaType) -> bool {
     }
 }
 
-/// The gzip headers `members` are hashed under (none for an encoder
-/// without header variants: its own output is hashed as written).
+/// The gzip headers `members` are hashed under, beside the output as
+/// written (none for encoders without header variants).
 fn headers_of(members: &[Reproducer]) -> Vec<GzipHeader> {
     members.iter().filter_map(|m| m.variant_header()).collect()
 }
@@ -440,10 +442,7 @@ fn matches<ID: FsVerityHashValue, W: Write>(
         .into_iter()
         .chain(siblings.iter().copied())
         .collect();
-    let headers = match siblings.is_empty() {
-        true => Vec::new(),
-        false => headers_of(&members),
-    };
+    let headers = headers_of(siblings);
     let sink = BodyTee::new(BoundedHasher::new(original.size(), out), &headers);
     let encoder = candidate.writer(sink, workers)?;
     let (encoder, _) = match layer::rebuild(repo, &img.name(), layer, encoder) {
